@@ -1,0 +1,159 @@
+"""The `mgrb` command line: run and list experiments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, MGRBError
+
+EXPERIMENTS_DIR = Path("experiments")
+
+
+def _experiment_path(argument: str, directory: Path) -> Path:
+    """A path as given, or an experiment name looked up in the experiments folder."""
+    path = Path(argument)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = directory / f"{argument}.yaml"
+    if candidate.exists():
+        return candidate
+    raise ConfigError(f"{argument}: no such experiment file, and no {candidate}; "
+                      "`mgrb list` shows the experiments")
+
+
+def format_phase_table(results: dict) -> str:
+    lines = [f"{'phase':>5} {'classes':>7} {'top-1':>7} {'top-5':>7} {'old':>7} {'new':>7}"]
+    for phase in results["phases"]:
+        old = "-" if phase["old_top1"] is None else f"{phase['old_top1']:.2f}"
+        lines.append(f"{phase['phase'] + 1:>5} {phase['seen_classes']:>7} {phase['top1']:>7.2f} "
+                     f"{phase['top5']:>7.2f} {old:>7} {phase['new_top1']:>7.2f}")
+    lines.append(f"average incremental top-1 {results['avg_top1']:.2f}   "
+                 f"last top-1 {results['last_top1']:.2f}   "
+                 f"({results['wall_time_s']:.0f} s on {results['device']})")
+    return "\n".join(lines)
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def command_run(args) -> int:
+    from .config import load_config
+    from .environment import resolve_device
+    from .progress import Progress
+    from .runfolder import RunFolder
+    from .trainer import Trainer
+
+    path = _experiment_path(args.experiment, args.experiments_dir)
+    config = load_config(path, args.set or [])
+    run = RunFolder(args.out or Path("runs") / config["name"])
+    run.prepare(config)
+    if run.is_finished():
+        results = json.loads(run.results_path.read_text())
+        print(f"{run.path} already holds a finished run; nothing to do.\n"
+              f"{format_phase_table(results)}")
+        return 0
+    device = resolve_device(args.device)
+    progress = Progress(quiet=args.quiet)
+    run.acquire_lock()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        progress.message(f"experiment {config['name']} ({path}) on {device}, "
+                         f"run folder {run.path}")
+        results = Trainer(config, run, device, progress).train()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. The run folder keeps its last checkpoint; run the same command "
+              f"again to resume:\n  mgrb run {args.experiment}"
+              + (f" --out {args.out}" if args.out else ""), file=sys.stderr)
+        return 130
+    finally:
+        run.release_lock()
+    print(format_phase_table(results))
+    print(f"results: {run.results_path}")
+    return 0
+
+
+def command_list(args) -> int:
+    from .config import load_config
+    from .data import data_present
+
+    rows = []
+    for path in sorted(args.experiments_dir.glob("*.yaml")):
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            rows.append({"file": str(path), "error": str(error)})
+            continue
+        dataset = config["dataset"]["name"]
+        rows.append({
+            "name": config["name"], "file": str(path), "dataset": dataset,
+            "initial": config["protocol"]["initial"],
+            "increment": config["protocol"]["increment"],
+            "hierarchy": config["hierarchy"]["kind"], "losses": config["method"]["losses"],
+            "reported": config["reported"],
+            "data_present": data_present(dataset, config["dataset"]["root"]),
+            "description": config["description"],
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no experiment files in {args.experiments_dir}/")
+        return 0
+    print(f"{'name':<28} {'dataset':<13} {'protocol':>8} {'hier':<5} {'data':<7} description")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['file']}: INVALID: {row['error']}")
+            continue
+        protocol = f"{row['initial']}/{row['increment']}"
+        data = "present" if row["data_present"] else "missing"
+        print(f"{row['name']:<28} {row['dataset']:<13} {protocol:>8} {row['hierarchy']:<5} "
+              f"{data:<7} {row['description']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgrb", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--experiments-dir", type=Path, default=EXPERIMENTS_DIR,
+                        help="folder of experiment files (default: experiments)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train an experiment through all its phases")
+    run.add_argument("experiment", help="experiment file, or a name from `mgrb list`")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set train.epochs=3 (repeatable)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--out", type=Path, help="run folder (default: runs/<experiment name>)")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(handler=command_run)
+
+    listing = commands.add_parser("list", help="list the experiment files")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=command_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except MGRBError as error:
+        if args.debug:
+            raise
+        print(f"mgrb: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Exception as error:  # an unexpected fault: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"mgrb: internal error: {type(error).__name__}: {error}\n"
+              "Run again with --debug for the traceback.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The loss terms of method.md sections 3 and 4, each a pure function of tensors.
+
+Nothing here loops over samples or reads a tensor back to the host: per-class weights and
+soft targets are (K,) and (K, K) tensors built once per phase and indexed by label.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSS_SETS = ("ce", "ce+distill", "ce+hierloss", "distill+hierloss", "ce+distill+hierloss")
+
+
+def class_balanced_weights(counts, num_classes: int) -> torch.Tensor:
+    """Effective-number weights of Cui et al. (method.md section 3):
+
+        w_c = (1 - eta) / (1 - eta ** n_c),   eta = (C - 1) / C
+
+    `counts` holds n_c per class; C = `num_classes`, the data set's total class count.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    eta = (num_classes - 1) / num_classes
+    return ((1.0 - eta) / (1.0 - torch.pow(eta, counts))).to(torch.float32)
+
+
+def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                           reduction: str = "sum") -> torch.Tensor:
+    """L_cls with re-balancing: sum_i w_{y_i} * CE(z_i, y_i).
+
+    The original code sums over the batch (reduction "sum"); "mean" divides by the batch size.
+    """
+    per_sample = F.cross_entropy(logits, labels, reduction="none") * weights[labels]
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+
+def distillation(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """T^2 * mean_i( -sum_j p_ij log q_ij ), p = softmax(z_prev / T), q = log_softmax(z_old / T).
+
+    The dscale * alpha factor of L_KD is applied by the caller (`phase_loss`).
+    """
+    p = F.softmax(teacher_logits / temperature, dim=1)
+    log_q = F.log_softmax(student_old_logits / temperature, dim=1)
+    return temperature**2 * -(p * log_q).sum(dim=1).mean()
+
+
+def mg_regularizer(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """L_MG = KL(s_y || softmax(z)), averaged over the batch ("batchmean").
+
+    `targets` is the (K, K) soft-target matrix of `mgrb.hierarchy.soft_targets`; row y is s_y.
+    xlogy makes 0 * log 0 = 0 for targets that underflow to zero.
+    """
+    s = targets[labels]
+    log_p = F.log_softmax(logits, dim=1)
+    return (torch.xlogy(s, s) - s * log_p).sum() / logits.shape[0]
+
+
+def phase_loss(logits: torch.Tensor, labels: torch.Tensor, *, loss_set: str, n_old: int,
+               teacher_logits: torch.Tensor | None, class_weights: torch.Tensor | None,
+               targets: torch.Tensor | None, temperature: float, dscale: float, scale: float,
+               cb_reduction: str) -> dict[str, torch.Tensor]:
+    """Stage-1 loss of an incremental phase t > 0 (method.md section 3):
+
+        L = L_KD + (1 - alpha) * L_cls + lambda * L_MG,   alpha = n_old / n_seen
+
+    composed per loss set: ce -> L_cls; ce+distill -> L_KD + (1-alpha) L_cls;
+    ce+hierloss -> L_cls + lambda L_MG; distill+hierloss -> L_KD + lambda L_MG.
+    L_cls is class-balanced when `class_weights` is given, else the plain mean CE.
+    Returns every computed term and their sum under "total".
+    """
+    parts = set(loss_set.split("+"))
+    alpha = n_old / logits.shape[1]
+    terms: dict[str, torch.Tensor] = {}
+    total = logits.new_zeros(())
+    if "ce" in parts:
+        if class_weights is None:
+            cls = F.cross_entropy(logits, labels)
+        else:
+            cls = balanced_cross_entropy(logits, labels, class_weights, cb_reduction)
+        terms["cls"] = cls
+        total = total + (1.0 - alpha) * cls if "distill" in parts else total + cls
+    if "distill" in parts:
+        kd = dscale * alpha * distillation(logits[:, :n_old], teacher_logits, temperature)
+        terms["kd"] = kd
+        total = total + kd
+    if "hierloss" in parts:
+        mg = mg_regularizer(logits, labels, targets)
+        terms["mg"] = mg
+        total = total + scale * mg
+    terms["total"] = total
+    return terms
+
+
+def classifier_retrain_loss(logits: torch.Tensor, labels: torch.Tensor, *, n_old: int,
+                            targets: torch.Tensor | None, scale: float) -> dict[str, torch.Tensor]:
+    """Stage-2 loss (method.md section 4): (1 - alpha) * CE + lambda * L_MG.
+
+    The original adds a distillation term whose teacher is the classifier itself under
+    no-grad; teacher equals student at every step, so its gradient is zero and it is dropped.
+    """
+    alpha = n_old / logits.shape[1]
+    ce = F.cross_entropy(logits, labels)
+    terms = {"cls": ce}
+    total = (1.0 - alpha) * ce
+    if targets is not None:
+        mg = mg_regularizer(logits, labels, targets)
+        terms["mg"] = mg
+        total = total + scale * mg
+    terms["total"] = total
+    return terms

@@ -1,0 +1,74 @@
+"""MGRB as hooks the trainer calls: what a phase needs and the loss of each stage.
+
+The trainer owns loops, optimisers, checkpoints and logging; this module owns the method:
+the teacher, the class-balanced weights, the soft targets and the loss composition.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .defaults import FULL_TRAIN_PER_CLASS
+from .losses import class_balanced_weights, classifier_retrain_loss, phase_loss
+
+
+class MGRBPhase:
+    """Everything the losses of one phase need, built once and indexed by label in each step."""
+
+    def __init__(self, config: dict, *, phase: int, n_old: int, n_seen: int, teacher,
+                 class_weights: torch.Tensor | None, targets_stage1: torch.Tensor | None,
+                 targets_stage2: torch.Tensor | None):
+        method = config["method"]
+        self.loss_set = method["losses"]
+        self.phase, self.n_old, self.n_seen = phase, n_old, n_seen
+        self.teacher = teacher
+        self.class_weights = class_weights
+        self.targets_stage1, self.targets_stage2 = targets_stage1, targets_stage2
+        self.temperature, self.dscale = method["temperature"], method["dscale"]
+        self.scale, self.cb_reduction = method["scale"], config["quirks"]["cb_reduction"]
+        self.uses_hierarchy = "hierloss" in self.loss_set
+
+    def stage1_loss(self, logits: torch.Tensor, labels: torch.Tensor,
+                    images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.phase == 0:  # phase 0: plain cross-entropy over the first classes
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            return {"cls": loss, "total": loss}
+        teacher_logits = None
+        if "distill" in self.loss_set:
+            with torch.no_grad():
+                teacher_logits = self.teacher(images)
+        return phase_loss(
+            logits, labels, loss_set=self.loss_set, n_old=self.n_old,
+            teacher_logits=teacher_logits, class_weights=self.class_weights,
+            targets=self.targets_stage1 if self.uses_hierarchy else None,
+            temperature=self.temperature, dscale=self.dscale, scale=self.scale,
+            cb_reduction=self.cb_reduction)
+
+    def stage2_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return classifier_retrain_loss(
+            logits, labels, n_old=self.n_old,
+            targets=self.targets_stage2 if self.uses_hierarchy else None, scale=self.scale)
+
+
+def phase_class_counts(config: dict, *, n_old: int, n_seen: int, per_class: int, holdout: int,
+                       data_counts_by_label: torch.Tensor,
+                       phase_counts_by_label: torch.Tensor) -> torch.Tensor:
+    """n_c of the class-balanced weights for labels 0..n_seen-1.
+
+    quirk "full_dataset" (the original): old classes count e - v exemplars, new classes the
+    data set's full per-class training count; "phase": the images this phase trains on.
+    """
+    if config["quirks"]["cb_new_class_count"] == "phase":
+        return phase_counts_by_label[:n_seen].clone()
+    counts = data_counts_by_label[:n_seen].clone()
+    full = FULL_TRAIN_PER_CLASS.get(config["dataset"]["name"])
+    if full is not None:
+        counts[n_old:] = full
+    counts[:n_old] = per_class - holdout
+    return counts
+
+
+def balanced_weights_for_phase(config: dict, num_classes: int, counts: torch.Tensor):
+    if not config["method"]["cbloss"]:
+        return None
+    return class_balanced_weights(counts, num_classes)

@@ -1,0 +1,55 @@
+"""Progress on the terminal: a redrawn bar on a TTY, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.quiet = quiet
+        self._open_bar = False
+        self._last_plain = 0.0
+
+    def _write(self, text: str) -> None:
+        if self._open_bar:
+            self.stream.write("\n")
+            self._open_bar = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self._write(text)
+
+    def epoch(self, *, phase: int, phases: int, stage: str, epoch: int, epochs: int,
+              loss: float, images_per_s: float, started: float) -> None:
+        """Called after each epoch; `epoch` counts from 1."""
+        if self.quiet:
+            return
+        elapsed = time.monotonic() - started
+        eta = elapsed / epoch * (epochs - epoch)
+        label = f"phase {phase + 1}/{phases} {stage}"
+        if self.tty:
+            width = 24
+            filled = int(width * epoch / epochs)
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(f"\r{label} [{bar}] epoch {epoch}/{epochs} loss {loss:.4f} "
+                              f"{images_per_s:,.0f} img/s ETA {_duration(eta)}  ")
+            self.stream.flush()
+            self._open_bar = True
+            if epoch == epochs:
+                self._write("")
+        elif epoch == epochs or time.monotonic() - self._last_plain >= 30:
+            self._last_plain = time.monotonic()
+            self._write(f"{label} epoch {epoch}/{epochs} loss {loss:.4f} "
+                        f"{images_per_s:,.0f} img/s elapsed {_duration(elapsed)}")

@@ -1,0 +1,165 @@
+"""The run folder: resolved config, event log, checkpoints, results; all writes atomic.
+
+A reader (the terminal launcher, `mgrb check`) needs nothing but this folder: results.json
+exists only once a run has finished, and every file appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import yaml
+
+from .errors import RunFolderError
+
+CONFIG, EVENTS, RESULTS, LOCK = "config.yaml", "events.jsonl", "results.json", "run.lock"
+CHECKPOINTS = "checkpoints"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / CHECKPOINTS
+        self._lock_held = False
+
+    # -- state seen by readers ---------------------------------------------------------
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / EVENTS
+
+    def is_finished(self) -> bool:
+        return self.results_path.exists()
+
+    def stored_config(self) -> dict | None:
+        path = self.path / CONFIG
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+
+    # -- set-up --------------------------------------------------------------------------
+    def prepare(self, config: dict) -> None:
+        """Create the folder, or check that an existing one holds this same experiment."""
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(f"{self.path}: cannot create the run folder: {error.strerror}. "
+                                 "Choose another place with --out.") from None
+        stored = self.stored_config()
+        if stored is not None and stored != config:
+            changed = sorted(_differences(stored, config))
+            raise RunFolderError(
+                f"{self.path} holds a run of a different configuration (differs in: "
+                f"{', '.join(changed[:6])}). Resuming would mix two experiments: give another "
+                "folder with --out, or delete this one to start over.")
+        if stored is None:
+            atomic_write(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
+
+    def acquire_lock(self) -> None:
+        """One process per run folder; a lock left by a dead process is taken over."""
+        lock = self.path / LOCK
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.time()}).encode()
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(lock.read_text() or "{}")
+                except (OSError, ValueError):
+                    owner = {}
+                same_host = owner.get("host") == socket.gethostname()
+                if same_host and owner.get("pid") and _pid_alive(int(owner["pid"])):
+                    raise RunFolderError(
+                        f"{self.path} is in use by process {owner['pid']}; wait for it to "
+                        "finish or stop it first (two trainers on one folder would corrupt "
+                        "it).") from None
+                if not same_host and owner.get("host"):
+                    raise RunFolderError(
+                        f"{self.path} is locked by a process on host {owner['host']}. If "
+                        f"that run is dead, delete {lock} and try again.") from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(record)
+            self._lock_held = True
+            return
+        raise RunFolderError(f"{lock}: could not take the lock")
+
+    def release_lock(self) -> None:
+        if self._lock_held:
+            (self.path / LOCK).unlink(missing_ok=True)
+            self._lock_held = False
+
+    # -- writing -------------------------------------------------------------------------
+    def append_event(self, event: dict) -> None:
+        """One JSON object per line, flushed at once so a tailing reader sees it."""
+        line = json.dumps({"time": round(time.time(), 3), **event}, allow_nan=False,
+                          default=float) + "\n"
+        with open(self.events_path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+
+    def write_results(self, results: dict) -> None:
+        atomic_write(self.results_path, (json.dumps(results, indent=2) + "\n").encode())
+
+    def save_checkpoint(self, state: dict) -> None:
+        """latest.pt replaced atomically; the one before it kept as previous.pt."""
+        import torch
+
+        latest = self.checkpoints / "latest.pt"
+        temporary = self.checkpoints / f".latest.{os.getpid()}.tmp"
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if latest.exists():
+            os.replace(latest, self.checkpoints / "previous.pt")
+        os.replace(temporary, latest)
+
+    def load_checkpoint(self, warn) -> dict | None:
+        """The newest readable checkpoint, or None; a damaged latest.pt falls back with a warning."""
+        import torch
+
+        for name in ("latest.pt", "previous.pt"):
+            path = self.checkpoints / name
+            if not path.exists():
+                continue
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as error:  # a truncated file raises many kinds of errors
+                warn(f"warning: {path} is unreadable ({type(error).__name__}); "
+                     "trying the previous checkpoint")
+        return None
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = set(a) | set(b)
+        return [d for key in keys for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]

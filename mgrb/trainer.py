@@ -1,0 +1,357 @@
+"""The trainer: phases, the two stages of each, evaluation, checkpoints and the event log.
+
+Method-specific work (teacher, class weights, soft targets, losses) lives in `method.py`;
+the hierarchy of each phase comes from `class_hierarchies.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import evaluation
+from .class_hierarchies import describe_hierarchy, hierarchy_targets, public_description
+from .config import NUM_CLASSES
+from .data import load_dataset
+from .data.batches import Augment, make_batches
+from .environment import device_name, git_commit, library_versions
+from .method import MGRBPhase, balanced_weights_for_phase, phase_class_counts
+from .models import IncrementalNet, build_backbone
+from .progress import Progress
+from .protocol import ORDER_NAME, Protocol, class_order, memory_roles, memory_sizes, phase_split
+from .runfolder import RunFolder
+
+CHECKPOINT_VERSION = 1
+
+
+def learning_rate(base: float, *, epoch: int, iteration: int, iterations: int, milestones,
+                  decay: float, warmup_epochs: int) -> float:
+    """MultiStepLR by epoch, times a linear warm-up per iteration over the first epochs."""
+    lr = base * decay ** sum(epoch >= m for m in milestones)
+    if warmup_epochs and epoch < warmup_epochs:
+        lr *= (epoch * iterations + iteration + 1) / (warmup_epochs * iterations)
+    return lr
+
+
+@dataclass
+class Position:
+    """Where training stands: the phase, its stage ('start', 'stage1', 'stage2') and next epoch."""
+
+    phase: int = 0
+    stage: str = "start"
+    epoch: int = 0
+
+
+class Trainer:
+    def __init__(self, config: dict, run: RunFolder, device: torch.device,
+                 progress: Progress | None = None):
+        self.config, self.run, self.device = config, run, device
+        self.progress = progress or Progress(quiet=True)
+        self.train_cfg, self.method_cfg = config["train"], config["method"]
+
+    # -- set-up ------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        cfg = self.config
+        name = cfg["dataset"]["name"]
+        self.progress.message(f"loading {name} ...")
+        data = load_dataset(name, cfg["dataset"]["root"], download=cfg["dataset"]["download"])
+        self.data = data
+        self.num_classes = NUM_CLASSES[name]
+        proto = cfg["protocol"]
+        self.protocol = Protocol(self.num_classes, proto["initial"], proto["increment"])
+        self.order = class_order(self.num_classes, proto["order_seed"])
+        label_of_class = torch.empty(self.num_classes, dtype=torch.long)
+        label_of_class[torch.tensor(self.order)] = torch.arange(self.num_classes)
+        self.train_labels = label_of_class[data.train_labels]
+        self.test_labels = label_of_class[data.test_labels]
+        self.per_class, self.holdout = memory_sizes(
+            self.num_classes, proto["memory_total"], proto["memory_per_class"],
+            proto["holdout_fraction"])
+        self.roles = memory_roles(self.train_labels, self.per_class, self.holdout,
+                                  proto["selection"], proto["order_seed"])
+        workers = self.train_cfg["num_workers"]
+        self.train_set = make_batches(data.train_images, self.train_labels, data.mean, data.std,
+                                      self.device, data.image_size, workers)
+        self.test_set = make_batches(data.test_images, self.test_labels, data.mean, data.std,
+                                     self.device, data.image_size, workers)
+        self.augment = Augment(**self.train_cfg["augment"])
+        self.data_counts = torch.bincount(self.train_labels, minlength=self.num_classes)
+
+    def _build_model(self) -> None:
+        torch.manual_seed(self.train_cfg["seed"])
+        backbone = build_backbone(self.config["model"]["backbone"], self.data.channels,
+                                  self.config["model"]["stem"])
+        self.model = IncrementalNet(backbone, self.protocol.seen(0)).to(self.device)
+        self.teacher = None
+        self.generator = torch.Generator().manual_seed(self.train_cfg["seed"])
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _state(self, position: Position, optimizer) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION, "phase": position.phase, "stage": position.stage,
+            "epoch": position.epoch, "model": self.model.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "hierarchy": self.hierarchy, "phase_results": self.phase_results,
+            "wall_time_s": self._wall_time(),
+        }
+
+    def _save(self, position: Position, optimizer=None) -> None:
+        self.run.save_checkpoint(self._state(position, optimizer))
+        self.run.append_event({"event": "checkpoint", "phase": position.phase,
+                               "stage": position.stage, "epoch": position.epoch})
+
+    def _network_like(self, state: dict) -> IncrementalNet:
+        network = copy.deepcopy(self.model)
+        network.renew_classifier(state["classifier.weight"].shape[0])
+        network.load_state_dict(state)
+        return network
+
+    def _restore(self, state: dict) -> tuple[Position, dict | None]:
+        self.model = self._network_like(state["model"]).to(self.device)
+        if state["teacher"] is not None:
+            self.teacher = self._frozen(self._network_like(state["teacher"]))
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.hierarchy = state["hierarchy"]
+        self.phase_results = state["phase_results"]
+        self._time_before = state["wall_time_s"]
+        return Position(state["phase"], state["stage"], state["epoch"]), state["optimizer"]
+
+    def _wall_time(self) -> float:
+        return self._time_before + time.monotonic() - self._started
+
+    @staticmethod
+    def _frozen(network):
+        network = network.eval()
+        for parameter in network.parameters():
+            parameter.requires_grad_(False)
+        return network
+
+    # -- the run -----------------------------------------------------------------------
+    def train(self) -> dict:
+        self._started, self._time_before = time.monotonic(), 0.0
+        self._load_data()
+        self._build_model()
+        self.hierarchy, self.phase_results = None, []
+        position, optimizer_state = Position(), None
+        state = self.run.load_checkpoint(self.progress.message)
+        if state is not None:
+            position, optimizer_state = self._restore(state)
+            self.progress.message(f"resuming at phase {position.phase + 1}, {position.stage}, "
+                                  f"epoch {position.epoch}")
+            self.run.append_event({"event": "resumed", "phase": position.phase,
+                                   "stage": position.stage, "epoch": position.epoch})
+        else:
+            self.run.append_event({"event": "started", "phases": self.protocol.num_phases,
+                                   "experiment": self.config["name"],
+                                   "device": device_name(self.device)})
+        for phase in range(position.phase, self.protocol.num_phases):
+            if position.phase != phase:
+                position, optimizer_state = Position(phase), None
+            self._train_phase(position, optimizer_state)
+        return self._finish()
+
+    def _train_phase(self, position: Position, optimizer_state) -> None:
+        phase = position.phase
+        n_old, n_seen = self.protocol.old(phase), self.protocol.seen(phase)
+        split = phase_split(self.protocol, phase, self.train_labels, self.roles, self.test_labels)
+        if position.stage == "start":
+            self._begin_phase(phase, split, n_seen)
+            position = Position(phase, "stage1", 0)
+        targets1, targets2 = hierarchy_targets(self.hierarchy, self.method_cfg["beta"])
+        counts = phase_class_counts(
+            self.config, n_old=n_old, n_seen=n_seen, per_class=self.per_class,
+            holdout=self.holdout, data_counts_by_label=self.data_counts,
+            phase_counts_by_label=torch.bincount(self.train_labels[split.train], minlength=n_seen))
+        weights = balanced_weights_for_phase(self.config, self.num_classes, counts)
+        method = MGRBPhase(self.config, phase=phase, n_old=n_old, n_seen=n_seen,
+                           teacher=self.teacher,
+                           class_weights=None if weights is None else weights.to(self.device),
+                           targets_stage1=None if targets1 is None else targets1.to(self.device),
+                           targets_stage2=None if targets2 is None else targets2.to(self.device))
+        self.progress.message(f"phase {phase + 1}/{self.protocol.num_phases}: classes "
+                              f"{n_old}-{n_seen - 1} new, {split.train.numel()} training "
+                              f"images, hierarchy {self.hierarchy['kind']}")
+        if position.stage == "stage1":
+            self._stage1(position, method, split, optimizer_state)
+            position = Position(phase, "stage2", 0)
+        if phase > 0 and self.method_cfg["decouple"] and self.train_cfg["stage2_epochs"]:
+            self._stage2(phase, method, split)
+        self._evaluate(phase, n_old, split)
+        self._save(Position(phase + 1, "start", 0))
+
+    def _begin_phase(self, phase: int, split, n_seen: int) -> None:
+        """Teacher, fresh classifier and hierarchy at the start of a phase."""
+        if phase > 0:
+            self.teacher = self._frozen(copy.deepcopy(self.model))
+            keep = not self.config["quirks"]["fresh_classifier"]
+            self.model.renew_classifier(n_seen, keep_old_weights=keep)
+        features = None
+        uses = "hierloss" in self.method_cfg["losses"] and phase > 0
+        if uses and self.config["hierarchy"]["kind"] == "vis":
+            features = self._class_means(split.balanced, n_seen)
+        self.hierarchy = (describe_hierarchy(self.config, self.data, self.order, n_seen, features)
+                          if uses else {"kind": "none"})
+        self.run.append_event({"event": "hierarchy", "phase": phase,
+                               "hierarchy": public_description(self.hierarchy)})
+
+    @torch.no_grad()
+    def _features(self, indices: torch.Tensor):
+        self.model.eval()
+        features, labels = [], []
+        for x, y in self.train_set.batches(indices, self.train_cfg["eval_batch_size"],
+                                           shuffle=False, augment=None, generator=None):
+            features.append(self.model.backbone(x).float())
+            labels.append(y)
+        return torch.cat(features), torch.cat(labels)
+
+    def _class_means(self, indices: torch.Tensor, n_seen: int) -> torch.Tensor:
+        features, labels = self._features(indices)
+        sums = torch.zeros(n_seen, features.shape[1], device=features.device)
+        sums.index_add_(0, labels, features)
+        return sums / torch.bincount(labels, minlength=n_seen).clamp(min=1)[:, None]
+
+    # -- stage 1 -------------------------------------------------------------------------
+    def _stage1(self, position: Position, method: MGRBPhase, split, optimizer_state) -> None:
+        cfg = self.train_cfg
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"],
+                                      weight_decay=cfg["weight_decay"])
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        epochs = cfg["epochs"]
+        iterations = -(-split.train.numel() // cfg["batch_size"])
+        started = time.monotonic()
+        for epoch in range(position.epoch, epochs):
+            self.model.train()
+            sums, seen_images, epoch_start = {}, 0, time.monotonic()
+            batches = self.train_set.batches(split.train, cfg["batch_size"], shuffle=True,
+                                             augment=self.augment, generator=self.generator)
+            for iteration, (x, y) in enumerate(batches):
+                lr = learning_rate(cfg["lr"], epoch=epoch, iteration=iteration,
+                                   iterations=iterations, milestones=cfg["milestones"],
+                                   decay=cfg["lr_decay"], warmup_epochs=cfg["warmup_epochs"])
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                terms = method.stage1_loss(self.model(x), y, x)
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                optimizer.step()
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0) + value.detach()
+                seen_images += y.shape[0]
+                if (iteration + 1) % cfg["log_every"] == 0:
+                    self._log_iteration(position.phase, "stage1", epoch, iteration, sums,
+                                        iteration + 1, lr, seen_images, epoch_start)
+            losses = {name: round(float(value) / iterations, 6) for name, value in sums.items()}
+            rate = seen_images / max(time.monotonic() - epoch_start, 1e-9)
+            self.run.append_event({"event": "epoch", "phase": position.phase, "stage": "stage1",
+                                   "epoch": epoch + 1, "epochs": epochs, "iteration": iterations,
+                                   "losses": losses, "lr": lr, "images_per_s": round(rate, 1)})
+            self.progress.epoch(phase=position.phase, phases=self.protocol.num_phases,
+                                stage="stage 1", epoch=epoch + 1 - position.epoch,
+                                epochs=epochs - position.epoch, loss=losses["total"],
+                                images_per_s=rate, started=started)
+            done = epoch + 1 == epochs
+            if done or (epoch + 1) % cfg["checkpoint_every"] == 0:
+                self._save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
+                           None if done else optimizer)
+
+    def _log_iteration(self, phase, stage, epoch, iteration, sums, count, lr, images, start):
+        rate = images / max(time.monotonic() - start, 1e-9)
+        losses = {name: round(float(value) / count, 6) for name, value in sums.items()}
+        self.run.append_event({"event": "iteration", "phase": phase, "stage": stage,
+                               "epoch": epoch + 1, "iteration": iteration + 1, "losses": losses,
+                               "lr": lr, "images_per_s": round(rate, 1)})
+
+    # -- stage 2 -------------------------------------------------------------------------
+    def _stage2(self, phase: int, method: MGRBPhase, split) -> None:
+        """Classifier re-training on the balanced set with the backbone frozen.
+
+        The backbone is frozen and the balanced set is not augmented, so its features are
+        computed once and the classifier trains on them: exactly what re-running the frozen
+        backbone every epoch would give, at a fraction of the cost.
+        """
+        cfg = self.train_cfg
+        features, labels = self._features(split.balanced)
+        classifier = self.model.classifier
+        classifier.train()
+        optimizer = torch.optim.AdamW(classifier.parameters(), lr=cfg["lr"],
+                                      weight_decay=cfg["weight_decay"])
+        epochs, size = cfg["stage2_epochs"], features.shape[0]
+        started = time.monotonic()
+        for epoch in range(epochs):
+            lr = learning_rate(cfg["lr"], epoch=epoch, iteration=0, iterations=1,
+                               milestones=cfg["stage2_milestones"], decay=cfg["lr_decay"],
+                               warmup_epochs=0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            order = torch.randperm(size, generator=self.generator).to(features.device)
+            sums, batches = {}, 0
+            for start in range(0, size, cfg["batch_size"]):
+                chosen = order[start:start + cfg["batch_size"]]
+                terms = method.stage2_loss(classifier(features[chosen]), labels[chosen])
+                optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                optimizer.step()
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0) + value.detach()
+                batches += 1
+            losses = {name: round(float(value) / batches, 6) for name, value in sums.items()}
+            self.run.append_event({"event": "epoch", "phase": phase, "stage": "stage2",
+                                   "epoch": epoch + 1, "epochs": epochs, "iteration": batches,
+                                   "losses": losses, "lr": lr})
+            self.progress.epoch(phase=phase, phases=self.protocol.num_phases, stage="stage 2",
+                                epoch=epoch + 1, epochs=epochs, loss=losses["total"],
+                                images_per_s=size / max(time.monotonic() - started, 1e-9)
+                                * (epoch + 1), started=started)
+
+    # -- evaluation and results ----------------------------------------------------------
+    def _evaluate(self, phase: int, n_old: int, split) -> None:
+        logits, labels = evaluation.predict(self.model, self.test_set, split.test,
+                                            self.train_cfg["eval_batch_size"])
+        report = evaluation.accuracy_report(logits, labels, n_old)
+        result = {"phase": phase, "seen_classes": self.protocol.seen(phase), **report,
+                  "hierarchy": public_description(self.hierarchy),
+                  "train_images": int(split.train.numel()),
+                  "balanced_images": int(split.balanced.numel()),
+                  "test_images": int(split.test.numel())}
+        self.phase_results.append(result)
+        self.run.append_event({"event": "eval", "phase": phase,
+                               "seen_classes": result["seen_classes"],
+                               **{k: report[k] for k in ("top1", "top5", "old_top1", "new_top1")}})
+        old = "" if report["old_top1"] is None else f", old {report['old_top1']:.2f}"
+        self.progress.message(f"phase {phase + 1}/{self.protocol.num_phases} "
+                              f"({result['seen_classes']} classes): top-1 {report['top1']:.2f}"
+                              f", top-5 {report['top5']:.2f}{old}, new {report['new_top1']:.2f}")
+
+    def _finish(self) -> dict:
+        cfg = self.config
+        results = {
+            "experiment": cfg["name"],
+            "dataset": cfg["dataset"]["name"],
+            "data_source": self.data.source,
+            "protocol": f"{cfg['protocol']['initial']}/{cfg['protocol']['increment']}",
+            "class_order_name": ORDER_NAME,
+            "class_order": self.order,
+            "memory": {"per_class": self.per_class, "holdout": self.holdout,
+                       "exemplars": self.per_class - self.holdout},
+            "phases": self.phase_results,
+            **evaluation.summarise(self.phase_results),
+            "wall_time_s": round(self._wall_time(), 2),
+            "device": device_name(self.device),
+            "versions": library_versions(),
+            "git_commit": git_commit(),
+            "seed": cfg["train"]["seed"],
+            "reported": cfg["reported"],
+            "config": cfg,
+        }
+        self.run.write_results(results)
+        self.run.append_event({"event": "finished", "avg_top1": results["avg_top1"],
+                               "last_top1": results["last_top1"],
+                               "wall_time_s": results["wall_time_s"]})
+        return results
