@@ -71,13 +71,14 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: cannot create the run folder: {error.strerror}. "
                                  "Choose another place with --out.") from None
         stored = self.stored_config()
-        if stored is not None and stored != config:
-            changed = sorted(_differences(stored, config))
+        changed = sorted(d for d in _differences(stored, config) if not _may_change(d)) \
+            if stored is not None else []
+        if changed:
             raise RunFolderError(
                 f"{self.path} holds a run of a different configuration (differs in: "
                 f"{', '.join(changed[:6])}). Resuming would mix two experiments: give another "
                 "folder with --out, or delete this one to start over.")
-        if stored is None:
+        if stored != config:  # new, or only settings that do not change results differ
             atomic_write(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
 
     def acquire_lock(self) -> None:
@@ -156,6 +157,16 @@ class RunFolder:
                 warn(f"warning: {path} is unreadable ({type(error).__name__}); "
                      "trying the previous checkpoint")
         return None
+
+
+# Settings that change how a run is carried out or described, never its results.
+MAY_CHANGE_ON_RESUME = ("description", "provenance", "reported", "dataset.root",
+                        "dataset.download", "train.checkpoint_every", "train.log_every",
+                        "train.num_workers", "train.eval_batch_size")
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE_ON_RESUME)
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:

@@ -1,0 +1,81 @@
+"""Experiment files: every mistake gets one message naming the file, the key and the line."""
+
+from pathlib import Path
+
+import pytest
+
+from mgrb.config import load_config, parse_config
+from mgrb.errors import ConfigError
+
+EXPERIMENTS = sorted(Path(__file__).parents[1].glob("experiments/*.yaml"))
+
+GOOD = """\
+name: tiny
+dataset:
+  name: digits
+protocol:
+  initial: 5
+  increment: 1
+hierarchy:
+  kind: vis
+"""
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_every_experiment_file_validates(path):
+    config = load_config(path)
+    assert config["name"] == path.stem
+
+
+def test_dataset_defaults_fill_what_the_file_leaves_out():
+    config = parse_config(GOOD.replace("digits", "cifar100").replace("initial: 5", "initial: 10")
+                          .replace("increment: 1", "increment: 10"))
+    assert config["train"]["epochs"] == 250
+    assert config["train"]["milestones"] == [70, 140, 210]
+    assert config["model"]["backbone"] == "resnet34"
+    assert config["train"]["augment"] == {"crop_padding": 4, "flip": True, "rotation": 15.0,
+                                          "random_resized_crop": False}
+
+
+def test_quirk_defaults_reproduce_the_original_code():
+    quirks = parse_config(GOOD)["quirks"]
+    assert quirks == {"cb_reduction": "sum", "cb_new_class_count": "full_dataset",
+                      "tree_depth_stage1": 2, "tree_depth_stage2": 18,
+                      "cifar10_vis_clusters": 2, "fresh_classifier": True}
+
+
+def test_overrides_apply_before_validation():
+    config = parse_config(GOOD, overrides=["train.epochs=3", "method.beta=50"])
+    assert config["train"]["epochs"] == 3 and config["method"]["beta"] == 50.0
+    with pytest.raises(ConfigError, match="--set train.epox: unknown key"):
+        parse_config(GOOD, overrides=["train.epox=3"])
+    with pytest.raises(ConfigError, match="train.epochs: must be an integer"):
+        parse_config(GOOD, overrides=["train.epochs=many"])
+
+
+@pytest.mark.parametrize("text,expected", [
+    (GOOD + "colour: red\n", r"exp.yaml:9: colour: unknown key"),
+    (GOOD.replace("  increment: 1", "  increment: 1\n  incremnt: 2"),
+     r"exp.yaml:7: protocol.incremnt: unknown key; expected one of: initial, increment"),
+    (GOOD + "train:\n  lr: fast\n", r"exp.yaml:10: train.lr: must be a number, got 'fast'"),
+    (GOOD + "method:\n  cbloss: 1\n", r"exp.yaml:10: method.cbloss: must be true or false"),
+    (GOOD.replace("increment: 1", "increment: 2"),
+     r"exp.yaml:4: protocol: impossible for digits \(10 classes\)"),
+    (GOOD.replace("digits", "svhn"), r"exp.yaml:3: dataset.name: must be one of cifar10"),
+    (GOOD.replace("  name: digits\n", ""), r"exp.yaml:2: dataset.name: is required"),
+    (GOOD + "  bad: [\n", r"exp.yaml:10: not valid YAML"),
+    (GOOD.replace("kind: vis", "kind: ont"), r"hierarchy.kind: ont needs a class ontology"),
+    (GOOD.replace("kind: vis", "kind: none"), r"hierarchy.kind: is none but method.losses"),
+    (GOOD.replace("name: tiny", "name: ../evil"), r"name: '../evil' may hold only"),
+    ("", r"exp.yaml: the file is empty"),
+    ("- a\n- b\n", r"exp.yaml: must be a mapping"),
+    (GOOD + "train: 5\n", r"train: must be a mapping of keys"),
+])
+def test_bad_files_get_one_clear_message(text, expected):
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(text, "exp.yaml")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_config(tmp_path / "nope.yaml")
