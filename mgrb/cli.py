@@ -1,4 +1,4 @@
-"""The `mgrb` command line: run and list experiments."""
+"""The `mgrb` command line: run, list and check experiments."""
 
 from __future__ import annotations
 
@@ -116,6 +116,14 @@ def command_list(args) -> int:
     return 0
 
 
+def command_check(args) -> int:
+    from .check import check_runs, format_table
+
+    rows = check_runs(args.runs, args.tolerance)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 1 if any(row["verdict"] == "below" for row in rows) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgrb", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -135,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the experiment files")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=command_list)
+    check = commands.add_parser(
+        "check", help="compare finished runs with the paper's reported accuracy",
+        description="Verdict per run and metric: reproduced (inside reported +- tolerance), "
+                    "above, below, or no reference. Exit 0 when nothing is below, 1 when "
+                    "something is, 2 on bad input. Run folders of one experiment (several "
+                    "seeds) are judged by their mean.")
+    check.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    check.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(handler=command_check)
     return parser
 
 

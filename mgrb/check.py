@@ -1,0 +1,80 @@
+"""`mgrb check`: does each reproduced accuracy land inside the range the paper reported?"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .errors import MGRBError
+
+METRICS = ("avg_top1", "last_top1")
+VERDICTS = ("reproduced", "above", "below", "no reference")
+
+
+def verdict(value: float, reported: float | None, tolerance: float) -> str:
+    """reproduced: |value - reported| <= tolerance; above / below: outside on either side."""
+    if reported is None:
+        return "no reference"
+    if value > reported + tolerance:
+        return "above"
+    if value < reported - tolerance:
+        return "below"
+    return "reproduced"
+
+
+def read_results(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "results.json"
+    if not Path(run_dir).is_dir():
+        raise MGRBError(f"{run_dir}: no such run folder")
+    if not path.exists():
+        raise MGRBError(f"{path}: missing; the run has not finished (results.json is written "
+                        "only at the end). Resume it with `mgrb run` first.")
+    try:
+        results = json.loads(path.read_text())
+        for metric in METRICS:
+            float(results[metric])
+        results["experiment"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise MGRBError(f"{path}: unreadable or incomplete results ({type(error).__name__}: "
+                        f"{error}); re-run the experiment to regenerate it") from None
+    return results
+
+
+def check_group(name: str, runs: list[dict], tolerance: float | None = None) -> list[dict]:
+    """One row per metric for the runs of one experiment (several seeds: their mean)."""
+    reported = runs[0].get("reported") or {}
+    tol = tolerance if tolerance is not None else reported.get("tolerance", 2.0)
+    rows = []
+    for metric in METRICS:
+        values = [float(run[metric]) for run in runs]
+        mean = statistics.fmean(values)
+        rows.append({
+            "experiment": name, "metric": metric, "reproduced": round(mean, 2),
+            "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+            "runs": len(values), "reported": reported.get(metric), "tolerance": tol,
+            "verdict": verdict(mean, reported.get(metric), tol),
+        })
+    return rows
+
+
+def check_runs(run_dirs: list[str | Path], tolerance: float | None = None) -> list[dict]:
+    """Rows for every run folder given; folders of one experiment (seeds) count together."""
+    groups: dict[str, list[dict]] = {}
+    for run_dir in run_dirs:
+        results = read_results(run_dir)
+        groups.setdefault(results["experiment"], []).append(results)
+    return [row for name, runs in groups.items() for row in check_group(name, runs, tolerance)]
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'experiment':<26} {'metric':<10} {'reported':>9} {'reproduced':>14} "
+             f"{'tol':>5}  verdict"]
+    for row in rows:
+        reported = "-" if row["reported"] is None else f"{row['reported']:.2f}"
+        value = f"{row['reproduced']:.2f}"
+        if row["std"] is not None:
+            value += f"±{row['std']:.2f}"
+        lines.append(f"{row['experiment']:<26} {row['metric']:<10} {reported:>9} {value:>14} "
+                     f"{row['tolerance']:>5.1f}  {row['verdict']}")
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""The real entry point on the offline digits data: train, resume, refuse bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mgrb.cli import main
+
+TINY = """\
+name: tiny
+dataset: {name: digits}
+protocol: {initial: 8, increment: 1, memory_total: 200}
+train:
+  epochs: 2
+  milestones: [1]
+  stage2_epochs: 2
+  batch_size: 64
+  checkpoint_every: 1
+  log_every: 5
+method: {losses: ce+distill+hierloss, beta: 20, scale: 0.5}
+hierarchy: {kind: vis, clusters: 2}
+"""
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def _run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_writes_a_complete_run_folder(experiment, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, _ = _run(["run", str(experiment), "--out", str(out_dir), "--device", "cpu"], capsys)
+    assert code == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["experiment"] == "tiny"
+    assert [p["seen_classes"] for p in results["phases"]] == [8, 9, 10]
+    for phase in results["phases"]:
+        assert 0 <= phase["top1"] <= phase["top5"] <= 100
+        assert len(phase["per_class_top1"]) == phase["seen_classes"]
+    top1 = [p["top1"] for p in results["phases"]]
+    assert results["avg_top1"] == pytest.approx(sum(top1) / 3, abs=1e-3)
+    assert results["last_top1"] == top1[-1]
+    assert results["phases"][0]["old_top1"] is None and results["phases"][1]["old_top1"] is not None
+    assert results["phases"][0]["hierarchy"] == {"kind": "none"}
+    assert results["phases"][1]["hierarchy"]["kind"] == "vis"
+    assert results["phases"][2]["hierarchy"]["clusters"] == 2
+    assert results["seed"] == 1993 and results["wall_time_s"] > 0
+    assert results["class_order"] == [4, 2, 7, 6, 0, 3, 5, 8, 9, 1]
+    assert {"torch", "numpy", "scikit-learn", "nltk"} <= set(results["versions"])
+    assert "git_commit" in results and results["device"].startswith("CPU")
+    events = [json.loads(line) for line in (out_dir / "events.jsonl").read_text().splitlines()]
+    kinds = {e["event"] for e in events}
+    assert {"started", "epoch", "iteration", "eval", "checkpoint", "finished"} <= kinds
+    stage2 = [e for e in events if e["event"] == "epoch" and e["stage"] == "stage2"]
+    assert {e["phase"] for e in stage2} == {1, 2}  # stage 2 runs in every phase after the first
+    epoch = next(e for e in events if e["event"] == "epoch")
+    assert {"phase", "stage", "epoch", "iteration", "losses", "lr", "images_per_s"} <= set(epoch)
+    assert "average incremental top-1" in out
+    assert not (out_dir / "run.lock").exists()
+
+
+def test_a_finished_run_is_not_run_again(experiment, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert _run(["run", str(experiment), "--out", str(out_dir), "--quiet"], capsys)[0] == 0
+    before = (out_dir / "results.json").stat().st_mtime_ns
+    code, out, _ = _run(["run", str(experiment), "--out", str(out_dir)], capsys)
+    assert code == 0 and "already holds a finished run" in out
+    assert (out_dir / "results.json").stat().st_mtime_ns == before
+
+
+def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(experiment, tmp_path, capsys):
+    reference = tmp_path / "reference"
+    assert _run(["run", str(experiment), "--out", str(reference), "--quiet"], capsys)[0] == 0
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "mgrb.cli", "run", str(experiment), "--out", str(killed),
+               "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = killed / "events.jsonl"
+    deadline = time.monotonic() + 120
+    try:  # kill it once phase 2 has checkpointed its first epoch
+        while time.monotonic() < deadline and process.poll() is None:
+            if events.exists() and '"phase": 1, "stage": "stage1", "epoch": 1' in events.read_text():
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (killed / "results.json").exists()
+    code, _, err = _run(["run", str(experiment), "--out", str(killed)], capsys)
+    assert code == 0
+    assert "resuming at phase 2" in err
+    resumed = json.loads((killed / "results.json").read_text())
+    expected = json.loads((reference / "results.json").read_text())
+    assert [p["top1"] for p in resumed["phases"]] == [p["top1"] for p in expected["phases"]]
+
+
+def test_a_live_lock_refuses_a_second_trainer(experiment, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    (out_dir / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    code, _, err = _run(["run", str(experiment), "--out", str(out_dir)], capsys)
+    assert code == 2 and f"in use by process {os.getpid()}" in err
+
+
+def test_a_stale_lock_is_taken_over(experiment, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out_dir / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    assert _run(["run", str(experiment), "--out", str(out_dir), "--quiet"], capsys)[0] == 0
+
+
+def test_a_changed_experiment_does_not_resume_into_an_old_folder(experiment, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert _run(["run", str(experiment), "--out", str(out_dir), "--quiet"], capsys)[0] == 0
+    code, _, err = _run(["run", str(experiment), "--out", str(out_dir), "--set",
+                         "method.beta=50"], capsys)
+    assert code == 2 and "different configuration (differs in: method.beta)" in err
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\n  bad: [", "not valid YAML"),
+    (TINY.replace("increment: 1", "increment: 3"), "protocol: impossible for digits"),
+    (TINY + "colour: red\n", "colour: unknown key"),
+])
+def test_bad_experiment_files_exit_2_without_traceback(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "mgrb.cli", "run", str(path), "--out",
+                             str(tmp_path / "r")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_missing_data_set_names_the_layout(tmp_path, capsys):
+    path = tmp_path / "c10.yaml"
+    path.write_text(f"name: c10\ndataset: {{name: cifar10, root: {tmp_path / 'nodata'}, "
+                    "download: false}\nprotocol: {initial: 5, increment: 1}\n"
+                    "hierarchy: {kind: vis}\n")
+    code, _, err = _run(["run", str(path), "--out", str(tmp_path / "r"), "--device", "cpu"],
+                        capsys)
+    assert code == 2 and "cifar-10-batches-py" in err
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_list_json_describes_the_experiments(tmp_path, experiment, capsys):
+    code, out, _ = _run(["--experiments-dir", str(tmp_path), "list", "--json"], capsys)
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row["name"] == "tiny" and row["dataset"] == "digits" and row["data_present"] is True
+    assert (row["initial"], row["increment"], row["hierarchy"]) == (8, 1, "vis")
+
+
+def test_run_by_name_from_the_experiments_folder(tmp_path, experiment, capsys):
+    code, _, _ = _run(["--experiments-dir", str(tmp_path), "run", "tiny", "--out",
+                       str(tmp_path / "r"), "--quiet"], capsys)
+    assert code == 0 and (tmp_path / "r" / "results.json").exists()
