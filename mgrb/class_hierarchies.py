@@ -19,8 +19,6 @@ def _synset_names(dataset: str, data) -> list[str] | None:
         return list(data.wnids)
     if dataset == "cifar10":
         return list(wordnet.CIFAR10_SYNSETS)
-    if dataset == "digits" and getattr(wordnet, "DIGIT_SYNSETS", None):
-        return list(wordnet.DIGIT_SYNSETS)
     return None
 
 

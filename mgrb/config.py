@@ -225,6 +225,11 @@ def _check_consistency(config: dict, source: _Source) -> None:
     if uses_hierarchy and kind == "none":
         raise source.error("hierarchy.kind", "is none but method.losses uses hierloss; "
                            "choose ont, vis or sem, or drop hierloss")
+    if kind == "sem" and dataset not in ("cifar10", "miniimagenet", "imagenet100"):
+        # CIFAR-100's names have no curated synsets; the digits are all siblings under
+        # digit.n.01, so every pair is equally similar and a grouping would be arbitrary.
+        raise source.error("hierarchy.kind", f"sem needs WordNet synsets that tell the classes "
+                           f"apart; {dataset} has none (use vis, or ont where it exists)")
     if kind == "ont" and dataset in ("cifar10", "digits") and uses_hierarchy:
         raise source.error("hierarchy.kind", f"ont needs a class ontology; {dataset} has none "
                            "(use vis or sem)")

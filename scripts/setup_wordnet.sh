@@ -15,10 +15,13 @@ fi
 
 DEST=$1
 TARGET=$DEST/corpora/wordnet
-SRC=/usr/share/wordnet
-MANPAGE=/usr/share/man/man5/lexnames.5WN.gz
+SRC=${WORDNET_DIR:-/usr/share/wordnet}   # overridable to exercise the fallbacks
+MANPAGE=${WORDNET_LEXNAMES_MAN:-/usr/share/man/man5/lexnames.5WN.gz}
 PACKAGES="wordnet-base wordnet-sense-index"
-PYTHON=${PYTHON:-python3}
+# The project's virtual environment has nltk; a bare python3 may not.
+VENV_PYTHON=$(dirname "$0")/../.venv/bin/python
+[[ -x $VENV_PYTHON ]] || VENV_PYTHON=python3
+PYTHON=${PYTHON:-$VENV_PYTHON}
 
 say() { echo "setup_wordnet: $*"; }
 
@@ -60,16 +63,20 @@ apt_install() {
     fi
     say "installing $PACKAGES with apt-get"
     # Only refresh the package lists when needed: apt-get update is slow and needs network.
-    if ! "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y $PACKAGES; then
+    if ! ${run[@]+"${run[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y $PACKAGES; then
         say "install failed; running apt-get update and trying again"
-        "${run[@]}" apt-get update
-        "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y $PACKAGES
+        ${run[@]+"${run[@]}"} apt-get update
+        ${run[@]+"${run[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y $PACKAGES
     fi
 }
 
 if [[ ! -s $SRC/data.noun ]]; then
     say "$SRC/data.noun not found"
-    apt_install || nltk_download
+    apt_install || true
+    if [[ ! -s $SRC/data.noun ]]; then
+        say "still no $SRC/data.noun" >&2
+        nltk_download
+    fi
 fi
 if [[ ! -s $MANPAGE ]]; then
     # Docker-style images often drop man pages (dpkg path-exclude), and with them lexnames.

@@ -66,6 +66,7 @@ def test_overrides_apply_before_validation():
     (GOOD + "  bad: [\n", r"exp.yaml:10: not valid YAML"),
     (GOOD.replace("kind: vis", "kind: ont"), r"hierarchy.kind: ont needs a class ontology"),
     (GOOD.replace("kind: vis", "kind: none"), r"hierarchy.kind: is none but method.losses"),
+    (GOOD.replace("kind: vis", "kind: sem"), r"hierarchy.kind: sem needs WordNet synsets"),
     (GOOD.replace("name: tiny", "name: ../evil"), r"name: '../evil' may hold only"),
     ("", r"exp.yaml: the file is empty"),
     ("- a\n- b\n", r"exp.yaml: must be a mapping"),
