@@ -43,6 +43,12 @@ SCHEMA: dict[str, Any] = {
         "tolerance": Field(float, 2.0, minimum=0),
         "source": Field(str, ""),
     },
+    "seeds": Field(list, None, nullable=True, items=int,
+                   help="train once per seed; the report shows mean and standard deviation"),
+    "estimate": {
+        "gpu_hours": Field(float, None, nullable=True, minimum=0),
+        "basis": Field(str, "", help="how the estimate was obtained"),
+    },
     "dataset": {
         "name": Field(str, required=True, choices=tuple(NUM_CLASSES)),
         "root": Field(str, None, nullable=True, help="data folder; default $MGRB_DATA or ./data"),

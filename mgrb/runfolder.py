@@ -160,7 +160,8 @@ class RunFolder:
 
 
 # Settings that change how a run is carried out or described, never its results.
-MAY_CHANGE_ON_RESUME = ("description", "provenance", "reported", "dataset.root",
+MAY_CHANGE_ON_RESUME = ("description", "provenance", "reported", "estimate", "seeds",
+                        "dataset.root",
                         "dataset.download", "train.checkpoint_every", "train.log_every",
                         "train.num_workers", "train.eval_batch_size")
 
