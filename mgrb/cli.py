@@ -1,4 +1,4 @@
-"""The `mgrb` command line: run, list and check experiments."""
+"""The `mgrb` command line: run, list, check and reproduce experiments."""
 
 from __future__ import annotations
 
@@ -45,35 +45,72 @@ def command_run(args) -> int:
     from .config import load_config
     from .environment import resolve_device
     from .progress import Progress
-    from .runfolder import RunFolder
-    from .trainer import Trainer
+    from .reproduce import planned_runs
 
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
-    run = RunFolder(args.out or Path("runs") / config["name"])
-    run.prepare(config)
-    if run.is_finished():
-        results = json.loads(run.results_path.read_text())
-        print(f"{run.path} already holds a finished run; nothing to do.\n"
-              f"{format_phase_table(results)}")
-        return 0
+    runs = planned_runs(config, Path("runs"), args.out, args.seed)
     device = resolve_device(args.device)
     progress = Progress(quiet=args.quiet)
-    run.acquire_lock()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    for run in runs:
+        code = _run_one(run, path, device, progress, args)
+        if code:
+            return code
+    return 0
+
+
+def _run_one(run, path: Path, device, progress, args) -> int:
+    from .runfolder import RunFolder
+    from .trainer import Trainer
+
+    folder = RunFolder(run.folder)
+    folder.prepare(run.config)
+    if folder.is_finished():
+        results = json.loads(folder.results_path.read_text())
+        print(f"{folder.path} already holds a finished run; nothing to do.\n"
+              f"{format_phase_table(results)}")
+        return 0
+    folder.acquire_lock()
     try:
-        progress.message(f"experiment {config['name']} ({path}) on {device}, "
-                         f"run folder {run.path}")
-        results = Trainer(config, run, device, progress).train()
+        progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}, "
+                         f"run folder {folder.path}")
+        results = Trainer(run.config, folder, device, progress).train()
     except KeyboardInterrupt:
-        print(f"\ninterrupted. The run folder keeps its last checkpoint; run the same command "
-              f"again to resume:\n  mgrb run {args.experiment}"
-              + (f" --out {args.out}" if args.out else ""), file=sys.stderr)
+        again = f"run {args.experiment}" + (f" --out {args.out}" if args.out else "")
+        print(f"\ninterrupted. {folder.path} keeps its last checkpoint; run the same command "
+              f"again to resume:\n  mgrb {again}", file=sys.stderr)
         return 130
     finally:
-        run.release_lock()
+        folder.release_lock()
     print(format_phase_table(results))
-    print(f"results: {run.results_path}")
+    print(f"results: {folder.results_path}")
+    return 0
+
+
+def command_reproduce(args) -> int:
+    from .environment import resolve_device
+    from .progress import Progress
+    from .reproduce import reproduce
+
+    patterns = [p for item in args.experiments for p in item.replace(",", " ").split()]
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return reproduce(experiments_dir=args.experiments_dir, patterns=patterns,
+                         runs_dir=args.runs_dir, reports_dir=args.reports_dir,
+                         device=resolve_device(args.device), tolerance=args.tolerance,
+                         progress=Progress(quiet=args.quiet))
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again: finished runs are skipped and the "
+              "interrupted one resumes from its last checkpoint", file=sys.stderr)
+        return 130
+
+
+def command_report(args) -> int:
+    from .report import collect, write_report
+
+    path = write_report(collect(args.runs), args.out, tolerance=args.tolerance)
+    print(f"report: {path}")
     return 0
 
 
@@ -137,8 +174,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a setting, e.g. --set train.epochs=3 (repeatable)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--out", type=Path, help="run folder (default: runs/<experiment name>)")
+    run.add_argument("--seed", type=int, help="only this seed of an experiment that lists seeds")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(handler=command_run)
+
+    repro = commands.add_parser(
+        "reproduce", help="run experiments (skipping finished ones) and write the report")
+    repro.add_argument("experiments", nargs="*", metavar="NAME_OR_GLOB",
+                       help="experiment names or globs (default: every experiment whose data "
+                            "is present)")
+    repro.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    repro.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    repro.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    repro.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
+    repro.add_argument("--quiet", action="store_true", help="no progress output")
+    repro.set_defaults(handler=command_reproduce)
+
+    report = commands.add_parser("report", help="write the reproduction report for run folders")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
+    report.set_defaults(handler=command_report)
 
     listing = commands.add_parser("list", help="list the experiment files")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
