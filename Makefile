@@ -1,23 +1,76 @@
-# Every target prints the commands it runs.
+# Every target prints the commands it runs. Outside the container, targets use .venv (made
+# by `make setup`); inside the image the environment is already installed.
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
-EXPERIMENT ?= experiments/digits_5_1.yaml
+IMAGE ?= mgrb-artifact
+VERSION ?= 0.1.0
+EXPERIMENTS ?=
+DATA ?= $(CURDIR)/data
+RUNS ?= $(CURDIR)/runs
+SHM ?= 16g
 
-.PHONY: setup test demo clean-runs help
+ifdef MGRB_IN_CONTAINER
+MGRB := mgrb
+PY := python
+SETUP :=
+else
+MGRB := $(VENV)/bin/mgrb
+PY := $(VENV)/bin/python
+SETUP := setup
+endif
+
+DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
+	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
+
+.PHONY: help setup test demo data reproduce tui lock image shell lint
 
 help:
-	@echo "make setup   create .venv with the project, test tools and WordNet data"
-	@echo "make test    run the whole test suite (runs setup first)"
-	@echo "make demo    train the offline digits experiment and print its accuracies"
+	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
+	@echo "make test         the whole test suite (runs setup first)"
+	@echo "make demo         train the offline digits experiment and print its accuracy"
+	@echo "make data         fetch CIFAR where the network allows; show the ImageNet layouts"
+	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
+	@echo "make tui          the terminal launcher"
+	@echo "make image        build the container image $(IMAGE):$(VERSION)"
+	@echo "make shell        a shell in the image with GPUs, /data and /runs mounted"
+	@echo "make lint         hadolint on the Dockerfile, ruff on the Python code"
+	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh scripts/setup_wordnet.sh
+$(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh scripts/setup_wordnet.sh
 	bash scripts/setup.sh
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: $(SETUP)
+	$(PY) -m pytest -q
 
-demo: setup
-	$(BIN)/mgrb run $(EXPERIMENT)
+demo: $(SETUP)
+	$(MGRB) run experiments/digits_5_1.yaml
+
+data: $(SETUP)
+	$(MGRB) data
+
+reproduce: $(SETUP)
+	$(MGRB) reproduce $(EXPERIMENTS)
+
+tui: $(SETUP)
+	$(MGRB) tui
+
+# pip-compile (pip-tools) resolves pyproject.toml with the test extra under the torch pins
+# and records every file's sha256; setup.sh installs with --require-hashes.
+lock:
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet pip-tools==7.6.2
+	.lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra test --extra tui -c requirements/pins.txt --output-file requirements.lock pyproject.toml
+
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+
+shell:
+	mkdir -p $(DATA) $(RUNS)
+	$(DOCKER_RUN) bash
+
+lint: $(SETUP)
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/ruff check mgrb artifact tests benchmarks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 from .errors import ConfigError, MGRBError
 
 EXPERIMENTS_DIR = Path("experiments")
+
+
+def _default_dir(variable: str, fallback: str) -> Path:
+    """Folders the container moves to its mounts (MGRB_RUNS=/runs) and ./<name> otherwise."""
+    return Path(os.environ.get(variable) or fallback)
 
 
 def _experiment_path(argument: str, directory: Path) -> Path:
@@ -49,9 +55,12 @@ def command_run(args) -> int:
 
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
-    runs = planned_runs(config, Path("runs"), args.out, args.seed)
+    runs = planned_runs(config, _default_dir("MGRB_RUNS", "runs"), args.out, args.seed)
     device = resolve_device(args.device)
     progress = Progress(quiet=args.quiet)
+    if device.type == "cpu" and config["dataset"]["name"] != "digits":
+        progress.message("note: no GPU in use; training on the CPU works but is very slow for "
+                         "this data set (the digits experiments are the CPU-sized ones)")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     for run in runs:
         code = _run_one(run, path, device, progress, args)
@@ -161,6 +170,19 @@ def command_check(args) -> int:
     return 1 if any(row["verdict"] == "below" for row in rows) else 0
 
 
+def command_quickstart(args) -> int:
+    from importlib import resources
+
+    print(resources.files("mgrb").joinpath("resources/quickstart.txt").read_text(), end="")
+    return 0
+
+
+def command_data(args) -> int:
+    from .datacheck import check_data
+
+    return check_data(args.root, download=not args.no_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgrb", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -173,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a setting, e.g. --set train.epochs=3 (repeatable)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    run.add_argument("--out", type=Path, help="run folder (default: runs/<experiment name>)")
+    run.add_argument("--out", type=Path,
+                     help="run folder (default: $MGRB_RUNS/<name>, else runs/<name>)")
     run.add_argument("--seed", type=int, help="only this seed of an experiment that lists seeds")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(handler=command_run)
@@ -183,8 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("experiments", nargs="*", metavar="NAME_OR_GLOB",
                        help="experiment names or globs (default: every experiment whose data "
                             "is present)")
-    repro.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    repro.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    repro.add_argument("--runs-dir", type=Path, default=_default_dir("MGRB_RUNS", "runs"),
+                       help="run folders (default: $MGRB_RUNS or ./runs)")
+    repro.add_argument("--reports-dir", type=Path,
+                       default=_default_dir("MGRB_REPORTS", "reports"),
+                       help="report folder (default: $MGRB_REPORTS or ./reports)")
     repro.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     repro.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
     repro.add_argument("--quiet", action="store_true", help="no progress output")
@@ -192,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write the reproduction report for run folders")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
-    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.add_argument("--out", type=Path, default=_default_dir("MGRB_REPORTS", "reports"))
     report.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
     report.set_defaults(handler=command_report)
 
@@ -209,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=command_check)
+    data = commands.add_parser("data", help="fetch CIFAR where possible; check every data set")
+    data.add_argument("--root", type=Path, help="data folder (default: $MGRB_DATA or ./data)")
+    data.add_argument("--no-download", action="store_true", help="only check, never download")
+    data.set_defaults(handler=command_data)
+
+    quick = commands.add_parser("quickstart", help="print the quick instructions")
+    quick.set_defaults(handler=command_quickstart)
     return parser
 
 

@@ -1,0 +1,51 @@
+"""`mgrb data` / `make data`: fetch what can be fetched, check what is there, explain the rest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import DataError
+
+EXPECTED_COUNTS = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}
+
+
+def data_root(root: Path | None) -> Path:
+    return Path(root or os.environ.get("MGRB_DATA") or "data")
+
+
+def check_data(root: Path | None, download: bool = True) -> int:
+    """Print the state of every data set; exit status 1 if a present data set is damaged."""
+    from .data import data_present, load_dataset
+    from .data.folder import IMAGENET100_LAYOUT, MINIIMAGENET_LAYOUT
+
+    root = data_root(root)
+    status = 0
+    print(f"data folder: {root.resolve()} (set MGRB_DATA or --root to change it)")
+    for name, (train, test) in EXPECTED_COUNTS.items():
+        present = data_present(name, root)
+        if not present and not download:
+            print(f"{name}: missing (run `mgrb data` where the network allows to download it)")
+            continue
+        try:
+            data = load_dataset(name, root, download=download)
+        except DataError as error:
+            print(f"{name}: {'damaged' if present else 'not available'}: {error}")
+            status = 1 if present else status
+            continue
+        counts = (len(data.train_labels), len(data.test_labels))
+        if counts != (train, test):
+            print(f"{name}: unexpected size {counts[0]} train / {counts[1]} test images "
+                  f"(expected {train} / {test}); re-download it")
+            status = 1
+        else:
+            print(f"{name}: ok, {train} train / {test} test images in {data.source}")
+    print("digits: ok, bundled with scikit-learn")
+    for name, layout in (("miniimagenet", MINIIMAGENET_LAYOUT),
+                         ("imagenet100", IMAGENET100_LAYOUT)):
+        if data_present(name, root):
+            print(f"{name}: present in {root / name}")
+        else:
+            print(f"{name}: not present. It cannot be downloaded automatically; put it here:\n"
+                  f"{layout}\n")
+    return status
