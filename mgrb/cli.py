@@ -150,14 +150,14 @@ def command_list(args) -> int:
     if not rows:
         print(f"no experiment files in {args.experiments_dir}/")
         return 0
-    print(f"{'name':<28} {'dataset':<13} {'protocol':>8} {'hier':<5} {'data':<7} description")
+    print(f"{'name':<32} {'dataset':<13} {'protocol':>8} {'hier':<5} {'data':<7} description")
     for row in rows:
         if "error" in row:
             print(f"{row['file']}: INVALID: {row['error']}")
             continue
         protocol = f"{row['initial']}/{row['increment']}"
         data = "present" if row["data_present"] else "missing"
-        print(f"{row['name']:<28} {row['dataset']:<13} {protocol:>8} {row['hierarchy']:<5} "
+        print(f"{row['name']:<32} {row['dataset']:<13} {protocol:>8} {row['hierarchy']:<5} "
               f"{data:<7} {row['description']}")
     return 0
 
