@@ -1,0 +1,58 @@
+"""Data sets as `ClassIncrementalData`, loaded by name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import ClassIncrementalData
+
+DATASETS = ("cifar10", "cifar100", "miniimagenet", "imagenet100", "digits")
+
+
+def default_root(root: str | Path | None) -> Path:
+    return Path(root or os.environ.get("MGRB_DATA") or "data")
+
+
+def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False,
+                 image_size: int | None = None) -> ClassIncrementalData:
+    if name == "digits":
+        from .digits import load_digits_data
+
+        return load_digits_data()
+    base = default_root(root)
+    if name in ("cifar10", "cifar100"):
+        from .cifar import load_cifar
+
+        return load_cifar(base, 10 if name == "cifar10" else 100, download=download)
+    if name == "miniimagenet":
+        from .folder import load_miniimagenet
+
+        return load_miniimagenet(_subfolder(base, name), image_size=image_size or 84)
+    if name == "imagenet100":
+        from .folder import load_imagenet100
+
+        return load_imagenet100(_subfolder(base, name))
+    raise ValueError(f"unknown data set {name!r}")
+
+
+def data_present(name: str, root: str | Path | None = None) -> bool:
+    """A cheap check of the folder layout; nothing is decoded."""
+    if name == "digits":
+        return True
+    base = default_root(root)
+    if name == "cifar10":
+        return (base / "cifar-10-batches-py" / "test_batch").exists() or (
+            base / "test_batch").exists()
+    if name == "cifar100":
+        return (base / "cifar-100-python" / "test").exists() or (base / "meta").exists()
+    folder = _subfolder(base, name)
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _subfolder(base: Path, name: str) -> Path:
+    """The data set's own folder: <root>/<name>, or root itself when it is that folder."""
+    return base / name if (base / name).is_dir() else base
+
+
+__all__ = ["ClassIncrementalData", "DATASETS", "data_present", "default_root", "load_dataset"]
