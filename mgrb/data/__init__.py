@@ -47,7 +47,14 @@ def data_present(name: str, root: str | Path | None = None) -> bool:
     if name == "cifar100":
         return (base / "cifar-100-python" / "test").exists() or (base / "meta").exists()
     folder = _subfolder(base, name)
-    return folder.is_dir() and any(folder.iterdir())
+    if name == "imagenet100":
+        return (folder / "train").is_dir() and (folder / "val").is_dir()
+    if not folder.is_dir():
+        return False
+    if (folder / "images").is_dir():
+        folder = folder / "images"
+    return (folder / "train").is_dir() or any(
+        p.is_dir() and p.name.startswith("n0") for p in folder.iterdir())
 
 
 def _subfolder(base: Path, name: str) -> Path:
