@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Creates .venv with the project and its test extras, and WordNet for NLTK in .nltk_data.
-# `make setup` runs this; so will the container build, so the two cannot drift.
+# Installs the project from requirements.lock (pinned versions, sha256 hashes) into a virtual
+# environment, and WordNet for NLTK. `make setup` and the Dockerfile both run exactly this,
+# so CI tests what the image holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-# torch and torchvision pinned together: torchvision's compiled operators match one torch.
-TORCH_PINS=${TORCH_PINS:-"torch==2.14.1 torchvision==0.29.1"}
+NLTK_DIR=${NLTK_DIR:-.nltk_data}
+PIP=("$VENV/bin/pip" --disable-pip-version-check --quiet)
 
-echo "+ $PYTHON -m venv $VENV"
-"$PYTHON" -m venv "$VENV"
-echo "+ $VENV/bin/pip install $TORCH_PINS"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check $TORCH_PINS
-echo "+ $VENV/bin/pip install -e .[test]"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[test]"
-echo "+ scripts/setup_wordnet.sh .nltk_data"
-bash scripts/setup_wordnet.sh .nltk_data
+run() { echo "+ $*"; "$@"; }
+
+run "$PYTHON" -m venv "$VENV"
+# Every dependency, test and launcher tools included, exactly as locked.
+run "${PIP[@]}" install --require-hashes --no-deps -r requirements.lock
+# The project itself, against the environment above (no new resolution, no download).
+run "${PIP[@]}" install --no-deps --no-build-isolation -e .
+run bash scripts/setup_wordnet.sh "$NLTK_DIR"
 touch "$VENV/.installed"
-echo "setup done: activate with 'source $VENV/bin/activate' or use $VENV/bin/mgrb"
+echo "setup done: use $VENV/bin/mgrb, or 'source $VENV/bin/activate'"
