@@ -140,7 +140,9 @@ def command_list(args) -> int:
             "initial": config["protocol"]["initial"],
             "increment": config["protocol"]["increment"],
             "hierarchy": config["hierarchy"]["kind"], "losses": config["method"]["losses"],
-            "reported": config["reported"],
+            "reported": _reported(config),
+            "estimated_gpu_hours": config["estimate"]["gpu_hours"],
+            "seeds": config["seeds"] or [config["train"]["seed"]],
             "data_present": data_present(dataset, config["dataset"]["root"]),
             "description": config["description"],
         })
@@ -150,16 +152,30 @@ def command_list(args) -> int:
     if not rows:
         print(f"no experiment files in {args.experiments_dir}/")
         return 0
-    print(f"{'name':<32} {'dataset':<13} {'protocol':>8} {'hier':<5} {'data':<7} description")
+    print(f"{'name':<32} {'dataset':<13} {'protocol':>8} {'hier':<5} {'reported':>13} "
+          f"{'GPU h':>6} data")
     for row in rows:
         if "error" in row:
             print(f"{row['file']}: INVALID: {row['error']}")
             continue
         protocol = f"{row['initial']}/{row['increment']}"
+        reported = row["reported"]
+        numbers = "-" if reported is None else "/".join(
+            "-" if reported[k] is None else f"{reported[k]:.2f}" for k in ("avg_top1", "last_top1"))
+        hours = "-" if row["estimated_gpu_hours"] is None else f"{row['estimated_gpu_hours']:.2f}"
         data = "present" if row["data_present"] else "missing"
         print(f"{row['name']:<32} {row['dataset']:<13} {protocol:>8} {row['hierarchy']:<5} "
-              f"{data:<7} {row['description']}")
+              f"{numbers:>13} {hours:>6} {data}")
+    print("reported: the paper's average / last top-1 (%); GPU h: projected GPU hours")
     return 0
+
+
+def _reported(config: dict) -> dict | None:
+    """The paper's numbers, or None when the paper reports none for this experiment."""
+    reported = config["reported"]
+    if reported["avg_top1"] is None and reported["last_top1"] is None:
+        return None
+    return {key: reported[key] for key in ("avg_top1", "last_top1", "tolerance")}
 
 
 def command_check(args) -> int:
@@ -168,6 +184,20 @@ def command_check(args) -> int:
     rows = check_runs(args.runs, args.tolerance)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 1 if any(row["verdict"] == "below" for row in rows) else 0
+
+
+def command_tui(args) -> int:
+    try:
+        from artifact.app import main as tui_main
+    except ImportError as error:
+        raise MGRBError(f"the terminal launcher cannot start ({error}); install the project "
+                        "with `make setup` (it includes the launcher's packages)") from None
+    forwarded = ["--experiments-dir", str(args.experiments_dir)]
+    if args.runs_dir:
+        forwarded += ["--runs-dir", str(args.runs_dir)]
+    if args.docker:
+        forwarded.append("--docker")
+    return tui_main(forwarded) or 0
 
 
 def command_quickstart(args) -> int:
@@ -240,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-download", action="store_true", help="only check, never download")
     data.set_defaults(handler=command_data)
 
+    tui = commands.add_parser("tui", help="the terminal launcher (pick, launch, watch, check)")
+    tui.add_argument("--runs-dir", type=Path, default=_default_dir("MGRB_RUNS", "runs"))
+    tui.add_argument("--docker", action="store_true",
+                     help="start runs as containers of the project's image")
+    tui.set_defaults(handler=command_tui)
+
     quick = commands.add_parser("quickstart", help="print the quick instructions")
     quick.set_defaults(handler=command_quickstart)
     return parser
@@ -249,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except MGRBError as error:
         if args.debug:
             raise

@@ -22,11 +22,12 @@ from .config import NUM_CLASSES, load_config
 from .defaults import FULL_TRAIN_PER_CLASS
 from .protocol import Protocol, memory_sizes
 
-# ASSUMPTION, not a measurement: 200 TFLOP/s sustained, about 20% of an H100's dense bf16
-# peak (989 TFLOP/s), the range well-tuned public ResNet training reaches. The trainer runs in
-# fp32 (cuDNN convolutions in TF32), on small images and batch 128, so the real rate may well
-# be lower; `make bench` is to measure it and replace this figure.
-ASSUMED_SUSTAINED_TFLOPS = 200.0
+# ASSUMPTION, not a measurement: 50 TFLOP/s sustained. The trainer runs in fp32 (cuDNN
+# convolutions in TF32, about 495 TFLOP/s dense peak on an H100) on 32x32 images at batch
+# 128, where plain PyTorch training reaches roughly a tenth of peak; well-tuned bf16 ResNet
+# training reaches 15-25% of the bf16 peak (989 TFLOP/s). `make bench` is to measure the real
+# rate and replace this figure.
+ASSUMED_SUSTAINED_TFLOPS = 50.0
 
 # Training images per class (method.md section 1). The digits demo is scikit-learn's 1797
 # 8x8 images, about 180 per class of which roughly 150 are left for training.
