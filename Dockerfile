@@ -15,9 +15,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# wordnet-base and wordnet-sense-index: the WordNet database that setup_wordnet.sh copies.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates make wordnet-base wordnet-sense-index man-db \
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# wordnet-base and wordnet-sense-index: the WordNet database that setup_wordnet.sh copies. The
+# minimal Ubuntu image drops man pages, but the script builds NLTK's lexnames file from the
+# table in lexnames(5WN), so that one page is let through.
+RUN echo 'path-include=/usr/share/man/man5/lexnames.5WN.gz' > /etc/dpkg/dpkg.cfg.d/zz-wordnet-lexnames \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates make wordnet-base wordnet-sense-index \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=uv /uv /usr/local/bin/uv
 # A relocatable CPython of exactly the version CI tests with.
@@ -57,7 +61,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MGRB_RUNS=/runs \
     MGRB_IN_CONTAINER=1 \
     PYTHONUNBUFFERED=1
-USER mgrb
+USER 1000:1000
 WORKDIR /opt/mgrb
 VOLUME ["/data", "/runs"]
 CMD ["mgrb", "quickstart"]

@@ -70,7 +70,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     groups: dict[str, list[dict]] = {}
     failed: dict[str, str] = {}
     not_run: dict[str, str] = {}
-    for path, config in selected:
+    for _path, config in selected:
         name, dataset = config["name"], config["dataset"]["name"]
         if not data_present(dataset, config["dataset"]["root"]) and not (
                 dataset in ("cifar10", "cifar100") and config["dataset"]["download"] and patterns):

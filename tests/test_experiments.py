@@ -127,7 +127,9 @@ def test_protocols_give_the_phase_counts_of_method_md(dataset, initial, incremen
                 (dataset, initial, increment)]
     assert matching
     for config in matching:
-        assert Protocol(NUM_CLASSES[dataset], initial, increment).num_phases == phases
+        protocol = config["protocol"]
+        assert Protocol(NUM_CLASSES[config["dataset"]["name"]], protocol["initial"],
+                        protocol["increment"]).num_phases == phases
 
 
 def test_image_steps_of_cifar100_10_10_by_hand():
