@@ -62,7 +62,7 @@ lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet pip-tools==7.6.2
 	.lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-		--extra test --extra tui -c requirements/pins.txt --output-file requirements.lock pyproject.toml
+		--extra test --extra tui --constraint requirements/pins.txt --output-file requirements.lock pyproject.toml
 
 image:
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
@@ -73,4 +73,4 @@ shell:
 
 lint: $(SETUP)
 	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/ruff check mgrb artifact tests benchmarks
+	$(VENV)/bin/ruff check mgrb tests $(wildcard artifact benchmarks)
