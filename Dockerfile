@@ -59,6 +59,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MGRB_NLTK_DATA=/opt/nltk_data \
     MGRB_DATA=/data \
     MGRB_RUNS=/runs \
+    MGRB_REPORTS=/runs/reports \
     MGRB_IN_CONTAINER=1 \
     PYTHONUNBUFFERED=1
 USER 1000:1000
