@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,8 @@ def _check_value(value, field: Field, key: str, source: _Source):
         value, ok = float(value), True
     if not ok:
         raise source.error(key, f"must be {_type_name(kind)}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise source.error(key, f"must be a finite number, got {value!r}")
     if field.choices and value not in field.choices:
         raise source.error(key, f"must be one of {', '.join(map(str, field.choices))}; got {value!r}")
     if field.minimum is not None and value < field.minimum:
@@ -190,7 +193,10 @@ def _validate(data, schema: dict, prefix: str, source: _Source) -> dict:
 def _merge(base: dict, extra: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged.get(key) or {}, value) if isinstance(value, dict) else value
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:  # validation reports a value of the wrong shape, naming its key
+            merged[key] = value
     return merged
 
 
@@ -265,7 +271,8 @@ def parse_config(text: str, path: str = "<string>", overrides: list[str] = ()) -
     for assignment in overrides:
         _apply_override(data, assignment, source)
     dataset = data.get("dataset")
-    if isinstance(dataset, dict) and dataset.get("name") in DATASET_DEFAULTS:
+    if isinstance(dataset, dict) and isinstance(dataset.get("name"), str) \
+            and dataset["name"] in DATASET_DEFAULTS:
         data = _merge(DATASET_DEFAULTS[dataset["name"]], data)
     config = _validate(data, SCHEMA, "", source)
     if not NAME_PATTERN.match(config["name"]):
