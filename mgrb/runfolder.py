@@ -6,6 +6,9 @@ exists only once a run has finished, and every file appears whole or not at all.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import os
 import socket
@@ -21,13 +24,31 @@ CHECKPOINTS = "checkpoints"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
+    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`.
+
+    A full disk or an unwritable folder leaves `path` as it was and raises RunFolderError.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise RunFolderError(_write_failure(path, error)) from None
+
+
+def _write_failure(path: Path, error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return (f"{path}: the disk is full. Nothing already saved was lost: the previous "
+                f"version of this file is intact. Free some space on {path.parent} (old "
+                "checkpoints of finished runs can go) and run the same command again to resume.")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{path}: cannot write here ({error.strerror}). Make the run folder writable, "
+                "or choose another one with --out.")
+    return f"{path}: cannot be written ({error.strerror or error})"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -122,40 +143,50 @@ class RunFolder:
         """One JSON object per line, flushed at once so a tailing reader sees it."""
         line = json.dumps({"time": round(time.time(), 3), **event}, allow_nan=False,
                           default=float) + "\n"
-        with open(self.events_path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
+        try:
+            with open(self.events_path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+        except OSError as error:
+            raise RunFolderError(_write_failure(self.events_path, error)) from None
 
     def write_results(self, results: dict) -> None:
         atomic_write(self.results_path, (json.dumps(results, indent=2) + "\n").encode())
 
     def save_checkpoint(self, state: dict) -> None:
-        """latest.pt replaced atomically; the one before it kept as previous.pt."""
+        """latest.pt replaced atomically; the one before it kept as previous.pt.
+
+        The file starts with the SHA-256 of the rest, so a truncated or damaged checkpoint is
+        recognised on loading rather than half-read.
+        """
         import torch
 
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        payload = buffer.getvalue()
         latest = self.checkpoints / "latest.pt"
-        temporary = self.checkpoints / f".latest.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        staged = self.checkpoints / "latest.pt.new"
+        atomic_write(staged, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
         if latest.exists():
             os.replace(latest, self.checkpoints / "previous.pt")
-        os.replace(temporary, latest)
+        os.replace(staged, latest)
 
     def load_checkpoint(self, warn) -> dict | None:
-        """The newest readable checkpoint, or None; a damaged latest.pt falls back with a warning."""
+        """The newest intact checkpoint, or None; a damaged latest.pt falls back with a warning."""
         import torch
 
-        for name in ("latest.pt", "previous.pt"):
+        # A complete latest.pt.new is newer than latest.pt: a kill struck between the renames.
+        for name in ("latest.pt.new", "latest.pt", "previous.pt"):
             path = self.checkpoints / name
             if not path.exists():
                 continue
-            try:
-                return torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as error:  # a truncated file raises many kinds of errors
-                warn(f"warning: {path} is unreadable ({type(error).__name__}); "
-                     "trying the previous checkpoint")
+            data = path.read_bytes()
+            digest, _, payload = data.partition(b"\n")
+            if hashlib.sha256(payload).hexdigest().encode() != digest:
+                warn(f"warning: {path} is damaged (checksum mismatch, {len(data)} bytes); "
+                     "using the checkpoint before it")
+                continue
+            return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
         return None
 
 

@@ -1,0 +1,66 @@
+"""Run-folder writes are atomic, checkpoints are checked, failures say what to do."""
+
+import errno
+import os
+
+import pytest
+import torch
+
+from mgrb.errors import RunFolderError
+from mgrb.runfolder import RunFolder, atomic_write
+
+
+def _folder(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.prepare({"name": "x"})
+    return run
+
+
+def test_checkpoints_round_trip_and_keep_the_previous(tmp_path):
+    run = _folder(tmp_path)
+    run.save_checkpoint({"epoch": 1, "weights": torch.arange(3)})
+    run.save_checkpoint({"epoch": 2, "weights": torch.arange(3)})
+    assert run.load_checkpoint(print)["epoch"] == 2
+    assert (run.checkpoints / "previous.pt").exists()
+
+
+def test_a_damaged_checkpoint_falls_back_with_a_warning(tmp_path):
+    run = _folder(tmp_path)
+    run.save_checkpoint({"epoch": 1})
+    run.save_checkpoint({"epoch": 2})
+    latest = run.checkpoints / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:-10])  # truncated
+    warnings = []
+    assert run.load_checkpoint(warnings.append)["epoch"] == 1
+    assert "latest.pt is damaged (checksum mismatch" in warnings[0]
+
+
+def test_a_kill_between_the_renames_keeps_the_newest(tmp_path):
+    run = _folder(tmp_path)
+    run.save_checkpoint({"epoch": 1})
+    run.save_checkpoint({"epoch": 2})
+    os.replace(run.checkpoints / "latest.pt", run.checkpoints / "latest.pt.new")
+    assert run.load_checkpoint(print)["epoch"] == 2
+
+
+def test_a_full_disk_loses_nothing_and_says_so(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    target.write_text("old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(RunFolderError, match="the disk is full. Nothing already saved was lost"):
+        atomic_write(target, b"new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary left
+
+
+def test_an_unwritable_folder_is_named(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):  # what a read-only folder gives a non-root user
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", denied)
+    with pytest.raises(RunFolderError, match="f: cannot write here .Permission denied"):
+        atomic_write(tmp_path / "f", b"x")
