@@ -85,6 +85,12 @@ def _run_one(run, path: Path, device, progress, args) -> int:
         progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}, "
                          f"run folder {folder.path}")
         results = Trainer(run.config, folder, device, progress).train()
+    except _out_of_memory() as error:
+        raise MGRBError(
+            f"the device ran out of memory ({str(error).splitlines()[0][:120]}). Lower the "
+            "batch size (--set train.batch_size=64; this changes the experiment, so use a new "
+            "--out), or run fewer runs on this GPU at once. The run folder keeps its last "
+            "checkpoint: once memory is free, the same command resumes it.") from None
     except KeyboardInterrupt:
         again = f"run {args.experiment}" + (f" --out {args.out}" if args.out else "")
         print(f"\ninterrupted. {folder.path} keeps its last checkpoint; run the same command "
@@ -95,6 +101,12 @@ def _run_one(run, path: Path, device, progress, args) -> int:
     print(format_phase_table(results))
     print(f"results: {folder.results_path}")
     return 0
+
+
+def _out_of_memory():
+    import torch
+
+    return torch.OutOfMemoryError
 
 
 def command_reproduce(args) -> int:
