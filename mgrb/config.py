@@ -86,6 +86,11 @@ SCHEMA: dict[str, Any] = {
             "rotation": Field(float, 0.0, minimum=0),
             "random_resized_crop": Field(bool, False),
         },
+        "precision": Field(str, "auto", choices=("auto", "fp32", "bf16"),
+                           help="auto: bf16 autocast on a GPU, fp32 on the CPU"),
+        "channels_last": Field((bool, str), "auto", choices=("auto", True, False),
+                               help="auto: true on a GPU"),
+        "compile": Field(bool, False, help="torch.compile the network (GPU)"),
         "num_workers": Field(int, 8, minimum=0, help="DataLoader workers (file data sets)"),
         "checkpoint_every": Field(int, 10, minimum=1, help="epochs between checkpoints"),
         "log_every": Field(int, 50, minimum=1, help="iterations between events"),
@@ -117,6 +122,8 @@ SCHEMA: dict[str, Any] = {
 def _type_name(kind) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a mapping"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, str(k)) for k in kind)
     return names.get(kind, str(kind))
 
 

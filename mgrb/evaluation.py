@@ -6,12 +6,16 @@ import torch
 
 
 @torch.no_grad()
-def predict(model, batches, indices: torch.Tensor, batch_size: int):
-    """(logits, labels) of the images at `indices`, with the test-time transform."""
-    model.eval()
+def predict(network, batches, indices: torch.Tensor, batch_size: int):
+    """(logits, labels) of the images at `indices`, with the test-time transform.
+
+    `network` maps a batch to logits; the caller puts a module in eval mode first.
+    """
+    if isinstance(network, torch.nn.Module):
+        network.eval()
     outputs, labels = [], []
     for x, y in batches.batches(indices, batch_size, shuffle=False, augment=None, generator=None):
-        outputs.append(model(x).float())
+        outputs.append(network(x).float())
         labels.append(y)
     return torch.cat(outputs), torch.cat(labels)
 

@@ -85,8 +85,30 @@ class Trainer:
         backbone = build_backbone(self.config["model"]["backbone"], self.data.channels,
                                   self.config["model"]["stem"])
         self.model = IncrementalNet(backbone, self.protocol.seen(0)).to(self.device)
+        on_gpu = self.device.type == "cuda"
+        precision = self.train_cfg["precision"]
+        self.use_bf16 = precision == "bf16" or (precision == "auto" and on_gpu)
+        layout = self.train_cfg["channels_last"]
+        self.channels_last = layout is True or (layout == "auto" and on_gpu)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.teacher = None
         self.generator = torch.Generator().manual_seed(self.train_cfg["seed"])
+
+    def _autocast(self):
+        """bf16 autocast for the network; softmax and the losses run in fp32 under it."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network, compiled when train.compile is set (again after a classifier renewal)."""
+        if not self.train_cfg["compile"]:
+            return self.model(x)
+        if getattr(self, "_compiled_for", None) is not self.model.classifier:
+            self._compiled, self._compiled_for = torch.compile(self.model), self.model.classifier
+        return self._compiled(x)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self, position: Position, optimizer) -> dict:
@@ -206,7 +228,8 @@ class Trainer:
         features, labels = [], []
         for x, y in self.train_set.batches(indices, self.train_cfg["eval_batch_size"],
                                            shuffle=False, augment=None, generator=None):
-            features.append(self.model.backbone(x).float())
+            with self._autocast():
+                features.append(self.model.backbone(self._prepare(x)).float())
             labels.append(y)
         return torch.cat(features), torch.cat(labels)
 
@@ -237,7 +260,9 @@ class Trainer:
                                    decay=cfg["lr_decay"], warmup_epochs=cfg["warmup_epochs"])
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                terms = method.stage1_loss(self.model(x), y, x)
+                x = self._prepare(x)
+                with self._autocast():
+                    terms = method.stage1_loss(self.forward(x), y, x)
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
                 optimizer.step()
@@ -312,8 +337,11 @@ class Trainer:
 
     # -- evaluation and results ----------------------------------------------------------
     def _evaluate(self, phase: int, n_old: int, split) -> None:
-        logits, labels = evaluation.predict(self.model, self.test_set, split.test,
-                                            self.train_cfg["eval_batch_size"])
+        self.model.eval()
+        with self._autocast():
+            logits, labels = evaluation.predict(lambda x: self.model(self._prepare(x)),
+                                                self.test_set, split.test,
+                                                self.train_cfg["eval_batch_size"])
         report = evaluation.accuracy_report(logits, labels, n_old)
         result = {"phase": phase, "seen_classes": self.protocol.seen(phase), **report,
                   "hierarchy": public_description(self.hierarchy),
