@@ -22,7 +22,7 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test demo data reproduce tui lock image shell lint
+.PHONY: help setup test demo data reproduce tui lock image shell lint bench
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -35,6 +35,7 @@ help:
 	@echo "make shell        a shell in the image with GPUs, /data and /runs mounted"
 	@echo "make lint         hadolint on the Dockerfile, ruff on the Python code"
 	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
+	@echo "make bench        images/s of a training step: fast path vs the original-style pipeline"
 
 setup: $(VENV)/.installed
 
@@ -74,3 +75,8 @@ shell:
 lint: $(SETUP)
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/ruff check mgrb tests $(wildcard artifact benchmarks)
+
+# Speed is measured here, never asserted in unit tests. On a GPU: the full table; on a CPU:
+# the same measurements with a few steps (slow, and only the ratios are meaningful).
+bench: $(SETUP)
+	$(PY) benchmarks/bench_step.py

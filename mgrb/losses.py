@@ -45,21 +45,30 @@ def distillation(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return temperature**2 * -(p * log_q).sum(dim=1).mean()
 
 
-def mg_regularizer(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def mg_regularizer(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+                   target_neg_entropy: torch.Tensor | None = None) -> torch.Tensor:
     """L_MG = KL(s_y || softmax(z)), averaged over the batch ("batchmean").
 
     `targets` is the (K, K) soft-target matrix of `mgrb.hierarchy.soft_targets`; row y is s_y.
-    xlogy makes 0 * log 0 = 0 for targets that underflow to zero.
+    KL = sum_j s_j log s_j - sum_j s_j log p_j: the first sum depends on the class alone, so
+    a phase computes it once (`target_neg_entropy`, see `negative_entropy`); the second is a
+    cross-entropy with probability targets, one fused operation.
     """
-    s = targets[labels]
-    log_p = F.log_softmax(logits, dim=1)
-    return (torch.xlogy(s, s) - s * log_p).sum() / logits.shape[0]
+    if target_neg_entropy is None:
+        target_neg_entropy = negative_entropy(targets)
+    return target_neg_entropy[labels].mean() + F.cross_entropy(logits, targets[labels])
+
+
+def negative_entropy(targets: torch.Tensor) -> torch.Tensor:
+    """sum_j s_yj log s_yj per class y; xlogy makes 0 log 0 = 0 for underflowed targets."""
+    return torch.xlogy(targets, targets).sum(dim=1)
 
 
 def phase_loss(logits: torch.Tensor, labels: torch.Tensor, *, loss_set: str, n_old: int,
                teacher_logits: torch.Tensor | None, class_weights: torch.Tensor | None,
                targets: torch.Tensor | None, temperature: float, dscale: float, scale: float,
-               cb_reduction: str) -> dict[str, torch.Tensor]:
+               cb_reduction: str, target_neg_entropy: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
     """Stage-1 loss of an incremental phase t > 0 (method.md section 3):
 
         L = L_KD + (1 - alpha) * L_cls + lambda * L_MG,   alpha = n_old / n_seen
@@ -85,7 +94,7 @@ def phase_loss(logits: torch.Tensor, labels: torch.Tensor, *, loss_set: str, n_o
         terms["kd"] = kd
         total = total + kd
     if "hierloss" in parts:
-        mg = mg_regularizer(logits, labels, targets)
+        mg = mg_regularizer(logits, labels, targets, target_neg_entropy)
         terms["mg"] = mg
         total = total + scale * mg
     terms["total"] = total
@@ -93,7 +102,9 @@ def phase_loss(logits: torch.Tensor, labels: torch.Tensor, *, loss_set: str, n_o
 
 
 def classifier_retrain_loss(logits: torch.Tensor, labels: torch.Tensor, *, n_old: int,
-                            targets: torch.Tensor | None, scale: float) -> dict[str, torch.Tensor]:
+                            targets: torch.Tensor | None, scale: float,
+                            target_neg_entropy: torch.Tensor | None = None
+                            ) -> dict[str, torch.Tensor]:
     """Stage-2 loss (method.md section 4): (1 - alpha) * CE + lambda * L_MG.
 
     The original adds a distillation term whose teacher is the classifier itself under
@@ -104,7 +115,7 @@ def classifier_retrain_loss(logits: torch.Tensor, labels: torch.Tensor, *, n_old
     terms = {"cls": ce}
     total = (1.0 - alpha) * ce
     if targets is not None:
-        mg = mg_regularizer(logits, labels, targets)
+        mg = mg_regularizer(logits, labels, targets, target_neg_entropy)
         terms["mg"] = mg
         total = total + scale * mg
     terms["total"] = total

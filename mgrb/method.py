@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from .defaults import FULL_TRAIN_PER_CLASS
-from .losses import class_balanced_weights, classifier_retrain_loss, phase_loss
+from .losses import (class_balanced_weights, classifier_retrain_loss, negative_entropy,
+                     phase_loss)
 
 
 class MGRBPhase:
@@ -24,6 +25,8 @@ class MGRBPhase:
         self.teacher = teacher
         self.class_weights = class_weights
         self.targets_stage1, self.targets_stage2 = targets_stage1, targets_stage2
+        self.entropy_stage1 = None if targets_stage1 is None else negative_entropy(targets_stage1)
+        self.entropy_stage2 = None if targets_stage2 is None else negative_entropy(targets_stage2)
         self.temperature, self.dscale = method["temperature"], method["dscale"]
         self.scale, self.cb_reduction = method["scale"], config["quirks"]["cb_reduction"]
         self.uses_hierarchy = "hierloss" in self.loss_set
@@ -42,12 +45,13 @@ class MGRBPhase:
             teacher_logits=teacher_logits, class_weights=self.class_weights,
             targets=self.targets_stage1 if self.uses_hierarchy else None,
             temperature=self.temperature, dscale=self.dscale, scale=self.scale,
-            cb_reduction=self.cb_reduction)
+            cb_reduction=self.cb_reduction, target_neg_entropy=self.entropy_stage1)
 
     def stage2_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return classifier_retrain_loss(
             logits, labels, n_old=self.n_old,
-            targets=self.targets_stage2 if self.uses_hierarchy else None, scale=self.scale)
+            targets=self.targets_stage2 if self.uses_hierarchy else None, scale=self.scale,
+            target_neg_entropy=self.entropy_stage2)
 
 
 def phase_class_counts(config: dict, *, n_old: int, n_seen: int, per_class: int, holdout: int,
