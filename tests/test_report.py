@@ -1,0 +1,94 @@
+"""`mgrb reproduce` on tiny digits experiments: runs, skips finished ones, writes the report."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from mgrb.cli import main
+
+TINY = """\
+name: {name}
+dataset: {{name: digits}}
+protocol: {{initial: 8, increment: 1, memory_total: 200}}
+train: {{epochs: 1, milestones: [], stage2_epochs: 1, batch_size: 64}}
+hierarchy: {{kind: vis, clusters: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repro")
+    experiments = root / "experiments"
+    experiments.mkdir()
+    (experiments / "tiny_ref.yaml").write_text(
+        TINY.format(name="tiny_ref") + "seeds: [1, 2]\n"
+        "reported: {avg_top1: 50.0, last_top1: 99.0, tolerance: 3.0}\n")
+    (experiments / "tiny_noref.yaml").write_text(TINY.format(name="tiny_noref"))
+    (experiments / "c10_missing.yaml").write_text(
+        f"name: c10_missing\ndataset: {{name: cifar10, root: {root / 'nodata'}, download: false}}"
+        "\nprotocol: {initial: 5, increment: 1}\nhierarchy: {kind: vis}\n")
+    args = ["--experiments-dir", str(experiments), "reproduce", "--runs-dir", str(root / "runs"),
+            "--reports-dir", str(root / "reports"), "--device", "cpu"]
+    assert main(args) == 0  # default selection: every experiment whose data is present
+    return root, args
+
+
+def test_runs_land_in_their_folders(reproduced):
+    root, _ = reproduced
+    assert (root / "runs" / "tiny_ref" / "seed-1" / "results.json").exists()
+    assert (root / "runs" / "tiny_ref" / "seed-2" / "results.json").exists()
+    assert (root / "runs" / "tiny_noref" / "results.json").exists()
+    assert not (root / "runs" / "c10_missing").exists()
+    seeds = {json.loads((root / "runs" / "tiny_ref" / f"seed-{s}" / "results.json").read_text())
+             ["seed"] for s in (1, 2)}
+    assert seeds == {1, 2}
+
+
+def test_report_has_claims_with_verdicts(reproduced):
+    root, _ = reproduced
+    report = (root / "reports" / "reproduction.md").read_text()
+    assert "| experiment | data set | protocol | hierarchy | metric | reported | reproduced |" in report
+    assert "| tiny_ref | digits | 8/1 | vis | last_top1 | 99.00 ± 3 |" in report
+    assert "(n=2)" in report  # mean and std over the two seeds
+    assert "no reference" in report
+    assert "**c10_missing** not run: cifar10 data not present" in report
+    assert "## Hardware" in report and "## Versions" in report and "## Commit" in report
+
+
+def test_results_csv(reproduced):
+    root, _ = reproduced
+    with open(root / "reports" / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["experiment"], r["metric"]) for r in rows] == [
+        ("tiny_noref", "avg_top1"), ("tiny_noref", "last_top1"),
+        ("tiny_ref", "avg_top1"), ("tiny_ref", "last_top1")]
+    ref = {r["metric"]: r for r in rows if r["experiment"] == "tiny_ref"}
+    assert ref["last_top1"]["runs"] == "2" and ref["last_top1"]["reproduced_std"] != ""
+    assert ref["last_top1"]["verdict"] in ("below", "reproduced", "above")
+    assert float(ref["avg_top1"]["reported"]) == 50.0
+
+
+def test_figures_are_valid_pngs(reproduced):
+    root, _ = reproduced
+    for name in ("tiny_ref", "tiny_noref", "summary"):
+        path = root / "reports" / "figures" / f"{name}.png"
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 200
+
+
+def test_a_second_reproduce_skips_finished_runs(reproduced, capsys):
+    root, args = reproduced
+    before = (root / "runs" / "tiny_noref" / "results.json").stat().st_mtime_ns
+    assert main(args + ["tiny_noref"]) == 0
+    assert "finished earlier, skipped" in capsys.readouterr().err
+    assert (root / "runs" / "tiny_noref" / "results.json").stat().st_mtime_ns == before
+
+
+def test_an_unknown_experiment_pattern_is_an_error(reproduced, capsys):
+    _, args = reproduced
+    assert main(args + ["nothing_like_this*"]) == 2
+    assert "matches no experiment" in capsys.readouterr().err
