@@ -62,7 +62,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
               device, tolerance: float | None, progress) -> int:
     from .data import data_present
     from .report import write_report
-    from .check import read_results
+    from .check import check_group, format_table, read_results
     from .runfolder import RunFolder
     from .trainer import Trainer
 
@@ -98,7 +98,12 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
                 _release_device_memory()
     report = write_report(groups, reports_dir, tolerance=tolerance, failed=failed,
                           not_run=not_run)
-    progress.message(f"report: {report}")
+    rows = [row for name, runs in groups.items() for row in check_group(name, runs, tolerance)]
+    if rows:
+        print(format_table(rows))
+    for name, message in failed.items():
+        print(f"{name}: FAILED: {message}")
+    print(f"report: {report}")
     return 1 if failed else 0
 
 
