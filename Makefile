@@ -22,7 +22,7 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test demo data reproduce tui lock image shell lint bench
+.PHONY: help setup test demo data reproduce lock image shell lint bench
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -30,7 +30,6 @@ help:
 	@echo "make demo         train the offline digits experiment and print its accuracy"
 	@echo "make data         fetch CIFAR where the network allows; show the ImageNet layouts"
 	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
-	@echo "make tui          the terminal launcher"
 	@echo "make image        build the container image $(IMAGE):$(VERSION)"
 	@echo "make shell        a shell in the image with GPUs, /data and /runs mounted"
 	@echo "make lint         hadolint on the Dockerfile, ruff on the Python code"
@@ -53,9 +52,6 @@ data: $(SETUP)
 
 reproduce: $(SETUP)
 	$(MGRB) reproduce $(EXPERIMENTS)
-
-tui: $(SETUP)
-	$(MGRB) tui
 
 # pip-compile (pip-tools) resolves pyproject.toml with the test extra under the torch pins
 # and records every file's sha256; setup.sh installs with --require-hashes.

@@ -198,20 +198,6 @@ def command_check(args) -> int:
     return 1 if any(row["verdict"] == "below" for row in rows) else 0
 
 
-def command_tui(args) -> int:
-    try:
-        from artifact.app import main as tui_main
-    except ImportError as error:
-        raise MGRBError(f"the terminal launcher cannot start ({error}); install the project "
-                        "with `make setup` (it includes the launcher's packages)") from None
-    forwarded = ["--experiments-dir", str(args.experiments_dir)]
-    if args.runs_dir:
-        forwarded += ["--runs-dir", str(args.runs_dir)]
-    if args.docker:
-        forwarded.append("--docker")
-    return tui_main(forwarded) or 0
-
-
 def command_quickstart(args) -> int:
     from importlib import resources
 
@@ -281,12 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--root", type=Path, help="data folder (default: $MGRB_DATA or ./data)")
     data.add_argument("--no-download", action="store_true", help="only check, never download")
     data.set_defaults(handler=command_data)
-
-    tui = commands.add_parser("tui", help="the terminal launcher (pick, launch, watch, check)")
-    tui.add_argument("--runs-dir", type=Path, default=_default_dir("MGRB_RUNS", "runs"))
-    tui.add_argument("--docker", action="store_true",
-                     help="start runs as containers of the project's image")
-    tui.set_defaults(handler=command_tui)
 
     quick = commands.add_parser("quickstart", help="print the quick instructions")
     quick.set_defaults(handler=command_quickstart)

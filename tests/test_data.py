@@ -146,3 +146,14 @@ def test_data_present(tmp_path):
     assert data_present("digits") and not data_present("cifar10", tmp_path)
     write_cifar10(tmp_path)
     assert data_present("cifar10", tmp_path) and not data_present("miniimagenet", tmp_path)
+
+
+def test_mgrb_data_checks_and_explains(tmp_path, capsys):
+    from mgrb.cli import main
+
+    assert main(["data", "--root", str(tmp_path), "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert "cifar10: missing" in out and "<root>/imagenet100/train/<wnid>/*.JPEG" in out
+    write_cifar10(tmp_path)  # a present but incomplete copy is reported, with status 1
+    assert main(["data", "--root", str(tmp_path), "--no-download"]) == 1
+    assert "cifar10: unexpected size 100 train / 10 test images" in capsys.readouterr().out
