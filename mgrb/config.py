@@ -207,7 +207,7 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def _apply_override(data: dict, assignment: str, source: _Source) -> None:
+def _apply_override(data: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment}: expected KEY=VALUE, e.g. train.epochs=3")
     key, text = assignment.split("=", 1)
@@ -276,7 +276,7 @@ def parse_config(text: str, path: str = "<string>", overrides: list[str] = ()) -
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of keys (name:, dataset:, ...)")
     for assignment in overrides:
-        _apply_override(data, assignment, source)
+        _apply_override(data, assignment)
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and isinstance(dataset.get("name"), str) \
             and dataset["name"] in DATASET_DEFAULTS:
