@@ -172,3 +172,33 @@ def test_run_by_name_from_the_experiments_folder(tmp_path, experiment, capsys):
     code, _, _ = _run(["--experiments-dir", str(tmp_path), "run", "tiny", "--out",
                        str(tmp_path / "r"), "--quiet"], capsys)
     assert code == 0 and (tmp_path / "r" / "results.json").exists()
+
+
+def test_out_of_memory_is_one_clear_message(experiment, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from mgrb.trainer import Trainer
+
+    def exhausted(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "train", exhausted)
+    code, _, err = _run(["run", str(experiment), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "ran out of memory" in err and "train.batch_size" in err
+    assert not (tmp_path / "r" / "run.lock").exists()
+
+
+def test_sigterm_stops_cleanly_and_says_how_to_resume(experiment, tmp_path):
+    out_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mgrb.cli", "run", str(experiment), "--out", str(out_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = out_dir / "events.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (events.exists() and '"epoch"' in events.read_text()):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err
+    assert not (out_dir / "run.lock").exists() and not (out_dir / "results.json").exists()
