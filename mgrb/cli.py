@@ -43,8 +43,23 @@ def format_phase_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _stop_on_sigterm(signum, frame):
-    raise KeyboardInterrupt
+def _install_stop_handlers() -> None:
+    """SIGTERM and a first Ctrl-C ask the trainer to checkpoint and stop after the current
+    batch; a second Ctrl-C stops at once (the last checkpoint remains)."""
+    from .trainer import STOP_REQUESTED
+
+    STOP_REQUESTED.clear()
+
+    def request(signum, frame):
+        if signum == signal.SIGINT and STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
+        if not STOP_REQUESTED.is_set():
+            print("\nstopping after this batch to save a checkpoint (Ctrl-C again: stop at once)",
+                  file=sys.stderr)
+        STOP_REQUESTED.set()
+
+    signal.signal(signal.SIGTERM, request)
+    signal.signal(signal.SIGINT, request)
 
 
 def command_run(args) -> int:
@@ -61,7 +76,7 @@ def command_run(args) -> int:
     if device.type == "cpu" and config["dataset"]["name"] != "digits":
         progress.message("note: no GPU in use; training on the CPU works but is very slow for "
                          "this data set (the digits experiments are the CPU-sized ones)")
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    _install_stop_handlers()
     for run in runs:
         code = _run_one(run, path, device, progress, args)
         if code:
@@ -71,7 +86,7 @@ def command_run(args) -> int:
 
 def _run_one(run, path: Path, device, progress, args) -> int:
     from .runfolder import RunFolder
-    from .trainer import Trainer
+    from .trainer import Interrupted, Trainer
 
     folder = RunFolder(run.folder)
     folder.prepare(run.config)
@@ -91,10 +106,11 @@ def _run_one(run, path: Path, device, progress, args) -> int:
             "batch size (--set train.batch_size=64; this changes the experiment, so use a new "
             "--out), or run fewer runs on this GPU at once. The run folder keeps its last "
             "checkpoint: once memory is free, the same command resumes it.") from None
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt) as stop:
         again = f"run {args.experiment}" + (f" --out {args.out}" if args.out else "")
-        print(f"\ninterrupted. {folder.path} keeps its last checkpoint; run the same command "
-              f"again to resume:\n  mgrb {again}", file=sys.stderr)
+        where = str(stop) or "stopped at once; the last periodic checkpoint remains"
+        print(f"\ninterrupted: {where}. Run the same command again to resume:\n  mgrb {again}",
+              file=sys.stderr)
         return 130
     finally:
         folder.release_lock()
@@ -114,16 +130,19 @@ def command_reproduce(args) -> int:
     from .progress import Progress
     from .reproduce import reproduce
 
+    from .trainer import Interrupted
+
     patterns = [p for item in args.experiments for p in item.replace(",", " ").split()]
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    _install_stop_handlers()
     try:
         return reproduce(experiments_dir=args.experiments_dir, patterns=patterns,
                          runs_dir=args.runs_dir, reports_dir=args.reports_dir,
                          device=resolve_device(args.device), tolerance=args.tolerance,
                          progress=Progress(quiet=args.quiet))
-    except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again: finished runs are skipped and the "
-              "interrupted one resumes from its last checkpoint", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        print(f"\ninterrupted{': ' + str(stop) if str(stop) else ''}. Run the same command "
+              "again: finished runs are skipped and the interrupted one resumes from its last "
+              "checkpoint", file=sys.stderr)
         return 130
 
 

@@ -7,6 +7,7 @@ the hierarchy of each phase comes from `class_hierarchies.py`.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from dataclasses import dataclass
 
@@ -43,6 +44,15 @@ class Position:
     phase: int = 0
     stage: str = "start"
     epoch: int = 0
+    iteration: int = 0  # batches of `epoch` already trained (a checkpoint taken mid-epoch)
+
+
+class Interrupted(Exception):
+    """Training stopped on request (SIGTERM, Ctrl-C); the message says where."""
+
+
+# Set by the command line's signal handlers; a trainer honours it between batches.
+STOP_REQUESTED = threading.Event()
 
 
 class Trainer:
@@ -114,7 +124,9 @@ class Trainer:
     def _state(self, position: Position, optimizer) -> dict:
         return {
             "version": CHECKPOINT_VERSION, "phase": position.phase, "stage": position.stage,
-            "epoch": position.epoch, "model": self.model.state_dict(),
+            "epoch": position.epoch, "iteration": position.iteration,
+            "epoch_generator": getattr(self, "_epoch_generator", None),
+            "model": self.model.state_dict(),
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -142,7 +154,9 @@ class Trainer:
         self.hierarchy = state["hierarchy"]
         self.phase_results = state["phase_results"]
         self._time_before = state["wall_time_s"]
-        return Position(state["phase"], state["stage"], state["epoch"]), state["optimizer"]
+        self._epoch_generator = state["epoch_generator"]
+        position = Position(state["phase"], state["stage"], state["epoch"], state["iteration"])
+        return position, state["optimizer"]
 
     def _wall_time(self) -> float:
         return self._time_before + time.monotonic() - self._started
@@ -173,6 +187,8 @@ class Trainer:
                                    "experiment": self.config["name"],
                                    "device": device_name(self.device)})
         for phase in range(position.phase, self.protocol.num_phases):
+            if STOP_REQUESTED.is_set():
+                raise Interrupted(f"stopped before phase {phase + 1}; its checkpoint is saved")
             if position.phase != phase:
                 position, optimizer_state = Position(phase), None
             self._train_phase(position, optimizer_state)
@@ -246,37 +262,15 @@ class Trainer:
                                       weight_decay=cfg["weight_decay"])
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
-        epochs = cfg["epochs"]
-        iterations = -(-split.train.numel() // cfg["batch_size"])
-        started = time.monotonic()
+        epochs, started = cfg["epochs"], time.monotonic()
         for epoch in range(position.epoch, epochs):
-            self.model.train()
-            sums, seen_images, epoch_start = {}, 0, time.monotonic()
-            batches = self.train_set.batches(split.train, cfg["batch_size"], shuffle=True,
-                                             augment=self.augment, generator=self.generator)
-            for iteration, (x, y) in enumerate(batches):
-                lr = learning_rate(cfg["lr"], epoch=epoch, iteration=iteration,
-                                   iterations=iterations, milestones=cfg["milestones"],
-                                   decay=cfg["lr_decay"], warmup_epochs=cfg["warmup_epochs"])
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x = self._prepare(x)
-                with self._autocast():
-                    terms = method.stage1_loss(self.forward(x), y, x)
-                optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                optimizer.step()
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0) + value.detach()
-                seen_images += y.shape[0]
-                if (iteration + 1) % cfg["log_every"] == 0:
-                    self._log_iteration(position.phase, "stage1", epoch, iteration, sums,
-                                        iteration + 1, lr, seen_images, epoch_start)
-            losses = {name: round(float(value) / iterations, 6) for name, value in sums.items()}
-            rate = seen_images / max(time.monotonic() - epoch_start, 1e-9)
+            resume_at = position.iteration if epoch == position.epoch else 0
+            losses, lr, rate = self._train_epoch(position.phase, epoch, resume_at, method, split,
+                                                 optimizer)
             self.run.append_event({"event": "epoch", "phase": position.phase, "stage": "stage1",
-                                   "epoch": epoch + 1, "epochs": epochs, "iteration": iterations,
-                                   "losses": losses, "lr": lr, "images_per_s": round(rate, 1)})
+                                   "epoch": epoch + 1, "epochs": epochs,
+                                   "iteration": self._iterations(split), "losses": losses,
+                                   "lr": lr, "images_per_s": round(rate, 1)})
             self.progress.epoch(phase=position.phase, phases=self.protocol.num_phases,
                                 stage="stage 1", epoch=epoch + 1 - position.epoch,
                                 epochs=epochs - position.epoch, loss=losses["total"],
@@ -285,6 +279,49 @@ class Trainer:
             if done or (epoch + 1) % cfg["checkpoint_every"] == 0:
                 self._save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
                            None if done else optimizer)
+
+    def _iterations(self, split) -> int:
+        return -(-split.train.numel() // self.train_cfg["batch_size"])
+
+    def _train_epoch(self, phase: int, epoch: int, resume_at: int, method: MGRBPhase, split,
+                     optimizer):
+        """One stage-1 epoch from batch `resume_at`; on a stop request, a checkpoint at the
+        current batch. Returns (mean losses, last learning rate, images/s)."""
+        cfg = self.train_cfg
+        iterations = self._iterations(split)
+        if resume_at:  # replay this epoch's draws from its start to land on the same batch
+            self.generator.set_state(self._epoch_generator)
+        self._epoch_generator = self.generator.get_state()
+        self.model.train()
+        sums, seen_images, epoch_start, lr = {}, 0, time.monotonic(), cfg["lr"]
+        batches = self.train_set.batches(split.train, cfg["batch_size"], shuffle=True,
+                                         augment=self.augment, generator=self.generator,
+                                         skip=resume_at)
+        for iteration, (x, y) in enumerate(batches, start=resume_at):
+            lr = learning_rate(cfg["lr"], epoch=epoch, iteration=iteration, iterations=iterations,
+                               milestones=cfg["milestones"], decay=cfg["lr_decay"],
+                               warmup_epochs=cfg["warmup_epochs"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = self._prepare(x)
+            with self._autocast():
+                terms = method.stage1_loss(self.forward(x), y, x)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0) + value.detach()
+            seen_images += y.shape[0]
+            if (iteration + 1) % cfg["log_every"] == 0:
+                self._log_iteration(phase, "stage1", epoch, iteration, sums,
+                                    iteration + 1 - resume_at, lr, seen_images, epoch_start)
+            if STOP_REQUESTED.is_set():
+                self._save(Position(phase, "stage1", epoch, iteration + 1), optimizer)
+                raise Interrupted(f"stopped in phase {phase + 1}, epoch {epoch + 1}, batch "
+                                  f"{iteration + 1}; a checkpoint was saved there")
+        done = max(iterations - resume_at, 1)
+        losses = {name: round(float(value) / done, 6) for name, value in sums.items()}
+        return losses, lr, seen_images / max(time.monotonic() - epoch_start, 1e-9)
 
     def _log_iteration(self, phase, stage, epoch, iteration, sums, count, lr, images, start):
         rate = images / max(time.monotonic() - start, 1e-9)
@@ -326,6 +363,9 @@ class Trainer:
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0) + value.detach()
                 batches += 1
+            if STOP_REQUESTED.is_set():  # stage 2 is short: it restarts from its beginning
+                raise Interrupted(f"stopped in stage 2 of phase {phase + 1}; it restarts from "
+                                  "the end of stage 1, where a checkpoint is saved")
             losses = {name: round(float(value) / batches, 6) for name, value in sums.items()}
             self.run.append_event({"event": "epoch", "phase": phase, "stage": "stage2",
                                    "epoch": epoch + 1, "epochs": epochs, "iteration": batches,

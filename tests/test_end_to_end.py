@@ -199,6 +199,6 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(experiment, tmp_path):
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "interrupted" in err and "run the same command again to resume" in err
+    assert "interrupted" in err and "run the same command again to resume" in err.lower()
     assert "Traceback" not in err
     assert not (out_dir / "run.lock").exists() and not (out_dir / "results.json").exists()

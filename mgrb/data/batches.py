@@ -30,14 +30,13 @@ class Augment:
         return bool(self.crop_padding or self.flip or self.rotation or self.random_resized_crop)
 
 
-def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Crop-with-padding, flip and rotation of a float batch (B, C, S, S) in one resampling.
+def draw_affine(batch: int, size: int, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """The (B, 2, 3) affine matrices of one batch, drawn on the CPU generator.
 
     Output O = Rotate(Flip(Shift(I))) as torchvision's RandomCrop -> RandomHorizontalFlip ->
-    RandomRotation; one affine grid with nearest sampling and zero fill reproduces the three
-    (integer shifts land exactly on pixel centres). Parameters are drawn on the CPU generator.
+    RandomRotation. Drawing is separate from resampling so that a resumed epoch can replay the
+    draws of the batches it skips and continue with exactly the numbers it would have used.
     """
-    batch, size = images.shape[0], images.shape[-1]
     angle = (torch.rand(batch, generator=generator) * 2 - 1) * math.radians(augment.rotation)
     sign = torch.ones(batch)
     if augment.flip:
@@ -45,10 +44,20 @@ def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Gener
     pad = augment.crop_padding
     shift = torch.randint(-pad, pad + 1, (2, batch), generator=generator).float() * 2 / size
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([
+    return torch.stack([
         torch.stack([sign * cos, -sign * sin, shift[0]], dim=1),
         torch.stack([sin, cos, shift[1]], dim=1),
-    ], dim=1).to(images.device, images.dtype)
+    ], dim=1)
+
+
+def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Crop-with-padding, flip and rotation of a float batch (B, C, S, S) in one resampling.
+
+    One affine grid with nearest sampling and zero fill reproduces the three (integer shifts
+    land exactly on pixel centres).
+    """
+    theta = draw_affine(images.shape[0], images.shape[-1], augment, generator)
+    theta = theta.to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
@@ -66,15 +75,24 @@ class TensorBatches:
         return self.labels.numel()
 
     def batches(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool,
-                augment: Augment | None, generator: torch.Generator | None):
-        """Yield (normalised float images, labels); `indices` select the subset."""
+                augment: Augment | None, generator: torch.Generator | None, skip: int = 0):
+        """Yield (normalised float images, labels); `indices` select the subset.
+
+        `skip` batches are passed over with their random draws replayed, so that a resumed
+        epoch yields exactly what the uninterrupted one would have yielded next.
+        """
         if shuffle:
             indices = indices[torch.randperm(indices.numel(), generator=generator)]
         indices = indices.to(self.images.device)
-        for start in range(0, indices.numel(), batch_size):
+        augmenting = augment is not None and augment.active
+        for number, start in enumerate(range(0, indices.numel(), batch_size)):
             chosen = indices[start:start + batch_size]
+            if number < skip:
+                if augmenting:
+                    draw_affine(chosen.numel(), self.images.shape[-1], augment, generator)
+                continue
             x = self.images[chosen].float().div_(255)
-            if augment is not None and augment.active:
+            if augmenting:
                 x = augment_batch(x, augment, generator)
             yield (x - self.mean) / self.std, self.labels[chosen]
 
@@ -121,11 +139,15 @@ class FileBatches:
         return T.Compose([*steps, *normalise])
 
     def batches(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool,
-                augment: Augment | None, generator: torch.Generator | None):
+                augment: Augment | None, generator: torch.Generator | None, skip: int = 0):
+        """As TensorBatches.batches. Skipped batches are not decoded; augmentation runs in
+        DataLoader workers seeded per epoch, so a resumed epoch sees the same images in the
+        same order but not the same random crops (exact only for in-memory data sets)."""
         if shuffle:
             indices = indices[torch.randperm(indices.numel(), generator=generator)]
         subset = torch.utils.data.Subset(
-            _ImageFiles(self.paths, self.labels, self._transform(augment)), indices.tolist())
+            _ImageFiles(self.paths, self.labels, self._transform(augment)),
+            indices[skip * batch_size:].tolist())
         # Worker seeds derive from the run's generator so augmentation follows the run seed.
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator else 0
         loader = torch.utils.data.DataLoader(
