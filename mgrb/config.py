@@ -91,6 +91,8 @@ SCHEMA: dict[str, Any] = {
         "channels_last": Field((bool, str), "auto", choices=("auto", True, False),
                                help="auto: true on a GPU"),
         "compile": Field(bool, False, help="torch.compile the network (GPU)"),
+        "deterministic": Field(bool, False, help="deterministic GPU kernels (slower): a "
+                               "resumed run then equals an uninterrupted one on a GPU too"),
         "num_workers": Field(int, 8, minimum=0, help="DataLoader workers (file data sets)"),
         "checkpoint_every": Field(int, 10, minimum=1, help="epochs between checkpoints"),
         "log_every": Field(int, 50, minimum=1, help="iterations between events"),

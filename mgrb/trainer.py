@@ -7,6 +7,8 @@ the hierarchy of each phase comes from `class_hierarchies.py`.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -169,7 +171,31 @@ class Trainer:
         return network
 
     # -- the run -----------------------------------------------------------------------
+    @contextmanager
+    def _kernel_choice(self):
+        """Deterministic kernels for `train.deterministic`, else cuDNN's fastest; torch's
+        process-wide settings are put back afterwards so a library caller keeps its own."""
+        before = (torch.are_deterministic_algorithms_enabled(),
+                  torch.is_deterministic_algorithms_warn_only_enabled(),
+                  torch.backends.cudnn.benchmark)
+        if self.train_cfg["deterministic"]:
+            # Before CUDA starts: cuBLAS needs a fixed workspace to be deterministic.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            torch.backends.cudnn.benchmark = before[2]
+
     def train(self) -> dict:
+        with self._kernel_choice():
+            return self._train()
+
+    def _train(self) -> dict:
         self._started, self._time_before = time.monotonic(), 0.0
         self._load_data()
         self._build_model()

@@ -202,3 +202,14 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(experiment, tmp_path):
     assert "interrupted" in err and "run the same command again to resume" in err.lower()
     assert "Traceback" not in err
     assert not (out_dir / "run.lock").exists() and not (out_dir / "results.json").exists()
+
+
+def test_deterministic_mode_is_recorded_and_torch_settings_are_put_back(experiment, tmp_path,
+                                                                        capsys):
+    import torch
+
+    out_dir = tmp_path / "run"
+    args = ["run", str(experiment), "--out", str(out_dir), "--set", "train.deterministic=true"]
+    assert _run(args, capsys)[0] == 0
+    assert "deterministic: true" in (out_dir / "config.yaml").read_text()
+    assert not torch.are_deterministic_algorithms_enabled()

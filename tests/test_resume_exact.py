@@ -21,6 +21,7 @@ train:
   stage2_epochs: 3
   batch_size: 16
   checkpoint_every: 1
+  deterministic: true
   log_every: 3
   augment: {crop_padding: 1, flip: false, rotation: 10}
 method: {losses: ce+distill+hierloss, beta: 20, scale: 0.5}
@@ -38,7 +39,9 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("exact")
     path = root / "exact.yaml"
     path.write_text(EXPERIMENT)
-    assert main(["run", str(path), "--out", str(root / "reference"), "--quiet"]) == 0
+    # A subprocess, like the killed runs: deterministic mode is process-wide in torch.
+    subprocess.run([sys.executable, "-m", "mgrb.cli", "run", str(path), "--out",
+                    str(root / "reference"), "--quiet"], check=True, capture_output=True)
     return path, _results(root / "reference")
 
 
