@@ -339,7 +339,7 @@ class Trainer:
                 sums[name] = sums.get(name, 0) + value.detach()
             seen_images += y.shape[0]
             if (iteration + 1) % cfg["log_every"] == 0:
-                self._log_iteration(phase, "stage1", epoch, iteration, sums,
+                self._log_iteration(phase, epoch, iteration, iterations, sums,
                                     iteration + 1 - resume_at, lr, seen_images, epoch_start)
             if STOP_REQUESTED.is_set():
                 self._save(Position(phase, "stage1", epoch, iteration + 1), optimizer)
@@ -349,12 +349,14 @@ class Trainer:
         losses = {name: round(float(value) / done, 6) for name, value in sums.items()}
         return losses, lr, seen_images / max(time.monotonic() - epoch_start, 1e-9)
 
-    def _log_iteration(self, phase, stage, epoch, iteration, sums, count, lr, images, start):
+    def _log_iteration(self, phase, epoch, iteration, iterations, sums, count, lr, images, start):
         rate = images / max(time.monotonic() - start, 1e-9)
         losses = {name: round(float(value) / count, 6) for name, value in sums.items()}
-        self.run.append_event({"event": "iteration", "phase": phase, "stage": stage,
-                               "epoch": epoch + 1, "iteration": iteration + 1, "losses": losses,
-                               "lr": lr, "images_per_s": round(rate, 1)})
+        # epochs and iterations let a reader (the launcher) draw progress from one line
+        self.run.append_event({"event": "iteration", "phase": phase, "stage": "stage1",
+                               "epoch": epoch + 1, "epochs": self.train_cfg["epochs"],
+                               "iteration": iteration + 1, "iterations": iterations,
+                               "losses": losses, "lr": lr, "images_per_s": round(rate, 1)})
 
     # -- stage 2 -------------------------------------------------------------------------
     def _stage2(self, phase: int, method: MGRBPhase, split) -> None:

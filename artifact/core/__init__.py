@@ -1,0 +1,1 @@
+"""What the launcher knows, as plain data: experiments, run folders, processes, GPUs."""
