@@ -224,6 +224,18 @@ def command_quickstart(args) -> int:
     return 0
 
 
+def command_tui(args) -> int:
+    try:
+        from artifact.app import run_app
+    except ImportError as error:
+        raise MGRBError(f"the launcher needs the tui extra ({error}); `make setup` installs it, "
+                        "or `pip install -e .[tui]`") from None
+    if not args.experiments_dir.is_dir():
+        raise MGRBError(f"{args.experiments_dir}: no experiments folder here; run `mgrb tui` in "
+                        "the project folder or give --experiments-dir")
+    return run_app(experiments_dir=args.experiments_dir, runs_dir=args.runs_dir)
+
+
 def command_data(args) -> int:
     from .datacheck import check_data
 
@@ -286,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--root", type=Path, help="data folder (default: $MGRB_DATA or ./data)")
     data.add_argument("--no-download", action="store_true", help="only check, never download")
     data.set_defaults(handler=command_data)
+
+    tui = commands.add_parser("tui", help="the terminal launcher: pick, launch, watch, check")
+    tui.add_argument("--runs-dir", type=Path, default=_default_dir("MGRB_RUNS", "runs"),
+                     help="run folders (default: $MGRB_RUNS or ./runs)")
+    tui.set_defaults(handler=command_tui)
 
     quick = commands.add_parser("quickstart", help="print the quick instructions")
     quick.set_defaults(handler=command_quickstart)

@@ -1,0 +1,105 @@
+"""`mgrb tui`: the terminal launcher. The app polls `artifact.core.Service` in a worker
+thread about once a second and hands the snapshot to the screens; it never waits on a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from artifact.core.runs import FINISHED
+from artifact.core.service import Service, Snapshot
+from artifact.screens.main import MainScreen
+
+
+class ArtifactApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "MGRB artifact"
+    SUB_TITLE = "class-incremental learning, TKDE 2022"
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("ctrl+d", "toggle_dark", "Dark/light", show=False),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(self, service: Service, *, poll_interval: float = 1.0,
+                 reports_dir: Path | None = None):
+        super().__init__()
+        self.service, self.poll_interval = service, poll_interval
+        self.reports_dir = Path(reports_dir or os.environ.get("MGRB_REPORTS") or "reports")
+        self.snapshot: Snapshot | None = None
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen())
+        self.request_poll()
+        self.set_interval(self.poll_interval, self.request_poll)
+
+    # -- polling -----------------------------------------------------------------------
+    def request_poll(self) -> None:
+        self._poll()
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def _poll(self) -> None:
+        snapshot = self.service.poll()
+        self.call_from_thread(self._show, snapshot)
+
+    def _show(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        for message in snapshot.messages:
+            self.notify(message, severity="error", timeout=15)
+        for screen in self.screen_stack:
+            if hasattr(screen, "show_snapshot"):
+                screen.show_snapshot(snapshot)
+
+    # -- actions shared by the screens -------------------------------------------------
+    def stop_run(self, name: str, force: bool = False) -> None:
+        state = self.snapshot.states.get(name) if self.snapshot else None
+        if state is None or state.status not in ("running", "stalled", "queued", "unknown"):
+            self.notify(f"{name} is not running", severity="warning")
+            return
+        if state.status == "queued":
+            self.service.dequeue(name)
+            self.notify(f"{name}: taken out of the queue")
+        else:
+            self.notify(f"{name}: {self.service.stop(name, state, force=force)}")
+        self.request_poll()
+
+    def write_report(self, names: list[str]) -> None:
+        states = self.snapshot.states if self.snapshot else {}
+        finished = [n for n in names if n in states and states[n].status == FINISHED]
+        if not finished:
+            self.notify("no finished run among the chosen experiments", severity="warning")
+            return
+        self._write_report(finished, states)
+
+    @work(thread=True, group="report", exit_on_error=False)
+    def _write_report(self, names: list[str], states) -> None:
+        try:
+            path = self.service.write_report(names, states, self.reports_dir)
+        except (OSError, ValueError) as error:
+            self.call_from_thread(self.notify, f"report not written: {error}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"{path} ({len(names)} experiments)",
+                              title="report written", timeout=10)
+
+    def action_help(self) -> None:
+        from artifact.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def on_unmount(self) -> None:
+        self.service.gpu_monitor.close()
+
+
+def run_app(*, experiments_dir: Path, runs_dir: Path) -> int:
+    service = Service(experiments_dir=experiments_dir, runs_dir=runs_dir)
+    ArtifactApp(service).run()
+    return 0

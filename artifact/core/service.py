@@ -1,0 +1,194 @@
+"""The launcher's state and actions, with no UI: the Textual app calls `poll()` from a worker
+thread about once a second and renders what it returns; tests call it directly."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .experiments import BrokenExperiment, Experiment, load_experiments
+from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
+from .records import clear_for_launch, record_launch
+from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot
+from .runs import FINISHED, QUEUED, RUNNING, STALLED, UNKNOWN, RunState, RunWatcher
+from .settings import Settings
+
+ACTIVE = (RUNNING, STALLED, UNKNOWN)
+
+
+@dataclass
+class Snapshot:
+    experiments: list[Experiment]
+    broken: list[BrokenExperiment]
+    states: dict[str, RunState]
+    gpu: GpuSnapshot
+    gpu_users: dict[str, list[int]] = field(default_factory=dict)  # run name -> GPU indices
+    messages: list[str] = field(default_factory=list)              # to show once
+
+
+class Service:
+    def __init__(self, *, experiments_dir: Path, runs_dir: Path, gpu_monitor: GpuMonitor | None = None,
+                 docker_runner_factory=None):
+        self.experiments_dir, self.runs_dir = Path(experiments_dir), Path(runs_dir)
+        self.settings = Settings.load(self.runs_dir)
+        self.queue = Queue(self.runs_dir)
+        self.local = LocalLauncher(self.runs_dir)
+        self.gpu_monitor = gpu_monitor or GpuMonitor()
+        self._docker_factory = docker_runner_factory
+        self._docker = None
+        self._lock = threading.Lock()  # poll() runs in a worker; actions come from the UI
+        self._messages: list[str] = []
+        self.reload()
+
+    # -- reading -----------------------------------------------------------------------
+    def reload(self) -> None:
+        rows = load_experiments(self.experiments_dir, self.runs_dir)
+        self.experiments = [row for row in rows if isinstance(row, Experiment)]
+        self.broken = [row for row in rows if isinstance(row, BrokenExperiment)]
+        self.watchers = {e.name: RunWatcher(e) for e in self.experiments}
+
+    def experiment(self, name: str) -> Experiment:
+        return self.watchers[name].experiment
+
+    def poll(self, now: float | None = None) -> Snapshot:
+        with self._lock:
+            self.local.reap()
+            gpu = self.gpu_monitor.read()
+            states = {name: watcher.refresh(stall_after_s=self.settings.stall_after_s,
+                                            probe=self._docker_probe, now=now)
+                      for name, watcher in self.watchers.items()}
+            queued = self.queue.names()
+            for name in queued:
+                if name in states and states[name].status not in ACTIVE:
+                    states[name].status, states[name].detail = QUEUED, "waiting for a free slot"
+            self._start_queued(states, gpu)
+            messages, self._messages = self._messages, []
+            return Snapshot(self.experiments, self.broken, states, gpu,
+                            self._gpu_users(states, gpu), messages)
+
+    def _gpu_users(self, states: dict[str, RunState], gpu: GpuSnapshot) -> dict[str, list[int]]:
+        runs = []
+        for name, state in states.items():
+            if state.status in ACTIVE:
+                launch = state.launch or {}
+                runs.append((name, launch.get("host_pid") or state.pid, launch.get("gpu_uuid")))
+        return runs_on_gpus(gpu, runs, container=in_container())
+
+    # -- actions -------------------------------------------------------------------------
+    def launch(self, names: list[str]) -> list[str]:
+        """Queue the experiments; they start as slots free up. Returns one message per name
+        that cannot be queued (unknown, data missing, already running or finished)."""
+        problems, accepted = [], []
+        with self._lock:
+            for name in names:
+                if name not in self.watchers:
+                    problems.append(f"{name}: no such experiment")
+                    continue
+                experiment = self.watchers[name].experiment
+                if not experiment.data_present:
+                    problems.append(f"{name}: not launched. {experiment.data_help}")
+                    continue
+                accepted.append(name)
+            self.queue.add(accepted)
+        return problems
+
+    def dequeue(self, name: str) -> None:
+        with self._lock:
+            self.queue.remove(name)
+
+    def stop(self, name: str, state: RunState, force: bool = False) -> str:
+        launch = state.launch or {}
+        if launch.get("mode") == "docker":
+            from .docker_runner import DockerUnavailable
+
+            try:
+                self._docker_runner().stop(launch["container"])
+            except DockerUnavailable as error:
+                return str(error)
+            return "asked the container to stop; it saves a checkpoint first"
+        if state.pid and not launch.get("pid"):
+            launch = {"pid": state.pid}  # started outside the launcher: signal the trainer
+        return self.local.stop(launch, force=force)
+
+    def save_settings(self, settings: Settings) -> list[str]:
+        problems = settings.problems()
+        if not problems:
+            with self._lock:
+                self.settings = settings
+                self._docker = None  # the image or data folder may have changed
+                settings.save(self.runs_dir)
+        return problems
+
+    def write_report(self, names: list[str], states: dict[str, RunState], out_dir: Path) -> Path:
+        from mgrb.report import write_report
+
+        groups = {n: states[n].results for n in names
+                  if n in states and states[n].status == FINISHED}
+        if not groups:
+            raise ValueError("none of the chosen experiments has finished")
+        return write_report(groups, out_dir)
+
+    # -- scheduling ----------------------------------------------------------------------
+    def _start_queued(self, states: dict[str, RunState], gpu: GpuSnapshot) -> None:
+        gpus = self.settings.gpus if self.settings.gpus is not None else [g.index for g in gpu.gpus]
+        uuids = {g.index: g.uuid for g in gpu.gpus}
+        running_on = [(s.launch or {}).get("gpu") for s in states.values() if s.status in ACTIVE]
+        for name in self.queue.names():
+            state = states.get(name)
+            if state is None or state.status in ACTIVE or (
+                    state.status == FINISHED and not state.launch):
+                self.queue.remove(name)
+                continue
+            slot = choose_slot(running_on, gpus, self.settings.runs_per_gpu)
+            if slot == FULL:
+                return
+            index = None if slot == CPU else slot
+            try:
+                self._start(self.watchers[name].experiment, index, uuids.get(index))
+            except Exception as error:  # noqa: BLE001 - shown to the user, the queue goes on
+                self._messages.append(f"{name}: could not start: {error}")
+            self.queue.remove(name)
+            running_on.append(index)
+            state.status, state.detail = RUNNING, "starting"
+
+    def _start(self, experiment: Experiment, gpu: int | None, uuid: str | None) -> None:
+        if self.settings.mode == "docker":
+            experiment.base_folder.mkdir(parents=True, exist_ok=True)
+            clear_for_launch(experiment.base_folder)
+            run = self._docker_runner().start(experiment=experiment.name,
+                                              run=experiment.base_folder.name,
+                                              gpus=[] if gpu is None else [gpu])
+            record_launch(experiment.base_folder, {"mode": "docker", "container": run.container_id,
+                                                   "name": run.name, "gpu": gpu, "gpu_uuid": uuid})
+            return
+        self.local.start(experiment, gpu, uuid)
+
+    # -- docker ----------------------------------------------------------------------------
+    def _docker_runner(self):
+        if self._docker is None:
+            if self._docker_factory is not None:
+                self._docker = self._docker_factory(self.settings)
+            else:
+                from .docker_runner import DockerRunner
+
+                self._docker = DockerRunner(image=self.settings.image,
+                                            data_dir=Path(self.settings.data_dir).resolve(),
+                                            runs_dir=self.runs_dir.resolve(),
+                                            shm_size=self.settings.shm_size)
+        return self._docker
+
+    def _docker_probe(self, launch: dict):
+        from .docker_runner import DockerUnavailable
+
+        try:
+            runner = self._docker_runner()
+            run = runner.state(launch["container"])
+            if run is None:
+                return False, None, ["the container is gone"]
+            alive = run.status in ("created", "running", "restarting")
+            launch["host_pid"] = run.host_pid
+            return alive, (run.exit_code if not alive else None), \
+                runner.logs_tail(launch["container"]).splitlines()
+        except DockerUnavailable as error:
+            return None, None, [str(error)]

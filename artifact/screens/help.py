@@ -1,0 +1,53 @@
+"""What every key does and what the statuses mean."""
+# ruff: noqa: E501 (a Markdown table)
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# MGRB artifact launcher
+
+Pick experiments, launch them, watch them train, and see whether each final accuracy lands
+inside the range the paper reports.
+
+| key | where | does |
+|---|---|---|
+| type letters | experiments | filter the table (name, data set, protocol, hierarchy) |
+| `space` | experiments | select / unselect the experiment under the cursor |
+| `enter` | experiments | open the run monitor |
+| `ctrl+l` | experiments, monitor | launch the selected (or the highlighted) experiments; a stopped run resumes |
+| `ctrl+t` | experiments, monitor | stop: the run saves a checkpoint at the current batch and exits |
+| `ctrl+k` | monitor | kill at once (the last periodic checkpoint remains) |
+| `ctrl+r` | experiments, monitor | results: per phase, and the verdict against the paper |
+| `ctrl+e` | experiments, results | write the reproduction report for the chosen finished runs |
+| `ctrl+o` | experiments | settings: local or Docker, GPUs, runs per GPU, stall time |
+| `ctrl+d` | anywhere | dark / light colours |
+| `?` or `f1` | anywhere | this help |
+| `escape` | anywhere | back |
+| `ctrl+q` | anywhere | quit: runs keep training, and reopening shows them again |
+
+The mouse works too: click rows, and the keys in the footer.
+
+**Statuses.** *not run*; *queued* (waiting for a free GPU slot); *running*; *stalled* (no
+training events for the time set in settings); *finished* with the verdict of `mgrb check`:
+*reproduced* (inside reported ± tolerance), *above*, *below* or *no reference*; *failed*
+(the trainer's error is shown); *interrupted* (stopped with a checkpoint: launch to resume);
+*killed* (ended from outside: launch to resume from the last checkpoint).
+
+Runs are separate processes (`mgrb run`), writing to `runs/<experiment>/`; the launcher only
+reads those folders, so it can be closed and reopened at any time.
+"""
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Close"),
+                Binding("question_mark", "app.pop_screen", "Close", show=False)]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Markdown(HELP)

@@ -1,0 +1,153 @@
+"""The experiment picker: filter, select, launch; run status and the GPU panel below."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from artifact.widgets.experiment_table import ExperimentTable
+from artifact.widgets.gpu_panel import GpuPanel
+
+NOT_FOR_FILTER = " ?"
+
+
+class MainScreen(Screen):
+    BINDINGS = [
+        Binding("space", "toggle_select", "Select", show=True),
+        Binding("enter", "monitor", "Monitor"),
+        Binding("ctrl+l", "launch", "Launch"),
+        Binding("ctrl+t", "stop", "Stop"),
+        Binding("ctrl+r", "results", "Results"),
+        Binding("ctrl+e", "report", "Report"),
+        Binding("ctrl+o", "settings", "Settings"),
+        Binding("slash", "focus_filter", "Filter", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="type to filter (name, data set, protocol, hierarchy)",
+                    id="filter")
+        yield ExperimentTable(id="experiments")
+        yield Static(id="detail")
+        with Vertical(id="gpu-box"):
+            yield GpuPanel("reading GPUs…", id="gpus")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#gpu-box").border_title = "GPUs"
+        table = self.table
+        table.set_experiments(self.app.service.experiments)
+        table.focus()
+        broken = self.app.service.broken
+        if broken:
+            self.notify("\n".join(f"{b.path}: {b.error}" for b in broken),
+                        title="experiment files with errors", severity="error", timeout=15)
+
+    @property
+    def table(self) -> ExperimentTable:
+        return self.query_one(ExperimentTable)
+
+    # -- data ----------------------------------------------------------------------------
+    def show_snapshot(self, snapshot) -> None:
+        self.table.show_states(snapshot.states)
+        self.query_one(GpuPanel).show(snapshot.gpu, snapshot.gpu_users)
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        name = self.table.current_name()
+        detail = self.query_one("#detail", Static)
+        if name is None:
+            detail.update("no experiment matches the filter")
+            return
+        experiment = self.app.service.experiment(name)
+        state = (self.app.snapshot.states.get(name) if self.app.snapshot else None)
+        text = Text.assemble((name, "bold"), f"  {experiment.description}")
+        if state is not None and state.detail:
+            text.append(f"\n{state.status}: {state.detail}")
+        if experiment.data_help:
+            text.append(f"\n{experiment.data_help}", style="dark_orange")
+        selected = len(self.table.selected)
+        if selected:
+            text.append(f"\n{selected} selected (space toggles; ctrl+l launches them)")
+        detail.update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_monitor()
+
+    # -- filter ----------------------------------------------------------------------------
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.table.set_filter(event.value)
+        self._show_detail()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.table.focus()
+
+    def on_key(self, event) -> None:
+        """Typing on the table starts filtering: the character goes to the filter box."""
+        filter_box = self.query_one("#filter", Input)
+        if self.focused is self.table and event.is_printable and event.character \
+                and event.character not in NOT_FOR_FILTER:
+            filter_box.focus()
+            filter_box.insert_text_at_cursor(event.character)
+            event.stop()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one("#filter", Input).value = ""
+        self.table.focus()
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_toggle_select(self) -> None:
+        self.table.toggle_current()
+        self._show_detail()
+
+    def action_launch(self) -> None:
+        names = self.table.chosen()
+        if not names:
+            return
+        problems = self.app.service.launch(names)
+        launched = [n for n in names if not any(p.startswith(f"{n}:") for p in problems)]
+        for problem in problems:
+            self.notify(problem, title="not launched", severity="warning", timeout=12)
+        if launched:
+            self.notify(", ".join(launched), title="queued for launch")
+        self.table.selected.clear()
+        self.table.set_filter(self.table.filter_text)
+        self.app.request_poll()
+
+    def action_stop(self) -> None:
+        name = self.table.current_name()
+        if name:
+            self.app.stop_run(name)
+
+    def action_monitor(self) -> None:
+        name = self.table.current_name()
+        if name:
+            from .monitor import MonitorScreen
+
+            self.app.push_screen(MonitorScreen(name))
+
+    def action_results(self) -> None:
+        name = self.table.current_name()
+        if name:
+            from .results import ResultsScreen
+
+            self.app.push_screen(ResultsScreen(name))
+
+    def action_report(self) -> None:
+        self.app.write_report(self.table.chosen())
+
+    def action_settings(self) -> None:
+        from .settings import SettingsScreen
+
+        self.app.push_screen(SettingsScreen())

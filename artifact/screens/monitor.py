@@ -1,0 +1,131 @@
+"""One run as it trains: progress of the phases and the current epoch, ETA, images/s, the
+loss and top-1 per phase against the paper's numbers, and the log's tail."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
+
+from artifact.core.runs import RunState
+from artifact.widgets.accuracy_plot import AccuracyPlot
+from artifact.widgets.styles import duration, status_text
+
+
+class MonitorScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+r", "results", "Results"),
+        Binding("ctrl+l", "launch", "Launch/resume"),
+        Binding("ctrl+t", "stop", "Stop"),
+        Binding("ctrl+k", "kill", "Kill", show=False),
+    ]
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.experiment_name = name
+        self._log_lines: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="run-title")
+        with Horizontal(classes="bar-row"):
+            yield Label("all phases ", classes="bar-label")
+            yield ProgressBar(total=100, show_eta=False, id="overall")
+        with Horizontal(classes="bar-row"):
+            yield Label("this phase ", classes="bar-label", id="phase-label")
+            yield ProgressBar(total=100, show_eta=False, id="phase")
+        yield Static(id="run-stats")
+        with Horizontal(id="charts"):
+            with Vertical(id="accuracy-box"):
+                yield AccuracyPlot(id="accuracy")
+            with Vertical(id="loss-box"):
+                yield Sparkline([], id="loss")
+                yield Static(id="loss-range")
+        yield RichLog(id="log", max_lines=400, wrap=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#accuracy-box").border_title = "top-1 after each phase (%)"
+        self.query_one("#loss-box").border_title = "training loss (stage 1)"
+        self.query_one("#log").border_title = "log"
+        if self.app.snapshot is not None:
+            self.show_snapshot(self.app.snapshot)
+
+    def show_snapshot(self, snapshot) -> None:
+        state: RunState | None = snapshot.states.get(self.experiment_name)
+        if state is None:
+            return
+        experiment = self.app.service.experiment(self.experiment_name)
+        progress = state.progress
+        title = Text.assemble((self.experiment_name, "bold"), "  ",
+                              status_text(state.status, state.verdict))
+        if state.detail:
+            title.append(f"  {state.detail}")
+        self.query_one("#run-title", Static).update(title)
+        self.query_one("#overall", ProgressBar).update(progress=100 * progress.fraction)
+        self.query_one("#phase", ProgressBar).update(progress=100 * progress.phase_fraction)
+        phases = progress.phases or "?"
+        stage = progress.stage or "-"
+        epoch = f", epoch {min(progress.epoch + 1, progress.epochs or 0)}/{progress.epochs}" \
+            if progress.epochs and stage == "stage1" else ""
+        self.query_one("#phase-label", Label).update(
+            f"phase {min(progress.phase + 1, phases if isinstance(phases, int) else 999)}/{phases} ")
+        rate = "-" if progress.images_per_s is None else f"{progress.images_per_s:,.0f}"
+        eta = progress.eta(time.time()) if state.status == "running" else None
+        gpus = snapshot.gpu_users.get(self.experiment_name)
+        where = f"GPU {', '.join(map(str, gpus))}" if gpus else \
+            ("CPU" if not snapshot.gpu.gpus else "-")
+        self.query_one("#run-stats", Static).update(Text(
+            f"{stage}{epoch}   ETA {duration(eta)}   images/s {rate}   on {where}   "
+            f"folder {self._folder_label(state.folder)}"))
+        self.query_one(AccuracyPlot).show(progress.top1, progress.phases, experiment.reported)
+        losses = [loss for _, loss in progress.losses][-400:]
+        self.query_one("#loss", Sparkline).data = losses
+        if losses:
+            self.query_one("#loss-range", Static).update(
+                f"last {losses[-1]:.4f}   min {min(losses):.4f}   max {max(losses):.4f}")
+        self._show_log(state.log)
+
+    def _folder_label(self, folder) -> str:
+        runs_dir = self.app.service.runs_dir
+        try:
+            return f"{runs_dir.name}/{folder.relative_to(runs_dir)}"
+        except ValueError:
+            return str(folder)
+
+    def _show_log(self, lines: list[str]) -> None:
+        if lines == self._log_lines:
+            return
+        log = self.query_one(RichLog)
+        overlap = 0  # the new tail usually extends the old one: write only what is new
+        for size in range(min(len(lines), len(self._log_lines)), 0, -1):
+            if self._log_lines[-size:] == lines[:size]:
+                overlap = size
+                break
+        if not overlap:
+            log.clear()
+        for line in lines[overlap:]:
+            log.write(line)
+        self._log_lines = list(lines)
+
+    def action_results(self) -> None:
+        from .results import ResultsScreen
+
+        self.app.push_screen(ResultsScreen(self.experiment_name))
+
+    def action_launch(self) -> None:
+        for problem in self.app.service.launch([self.experiment_name]):
+            self.notify(problem, severity="warning", timeout=12)
+        self.app.request_poll()
+
+    def action_stop(self) -> None:
+        self.app.stop_run(self.experiment_name)
+
+    def action_kill(self) -> None:
+        self.app.stop_run(self.experiment_name, force=True)

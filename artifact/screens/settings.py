@@ -1,0 +1,63 @@
+"""Launcher settings: local processes or containers, GPUs, runs per GPU, stall time."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from artifact.core.settings import parse_gpus
+
+
+class SettingsScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        settings = self.app.service.settings
+        gpus = "" if settings.gpus is None else ",".join(map(str, settings.gpus))
+        with Vertical(id="settings-box"):
+            yield Label("Run experiments as")
+            yield Select([("local processes", "local"), ("Docker containers", "docker")],
+                         value=settings.mode, allow_blank=False, id="mode")
+            yield Label("GPUs to use (indices such as 0,1; empty: all)")
+            yield Input(gpus, id="gpus")
+            yield Label("Runs per GPU (several small runs can share one GPU)")
+            yield Input(str(settings.runs_per_gpu), id="runs-per-gpu", type="integer")
+            yield Label("Shown as stalled after this many seconds without events")
+            yield Input(f"{settings.stall_after_s:g}", id="stall", type="number")
+            yield Label("Docker image (Docker mode)")
+            yield Input(settings.image, id="image")
+            yield Label("Data folder mounted at /data (Docker mode)")
+            yield Input(settings.data_dir, id="data-dir")
+            yield Static(id="settings-errors")
+            with Horizontal(id="settings-buttons"):
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.app.pop_screen()
+            return
+        value = {widget.id: widget.value for widget in self.query(Input)}
+        errors = []
+        try:
+            gpus = parse_gpus(value["gpus"])
+        except ValueError as error:
+            gpus, errors = None, [f"GPUs: {error}"]
+        try:
+            runs_per_gpu, stall = int(value["runs-per-gpu"]), float(value["stall"])
+        except ValueError:
+            runs_per_gpu, stall = 0, 0.0
+        settings = replace(self.app.service.settings, mode=self.query_one("#mode", Select).value,
+                           gpus=gpus, runs_per_gpu=runs_per_gpu, stall_after_s=stall,
+                           image=value["image"].strip(), data_dir=value["data-dir"].strip())
+        errors += [] if errors else self.app.service.save_settings(settings)
+        if errors:
+            self.query_one("#settings-errors", Static).update("\n".join(errors))
+            return
+        self.app.notify("settings saved")
+        self.app.pop_screen()

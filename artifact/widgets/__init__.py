@@ -1,0 +1,1 @@
+"""Widgets of the launcher; each renders plain data from `artifact.core`."""

@@ -1,0 +1,97 @@
+"""The experiment picker's table: one row per experiment file, filtered by typed text,
+several rows selectable with space; status cells follow the run folders."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from artifact.core.experiments import DATASET_TITLES, Experiment
+from artifact.core.runs import RunState
+
+from .styles import status_text
+
+# (key, label, width): fixed widths, so that a status that grows later still fits
+COLUMNS = (("mark", " ", 1), ("name", "experiment", 30), ("dataset", "data set", 13),
+           ("protocol", "protocol", 8), ("hierarchy", "hier.", 5),
+           ("reported", "reported avg/last", 17), ("status", "status", 24), ("data", "data", 7),
+           ("hours", "GPU h", 6))
+
+
+def reported_text(experiment: Experiment) -> str:
+    if not experiment.reported:
+        return "-"
+    return "/".join("-" if experiment.reported.get(k) is None else f"{experiment.reported[k]:.2f}"
+                    for k in ("avg_top1", "last_top1"))
+
+
+class ExperimentTable(DataTable):
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.experiments: list[Experiment] = []
+        self.selected: set[str] = set()
+        self.filter_text = ""
+        self._states: dict[str, RunState] = {}
+
+    def on_mount(self) -> None:
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    def set_experiments(self, experiments: list[Experiment]) -> None:
+        self.experiments = experiments
+        self._rebuild()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip().lower()
+        self._rebuild()
+
+    def visible(self) -> list[Experiment]:
+        words = self.filter_text.split()
+        return [e for e in self.experiments
+                if all(w in f"{e.name} {e.dataset} {DATASET_TITLES[e.dataset]} {e.protocol} "
+                             f"{e.hierarchy}".lower() for w in words)]
+
+    def _rebuild(self) -> None:
+        current = self.current_name()
+        self.clear()
+        for experiment in self.visible():
+            self.add_row(*self._cells(experiment), key=experiment.name)
+        if current in {e.name for e in self.visible()}:
+            self.move_cursor(row=self.get_row_index(current))
+
+    def _cells(self, experiment: Experiment) -> list:
+        state = self._states.get(experiment.name)
+        status = status_text(state.status, state.verdict) if state else Text("…")
+        data = Text("present", style="green") if experiment.data_present else \
+            Text("missing", style="dark_orange")
+        hours = "-" if experiment.gpu_hours is None else f"{experiment.gpu_hours:.2f}"
+        mark = "✓" if experiment.name in self.selected else " "
+        return [mark, experiment.name, DATASET_TITLES[experiment.dataset], experiment.protocol,
+                experiment.hierarchy, reported_text(experiment), status, data, hours]
+
+    def show_states(self, states: dict[str, RunState]) -> None:
+        self._states = states
+        for experiment in self.visible():
+            state = states.get(experiment.name)
+            if state is not None:
+                self.update_cell(experiment.name, "status", status_text(state.status, state.verdict))
+
+    def current_name(self) -> str | None:
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return key.value
+
+    def toggle_current(self) -> None:
+        name = self.current_name()
+        if name is None:
+            return
+        self.selected ^= {name}
+        self.update_cell(name, "mark", "✓" if name in self.selected else " ")
+
+    def chosen(self) -> list[str]:
+        """The selected experiments, or the one under the cursor when none is selected."""
+        if self.selected:
+            return [e.name for e in self.experiments if e.name in self.selected]
+        current = self.current_name()
+        return [current] if current else []

@@ -1,0 +1,34 @@
+"""Per GPU: utilisation, memory, temperature, power and the runs on it; or why there is none."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from artifact.core.gpu import GpuSnapshot
+
+GIB = 1024 ** 3
+
+
+def _value(value, unit: str, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+class GpuPanel(Static):
+    def show(self, snapshot: GpuSnapshot, users: dict[str, list[int]]) -> None:
+        if not snapshot.gpus:
+            self.update(Text(snapshot.message or "No GPU visible.", style="dark_orange"))
+            return
+        table = Table(box=None, expand=True, padding=(0, 1), header_style="bold")
+        for column in ("GPU", "util", "memory", "temp", "power", "runs"):
+            table.add_column(column, no_wrap=column != "runs")
+        for gpu in snapshot.gpus:
+            runs = ", ".join(name for name, indices in users.items() if gpu.index in indices)
+            power = _value(gpu.power, " W")
+            if gpu.power is not None and gpu.power_limit:
+                power += f"/{gpu.power_limit:.0f}"
+            table.add_row(f"{gpu.index} {gpu.name}", _value(gpu.utilisation, "%"),
+                          f"{gpu.memory_used / GIB:.1f}/{gpu.memory_total / GIB:.0f} GiB",
+                          _value(gpu.temperature, "°C"), power, runs or "-")
+        self.update(table)
