@@ -1,0 +1,154 @@
+"""Runs as containers of the project's image, through the Docker SDK for Python.
+
+Every Docker or connection error leaves this module as `DockerUnavailable` with one plain
+paragraph for the UI. The image is looked up before a container is created: `run` would
+otherwise pull silently from a registry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LABEL = "org.mgrb.experiment"
+RUN_LABEL = "org.mgrb.run"
+LAUNCHER_LABEL = "org.mgrb.launcher"
+LAUNCHER = "mgrb-tui"
+NO_DAEMON = ("No Docker daemon answers ({reason}). Is Docker running, and is DOCKER_HOST right? "
+             "Local-process mode (settings) works without Docker.")
+
+
+class DockerUnavailable(Exception):
+    """One plain message for the UI: no SDK, no daemon, no image, no GPU runtime."""
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    container_id: str
+    name: str
+    experiment: str
+    run: str
+    status: str
+    exit_code: int | None
+    host_pid: int | None  # NVML reports host pids: this lets the GPU panel match the run
+
+
+def _sdk():
+    try:
+        import docker
+        import requests
+    except ImportError as error:
+        raise DockerUnavailable(f"The Docker SDK for Python is not installed ({error}); "
+                                "`pip install -e .[tui]` (or `make setup`) installs it.") from None
+    return docker, requests
+
+
+class DockerRunner:
+    def __init__(self, *, image: str, data_dir: Path, runs_dir: Path, shm_size: str = "16g",
+                 client=None, client_factory=None):
+        self.image, self.shm_size = image, shm_size
+        self.data_dir, self.runs_dir = Path(data_dir).resolve(), Path(runs_dir).resolve()
+        self._client, self._factory = client, client_factory
+
+    # -- the connection --------------------------------------------------------------------
+    def _call(self, action):
+        """Run `action(client)`, turning whatever the SDK raises into DockerUnavailable."""
+        docker, requests = _sdk()
+        try:
+            if self._client is None:
+                self._client = (self._factory or docker.from_env)()
+            return action(self._client)
+        except DockerUnavailable:
+            raise
+        except docker.errors.ImageNotFound:
+            raise DockerUnavailable(
+                f"The image {self.image} is not present on this Docker host; build it with "
+                "`make image` (or set another image in the settings).") from None
+        except docker.errors.APIError as error:
+            explanation = str(error.explanation or error)
+            if "could not select device driver" in explanation:
+                raise DockerUnavailable(
+                    "Docker cannot give containers a GPU: the NVIDIA Container Toolkit is "
+                    "missing or Docker was not restarted after installing it (see README, "
+                    "Container). Install it, or choose no GPUs in the settings.") from None
+            raise DockerUnavailable(f"Docker refused: {explanation}") from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException,
+                OSError) as error:
+            self._client = None  # try afresh next time: the daemon may come back
+            raise DockerUnavailable(NO_DAEMON.format(reason=str(error)[:160])) from None
+
+    def check(self) -> None:
+        def check(client):
+            client.ping()
+            client.images.get(self.image)
+
+        self._call(check)
+
+    # -- runs ------------------------------------------------------------------------------
+    def start(self, *, experiment: str, run: str, gpus: list[int] | None,
+              extra_args: list[str] | tuple[str, ...] = ()) -> ContainerRun:
+        docker, _ = _sdk()
+        if gpus is None:
+            requests_ = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        elif gpus:
+            requests_ = [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus],
+                                                    capabilities=[["gpu"]])]
+        else:
+            requests_ = []
+        name = "mgrb-" + re.sub(r"[^A-Za-z0-9_.-]", "-", run) + f"-{int(time.time())}"
+
+        def start(client):
+            client.images.get(self.image)  # before create: a missing image must not be pulled
+            container = client.containers.create(
+                self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}",
+                                     *extra_args],
+                name=name, detach=True, shm_size=self.shm_size,
+                labels={LABEL: experiment, RUN_LABEL: run, LAUNCHER_LABEL: LAUNCHER},
+                volumes={str(self.data_dir): {"bind": "/data", "mode": "ro"},
+                         str(self.runs_dir): {"bind": "/runs", "mode": "rw"}},
+                user=f"{os.getuid()}:{os.getgid()}",  # run folders on the host stay the user's
+                environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data"},
+                device_requests=requests_ or None)
+            container.start()
+            container.reload()
+            return _describe(container)
+
+        return self._call(start)
+
+    def list_runs(self) -> list[ContainerRun]:
+        return self._call(lambda client: [_describe(c) for c in client.containers.list(
+            all=True, filters={"label": f"{LAUNCHER_LABEL}={LAUNCHER}"})])
+
+    def state(self, container_id: str) -> ContainerRun | None:
+        docker, _ = _sdk()
+
+        def state(client):
+            try:
+                return _describe(client.containers.get(container_id))
+            except docker.errors.NotFound:
+                return None
+
+        return self._call(state)
+
+    def stop(self, container_id: str, timeout: int = 60) -> None:
+        """`docker stop` sends SIGTERM: mgrb saves a checkpoint and exits with 130."""
+        self._call(lambda client: client.containers.get(container_id).stop(timeout=timeout))
+
+    def logs_tail(self, container_id: str, lines: int = 20) -> str:
+        return self._call(lambda client: client.containers.get(container_id).logs(
+            tail=lines).decode("utf-8", "replace"))
+
+
+def _describe(container) -> ContainerRun:
+    attrs = container.attrs
+    state = attrs.get("State") or {}
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    running = state.get("Running", False)
+    return ContainerRun(
+        container_id=container.id, name=container.name, experiment=labels.get(LABEL, ""),
+        run=labels.get(RUN_LABEL, ""), status=state.get("Status", "unknown"),
+        exit_code=None if running or state.get("Status") == "created" else state.get("ExitCode"),
+        host_pid=state.get("Pid") or None if running else None)
