@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import pynvml
+
+NVML_READING = Path(__file__).parent / "data" / "nvml_reading.json"
 
 TINY = """\
 name: {name}
@@ -55,3 +61,60 @@ def wait_for(condition, timeout: float = 120.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"not reached within {timeout} s")
+
+
+class ReplayedNvml:
+    """pynvml's functions over a stored reading; the real exception classes and constants."""
+    NVMLError = pynvml.NVMLError
+    NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+
+    def __init__(self, reading):
+        self.devices, self.calls = reading["devices"], []
+
+    def _value(self, handle, key):
+        value = self.devices[handle][key]
+        if value is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return value
+
+    def nvmlInit(self):
+        self.calls.append("init")
+
+    def nvmlShutdown(self):
+        self.calls.append("shutdown")
+
+    def nvmlDeviceGetCount(self):
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetUUID(self, handle):
+        return self._value(handle, "uuid")
+
+    def nvmlDeviceGetName(self, handle):
+        return self._value(handle, "name").encode()  # older bindings return bytes
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=self._value(handle, "utilization_gpu"), memory=0)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(used=self._value(handle, "memory_used"),
+                               total=self._value(handle, "memory_total"))
+
+    def nvmlDeviceGetTemperature(self, handle, sensor):
+        assert sensor == pynvml.NVML_TEMPERATURE_GPU
+        return self._value(handle, "temperature")
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return self._value(handle, "power_mw")
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle):
+        return self._value(handle, "power_limit_mw")
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [SimpleNamespace(pid=p, usedGpuMemory=1) for p in self._value(handle, "pids")]
+
+
+def replayed_nvml():
+    return ReplayedNvml(json.loads(NVML_READING.read_text()))

@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from artifact.widgets.experiment_table import ExperimentTable
 from artifact.widgets.gpu_panel import GpuPanel
+from artifact.widgets.styles import line
 
 NOT_FOR_FILTER = " ?"
 
@@ -66,7 +67,7 @@ class MainScreen(Screen):
             return
         experiment = self.app.service.experiment(name)
         state = (self.app.snapshot.states.get(name) if self.app.snapshot else None)
-        text = Text.assemble((name, "bold"), f"  {experiment.description}")
+        text = line(Text(name, style="bold"), experiment.description)
         if state is not None and state.detail:
             text.append(f"\n{state.status}: {state.detail}")
         if experiment.data_help:

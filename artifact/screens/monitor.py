@@ -14,7 +14,7 @@ from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkli
 
 from artifact.core.runs import RunState
 from artifact.widgets.accuracy_plot import AccuracyPlot
-from artifact.widgets.styles import duration, status_text
+from artifact.widgets.styles import duration, line, status_text
 
 
 class MonitorScreen(Screen):
@@ -63,10 +63,8 @@ class MonitorScreen(Screen):
             return
         experiment = self.app.service.experiment(self.experiment_name)
         progress = state.progress
-        title = Text.assemble((self.experiment_name, "bold"), "  ",
-                              status_text(state.status, state.verdict))
-        if state.detail:
-            title.append(f"  {state.detail}")
+        title = line(Text(self.experiment_name, style="bold"),
+                     status_text(state.status, state.verdict), *([state.detail] if state.detail else []))
         self.query_one("#run-title", Static).update(title)
         self.query_one("#overall", ProgressBar).update(progress=100 * progress.fraction)
         self.query_one("#phase", ProgressBar).update(progress=100 * progress.phase_fraction)
@@ -100,6 +98,9 @@ class MonitorScreen(Screen):
             return str(folder)
 
     def _show_log(self, lines: list[str]) -> None:
+        if not lines:  # a run started with `mgrb run` elsewhere: its output went there
+            lines = ["(no launcher log: this run was not started from the launcher; its "
+                     "progress above comes from events.jsonl)"]
         if lines == self._log_lines:
             return
         log = self.query_one(RichLog)
@@ -110,8 +111,8 @@ class MonitorScreen(Screen):
                 break
         if not overlap:
             log.clear()
-        for line in lines[overlap:]:
-            log.write(line)
+        for entry in lines[overlap:]:
+            log.write(entry)
         self._log_lines = list(lines)
 
     def action_results(self) -> None:

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from artifact.widgets.styles import status_text, verdict_text
+from artifact.widgets.styles import line, status_text, verdict_text
 
 
 def _number(value) -> str:
@@ -51,10 +51,9 @@ class ResultsScreen(Screen):
         if key == self._shown:
             return
         self._shown = key
-        title = Text.assemble((self.experiment_name, "bold"), "  ",
-                              status_text(state.status, state.verdict))
+        title = line(Text(self.experiment_name, style="bold"), status_text(state.status, state.verdict))
         if state.status != "finished":
-            title.append("  (the verdict comes when every run of this experiment has finished)")
+            title = line(title, "(the verdict comes when every run of this experiment has finished)")
         self.query_one("#results-title", Static).update(title)
         verdicts = self.query_one("#verdicts", DataTable)
         verdicts.clear()

@@ -30,3 +30,14 @@ def duration(seconds: float | None) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def line(*parts) -> Text:
+    """Parts (str or Text) joined with two spaces inside one Text: separate segments lose
+    their leading spaces on the way to the screen."""
+    text = Text()
+    for index, part in enumerate(parts):
+        if index:
+            text.append("\u00a0\u00a0")
+        text.append(part) if isinstance(part, Text) else text.append(str(part))
+    return text
