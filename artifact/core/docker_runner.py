@@ -1,8 +1,8 @@
 """Runs as containers of the project's image, through the Docker SDK for Python.
 
 Every Docker or connection error leaves this module as `DockerUnavailable` with one plain
-paragraph for the UI. The image is looked up before a container is created: `run` would
-otherwise pull silently from a registry.
+paragraph for the UI. The image is looked up before a container is created: the SDK's `run`
+would otherwise pull it silently from a registry.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ LABEL = "org.mgrb.experiment"
 RUN_LABEL = "org.mgrb.run"
 LAUNCHER_LABEL = "org.mgrb.launcher"
 LAUNCHER = "mgrb-tui"
-NO_DAEMON = ("No Docker daemon answers ({reason}). Is Docker running, and is DOCKER_HOST right? "
+NO_DAEMON = ("No Docker daemon answers ({reason}). Is Docker running? Is DOCKER_HOST right? "
              "Local-process mode (settings) works without Docker.")
+NO_GPU_RUNTIME = ("Docker cannot give containers a GPU: the NVIDIA Container Toolkit is missing, or "
+                  "Docker was not restarted after installing it. Install the NVIDIA Container Toolkit "
+                  "and restart Docker, or choose no GPUs in the settings.")
 
 
 class DockerUnavailable(Exception):
@@ -30,28 +33,52 @@ class ContainerRun:
     container_id: str
     name: str
     experiment: str
-    run: str
-    status: str
+    run: str  # run folder relative to the runs dir
+    status: str  # docker's state: created / running / exited / dead / ...
     exit_code: int | None
     host_pid: int | None  # NVML reports host pids: this lets the GPU panel match the run
 
 
 def _sdk():
+    # Imported lazily: the launcher's local-process mode must work without the `tui` extra.
     try:
         import docker
         import requests
     except ImportError as error:
         raise DockerUnavailable(f"The Docker SDK for Python is not installed ({error}); "
-                                "`pip install -e .[tui]` (or `make setup`) installs it.") from None
+                                "`pip install .[tui]` (or `make setup`) installs it.") from None
     return docker, requests
+
+
+def _device_requests(docker, gpus: list[int] | None) -> list:
+    if gpus is None:
+        return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if gpus:
+        return [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+    return []
+
+
+def _container_name(run: str) -> str:
+    # Docker names allow [a-zA-Z0-9_.-]; the millisecond suffix keeps re-runs of a folder apart.
+    stamp = int(time.time() * 1000)
+    return "mgrb-" + re.sub(r"[^A-Za-z0-9_.-]", "-", run) + "-" + _base36(stamp)
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while number:
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+    return digits or "0"
 
 
 class DockerRunner:
     def __init__(self, *, image: str, data_dir: Path, runs_dir: Path, shm_size: str = "16g",
                  client=None, client_factory=None):
         self.image, self.shm_size = image, shm_size
+        # Bind mounts need absolute host paths.
         self.data_dir, self.runs_dir = Path(data_dir).resolve(), Path(runs_dir).resolve()
-        self._client, self._factory = client, client_factory
+        self._given, self._client, self._factory = client, client, client_factory
 
     # -- the connection --------------------------------------------------------------------
     def _call(self, action):
@@ -70,14 +97,10 @@ class DockerRunner:
         except docker.errors.APIError as error:
             explanation = str(error.explanation or error)
             if "could not select device driver" in explanation:
-                raise DockerUnavailable(
-                    "Docker cannot give containers a GPU: the NVIDIA Container Toolkit is "
-                    "missing or Docker was not restarted after installing it (see README, "
-                    "Container). Install it, or choose no GPUs in the settings.") from None
+                raise DockerUnavailable(NO_GPU_RUNTIME) from None
             raise DockerUnavailable(f"Docker refused: {explanation}") from None
-        except (docker.errors.DockerException, requests.exceptions.RequestException,
-                OSError) as error:
-            self._client = None  # try afresh next time: the daemon may come back
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
+            self._client = self._given  # a client we made is made afresh: the daemon may come back
             raise DockerUnavailable(NO_DAEMON.format(reason=str(error)[:160])) from None
 
     def check(self) -> None:
@@ -90,29 +113,28 @@ class DockerRunner:
     # -- runs ------------------------------------------------------------------------------
     def start(self, *, experiment: str, run: str, gpus: list[int] | None,
               extra_args: list[str] | tuple[str, ...] = ()) -> ContainerRun:
-        docker, _ = _sdk()
-        if gpus is None:
-            requests_ = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        elif gpus:
-            requests_ = [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus],
-                                                    capabilities=[["gpu"]])]
-        else:
-            requests_ = []
-        name = "mgrb-" + re.sub(r"[^A-Za-z0-9_.-]", "-", run) + f"-{int(time.time())}"
+        """Start `mgrb run` in a container; gpus None asks for all GPUs, [] for none (CPU)."""
+        self.check()  # `containers.run` would pull a missing image from a registry
+        docker, requests = _sdk()
+        device_requests = _device_requests(docker, gpus)
 
         def start(client):
-            client.images.get(self.image)  # before create: a missing image must not be pulled
+            # create + start rather than `run`: `run` pulls when create finds no image, and a
+            # container that fails to start is ours to remove.
             container = client.containers.create(
-                self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}",
-                                     *extra_args],
-                name=name, detach=True, shm_size=self.shm_size,
+                self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}", *extra_args],
+                name=_container_name(run), detach=True, shm_size=self.shm_size,
                 labels={LABEL: experiment, RUN_LABEL: run, LAUNCHER_LABEL: LAUNCHER},
                 volumes={str(self.data_dir): {"bind": "/data", "mode": "ro"},
                          str(self.runs_dir): {"bind": "/runs", "mode": "rw"}},
                 user=f"{os.getuid()}:{os.getgid()}",  # run folders on the host stay the user's
                 environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data"},
-                device_requests=requests_ or None)
-            container.start()
+                device_requests=device_requests or None)
+            try:
+                container.start()  # the daemon resolves GPU requests here, not at create
+            except docker.errors.APIError:
+                _discard(docker, requests, container)
+                raise
             container.reload()
             return _describe(container)
 
@@ -123,6 +145,7 @@ class DockerRunner:
             all=True, filters={"label": f"{LAUNCHER_LABEL}={LAUNCHER}"})])
 
     def state(self, container_id: str) -> ContainerRun | None:
+        """None when the container is gone."""
         docker, _ = _sdk()
 
         def state(client):
@@ -142,13 +165,24 @@ class DockerRunner:
             tail=lines).decode("utf-8", "replace"))
 
 
+def _discard(docker, requests, container) -> None:
+    # A container that never started would linger in list_runs as "created"; the start error
+    # is the one worth reporting, so a failed removal is not.
+    try:
+        container.remove(force=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        pass
+
+
 def _describe(container) -> ContainerRun:
     attrs = container.attrs
     state = attrs.get("State") or {}
     labels = (attrs.get("Config") or {}).get("Labels") or {}
-    running = state.get("Running", False)
+    status = state.get("Status", "unknown")
+    running = bool(state.get("Running"))
+    ended = not running and status != "created"  # a created container has ExitCode 0 but no exit
     return ContainerRun(
         container_id=container.id, name=container.name, experiment=labels.get(LABEL, ""),
-        run=labels.get(RUN_LABEL, ""), status=state.get("Status", "unknown"),
-        exit_code=None if running or state.get("Status") == "created" else state.get("ExitCode"),
-        host_pid=state.get("Pid") or None if running else None)
+        run=labels.get(RUN_LABEL, ""), status=status,
+        exit_code=state.get("ExitCode") if ended else None,
+        host_pid=(state.get("Pid") or None) if running else None)

@@ -31,8 +31,9 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        # select_on_focus off: the first typed letter moves focus here and must stay
         yield Input(placeholder="type to filter (name, data set, protocol, hierarchy)",
-                    id="filter")
+                    id="filter", select_on_focus=False)
         yield ExperimentTable(id="experiments")
         yield Static(id="detail")
         with Vertical(id="gpu-box"):
@@ -67,15 +68,15 @@ class MainScreen(Screen):
             return
         experiment = self.app.service.experiment(name)
         state = (self.app.snapshot.states.get(name) if self.app.snapshot else None)
-        text = line(Text(name, style="bold"), experiment.description)
+        lines = [line(Text(name, style="bold"), experiment.description)]
         if state is not None and state.detail:
-            text.append(f"\n{state.status}: {state.detail}")
+            lines.append(f"{state.status}: {state.detail}")
         if experiment.data_help:
-            text.append(f"\n{experiment.data_help}", style="dark_orange")
+            lines.append(Text(experiment.data_help, style="dark_orange"))
         selected = len(self.table.selected)
         if selected:
-            text.append(f"\n{selected} selected (space toggles; ctrl+l launches them)")
-        detail.update(text)
+            lines.append(f"{selected} selected (space toggles; ctrl+l launches them)")
+        detail.update(line(*lines, sep="\n"))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()

@@ -63,8 +63,9 @@ class MonitorScreen(Screen):
             return
         experiment = self.app.service.experiment(self.experiment_name)
         progress = state.progress
-        title = line(Text(self.experiment_name, style="bold"),
-                     status_text(state.status, state.verdict), *([state.detail] if state.detail else []))
+        title = line(Text(self.experiment_name, style="bold"), status_text(state.status, state.verdict))
+        if state.detail:
+            title = line(title, state.detail, sep="\n")
         self.query_one("#run-title", Static).update(title)
         self.query_one("#overall", ProgressBar).update(progress=100 * progress.fraction)
         self.query_one("#phase", ProgressBar).update(progress=100 * progress.phase_fraction)

@@ -53,7 +53,8 @@ class ResultsScreen(Screen):
         self._shown = key
         title = line(Text(self.experiment_name, style="bold"), status_text(state.status, state.verdict))
         if state.status != "finished":
-            title = line(title, "(the verdict comes when every run of this experiment has finished)")
+            title = line(title, "the verdict comes when every run of this experiment has finished",
+                         sep="\n")
         self.query_one("#results-title", Static).update(title)
         verdicts = self.query_one("#verdicts", DataTable)
         verdicts.clear()

@@ -4,6 +4,7 @@ maps them, so they read in dark and light themes alike."""
 from __future__ import annotations
 
 from rich.text import Text
+from textual.content import Content
 
 STATUS_STYLE = {
     "not run": "bright_black", "queued": "blue", "running": "yellow", "stalled": "magenta",
@@ -32,12 +33,13 @@ def duration(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def line(*parts) -> Text:
-    """Parts (str or Text) joined with two spaces inside one Text: separate segments lose
-    their leading spaces on the way to the screen."""
-    text = Text()
+
+def line(*parts, sep: str = "  ") -> Content:
+    """Parts (str, Rich Text or Content) joined by `sep` as Textual Content, which keeps the
+    spaces between differently styled parts (a converted Rich Text drops them)."""
+    pieces = []
     for index, part in enumerate(parts):
         if index:
-            text.append("\u00a0\u00a0")
-        text.append(part) if isinstance(part, Text) else text.append(str(part))
-    return text
+            pieces.append(sep)
+        pieces.append(Content.from_rich_text(part) if isinstance(part, Text) else part)
+    return Content.assemble(*pieces)
