@@ -32,6 +32,7 @@ COPY pyproject.toml requirements.lock README.md Makefile ./
 COPY requirements ./requirements
 COPY scripts ./scripts
 COPY mgrb ./mgrb
+COPY artifact ./artifact
 COPY experiments ./experiments
 # The very commands of `make setup`.
 RUN PYTHON=/opt/python/python3 VENV=/opt/venv NLTK_DIR=/opt/nltk_data bash scripts/setup.sh

@@ -22,7 +22,7 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test demo data reproduce lock image shell lint bench
+.PHONY: help setup test demo data reproduce tui lock image shell image-tui lint bench
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -30,8 +30,10 @@ help:
 	@echo "make demo         train the offline digits experiment and print its accuracy"
 	@echo "make data         fetch CIFAR where the network allows; show the ImageNet layouts"
 	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
+	@echo "make tui          the terminal launcher: pick, launch, watch, check (mgrb tui)"
 	@echo "make image        build the container image $(IMAGE):$(VERSION)"
 	@echo "make shell        a shell in the image with GPUs, /data and /runs mounted"
+	@echo "make image-tui    the launcher inside the image (local-process mode, GPUs mounted)"
 	@echo "make lint         hadolint on the Dockerfile, ruff on the Python code"
 	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
 	@echo "make bench        images/s of a training step: fast path vs the original-style pipeline"
@@ -53,6 +55,9 @@ data: $(SETUP)
 reproduce: $(SETUP)
 	$(MGRB) reproduce $(EXPERIMENTS)
 
+tui: $(SETUP)
+	$(MGRB) tui
+
 # pip-compile (pip-tools) resolves pyproject.toml with the test extra under the torch pins
 # and records every file's sha256; setup.sh installs with --require-hashes.
 lock:
@@ -67,6 +72,10 @@ image:
 shell:
 	mkdir -p $(DATA) $(RUNS)
 	$(DOCKER_RUN) bash
+
+image-tui:
+	mkdir -p $(DATA) $(RUNS)
+	$(DOCKER_RUN) mgrb tui
 
 lint: $(SETUP)
 	$(VENV)/bin/hadolint Dockerfile

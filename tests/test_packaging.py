@@ -93,3 +93,11 @@ def test_ruff_passes():
     result = subprocess.run([str(BIN / "ruff"), "check", "mgrb", "tests"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_package_of_the_project_is_copied_into_the_image():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    build_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[2]
+    for package in packages:
+        assert f"COPY {package} ./{package}" in build_stage, package
