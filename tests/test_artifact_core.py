@@ -158,3 +158,41 @@ def test_settings_round_trip_and_problems(tmp_path):
         parse_gpus("0,x")
     (tmp_path / ".launcher" / "settings.json").write_text('{"mode": "cloud"}')
     assert Settings.load(tmp_path) == Settings()  # a damaged file falls back to the defaults
+
+
+def test_docker_mode_through_the_service(tmp_path):
+    """The service's Docker path end to end against the fake engine: queue, start a container
+    with a launch record, follow it, stop it (the container exits 130: interrupted)."""
+    import docker
+
+    from artifact.core.docker_runner import DockerRunner
+    from artifact.core.gpu import GpuMonitor
+    from artifact.core.service import Service
+    from fake_docker_engine import FakeEngine
+
+    engine = FakeEngine()
+    client = docker.DockerClient(base_url=engine.base_url, version="1.43")
+    try:
+        write_experiments(tmp_path / "experiments")
+        service = Service(
+            experiments_dir=tmp_path / "experiments", runs_dir=tmp_path / "runs",
+            gpu_monitor=GpuMonitor(smi_command="no-nvidia-smi-here"),
+            docker_runner_factory=lambda settings: DockerRunner(
+                image=settings.image, data_dir=tmp_path / "data", runs_dir=tmp_path / "runs",
+                client=client))
+        assert service.save_settings(Settings(mode="docker")) == []
+        assert service.launch(["tiny"]) == []
+        state = service.poll().states["tiny"]
+        launch = read_launch(tmp_path / "runs" / "tiny")
+        assert launch["mode"] == "docker" and launch["container"]
+        (body,) = [r.body for r in engine.called("POST", "/containers/create")]
+        assert body["Cmd"] == ["mgrb", "run", "tiny", "--out", "/runs/tiny"]
+        assert "DeviceRequests" not in body["HostConfig"] or not body["HostConfig"]["DeviceRequests"]
+        state = service.poll().states["tiny"]
+        assert state.status == RUNNING
+        assert "asked the container to stop" in service.stop("tiny", state)
+        state = service.poll().states["tiny"]
+        assert state.status == INTERRUPTED
+    finally:
+        client.close()
+        engine.close()
