@@ -33,13 +33,16 @@ class MGRBPhase:
 
     def stage1_loss(self, logits: torch.Tensor, labels: torch.Tensor,
                     images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Under bf16 autocast the network's logits are bf16; the losses run in fp32 on every
+        # device (CPU autocast, unlike CUDA's, would leave softmax in bf16).
+        logits = logits.float()
         if self.phase == 0:  # phase 0: plain cross-entropy over the first classes
             loss = torch.nn.functional.cross_entropy(logits, labels)
             return {"cls": loss, "total": loss}
         teacher_logits = None
         if "distill" in self.loss_set:
             with torch.no_grad():
-                teacher_logits = self.teacher(images)
+                teacher_logits = self.teacher(images).float()
         return phase_loss(
             logits, labels, loss_set=self.loss_set, n_old=self.n_old,
             teacher_logits=teacher_logits, class_weights=self.class_weights,
@@ -49,7 +52,7 @@ class MGRBPhase:
 
     def stage2_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return classifier_retrain_loss(
-            logits, labels, n_old=self.n_old,
+            logits.float(), labels, n_old=self.n_old,
             targets=self.targets_stage2 if self.uses_hierarchy else None, scale=self.scale,
             target_neg_entropy=self.entropy_stage2)
 

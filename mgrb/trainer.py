@@ -107,6 +107,12 @@ class Trainer:
         self.teacher = None
         self.generator = torch.Generator().manual_seed(self.train_cfg["seed"])
 
+    def numerics(self) -> dict:
+        """What `auto` resolved to on this device: a result depends on it, so runs record it."""
+        return {"precision": "bf16" if self.use_bf16 else "fp32",
+                "channels_last": self.channels_last, "compile": self.train_cfg["compile"],
+                "deterministic": self.train_cfg["deterministic"]}
+
     def _autocast(self):
         """bf16 autocast for the network; softmax and the losses run in fp32 under it."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
@@ -211,7 +217,8 @@ class Trainer:
         else:
             self.run.append_event({"event": "started", "phases": self.protocol.num_phases,
                                    "experiment": self.config["name"],
-                                   "device": device_name(self.device)})
+                                   "device": device_name(self.device),
+                                   "numerics": self.numerics()})
         for phase in range(position.phase, self.protocol.num_phases):
             if STOP_REQUESTED.is_set():
                 raise Interrupted(f"stopped before phase {phase + 1}; its checkpoint is saved")
@@ -440,6 +447,7 @@ class Trainer:
             **evaluation.summarise(self.phase_results),
             "wall_time_s": round(self._wall_time(), 2),
             "device": device_name(self.device),
+            "numerics": self.numerics(),
             "versions": library_versions(),
             "git_commit": git_commit(),
             "seed": cfg["train"]["seed"],

@@ -35,7 +35,7 @@ def _setup():
     return images, labels, model, teacher
 
 
-def _fast(images, labels, model, teacher):
+def _fast(images, labels, model, teacher, bf16=False):
     config = parse_config("name: t\ndataset: {name: digits}\nprotocol: {initial: 5, increment: 1}"
                           f"\nmethod: {{dscale: {DSCALE}, scale: {SCALE}, beta: {BETA}}}\n"
                           "hierarchy: {kind: vis}\n")
@@ -44,7 +44,8 @@ def _fast(images, labels, model, teacher):
                        targets_stage1=soft_targets(beta=BETA, coarse=GROUPS), targets_stage2=None)
     batches = TensorBatches(images, labels, MEAN, STD, "cpu")
     (x, y), = batches.batches(torch.arange(16), 16, shuffle=False, augment=None, generator=None)
-    terms = method.stage1_loss(model(x), y, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        terms = method.stage1_loss(model(x), y, x)
     terms["total"].backward()
     return terms
 
@@ -88,6 +89,23 @@ def test_fast_and_straightforward_paths_agree():
         assert fast[name].item() == pytest.approx(slow[name].item(), rel=1e-5, abs=1e-6), name
     for (name, a), b in zip(model.named_parameters(), twin.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_under_bf16_autocast_the_losses_are_fp32_and_near_the_fp32_step():
+    """The GPU default (bf16 autocast) on the CPU: the network runs in bf16, every loss term
+    in fp32; the step lands near the fp32 one (bf16 keeps 8 bits of mantissa)."""
+    images, labels, model, teacher = _setup()
+    twin = copy.deepcopy(model)
+    mixed = _fast(images, labels, model, teacher, bf16=True)
+    full = _fast(images, labels, twin, teacher)
+    for name in ("kd", "cls", "mg", "total"):
+        assert mixed[name].dtype == torch.float32, name
+        assert mixed[name].item() == pytest.approx(full[name].item(), rel=0.05), name
+    grads = [(a.grad.flatten(), b.grad.flatten()) for a, b in zip(model.parameters(),
+                                                                 twin.parameters())]
+    similarity = F.cosine_similarity(torch.cat([a for a, _ in grads]),
+                                     torch.cat([b for _, b in grads]), dim=0)
+    assert similarity > 0.99
 
 
 def test_uint8_normalisation_equals_torchvision():
