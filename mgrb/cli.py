@@ -157,7 +157,10 @@ def command_report(args) -> int:
 def command_list(args) -> int:
     from .config import load_config
     from .data import data_present
+    from .estimate import ASSUMED_SUSTAINED_TFLOPS, projected_hours
+    from .throughput import latest_gpu_measurement
 
+    measurement = latest_gpu_measurement(args.runs_dir)
     rows = []
     for path in sorted(args.experiments_dir.glob("*.yaml")):
         try:
@@ -166,13 +169,14 @@ def command_list(args) -> int:
             rows.append({"file": str(path), "error": str(error)})
             continue
         dataset = config["dataset"]["name"]
+        hours, basis = projected_hours(config, measurement)
         rows.append({
             "name": config["name"], "file": str(path), "dataset": dataset,
             "initial": config["protocol"]["initial"],
             "increment": config["protocol"]["increment"],
             "hierarchy": config["hierarchy"]["kind"], "losses": config["method"]["losses"],
             "reported": _reported(config),
-            "estimated_gpu_hours": config["estimate"]["gpu_hours"],
+            "estimated_gpu_hours": hours, "estimate_basis": basis,
             "seeds": config["seeds"] or [config["train"]["seed"]],
             "data_present": data_present(dataset, config["dataset"]["root"]),
             "description": config["description"],
@@ -197,7 +201,11 @@ def command_list(args) -> int:
         data = "present" if row["data_present"] else "missing"
         print(f"{row['name']:<32} {row['dataset']:<13} {protocol:>8} {row['hierarchy']:<5} "
               f"{numbers:>13} {hours:>6} {data}")
-    print("reported: the paper's average / last top-1 (%); GPU h: projected GPU hours")
+    print("reported: the paper's average / last top-1 (%)")
+    print("GPU h: projected stage-1 training time on one GPU, "
+          + (f"from {measurement.describe()}" if measurement else
+             f"at an assumed {ASSUMED_SUSTAINED_TFLOPS:g} TFLOP/s (`make bench` on a GPU "
+             "measures the rate)"))
     return 0
 
 
@@ -283,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list the experiment files")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--runs-dir", type=Path, default=_default_dir("MGRB_RUNS", "runs"),
+                         help="where `make bench` left its measurements (default: $MGRB_RUNS "
+                              "or ./runs)")
     listing.set_defaults(handler=command_list)
     check = commands.add_parser(
         "check", help="compare finished runs with the paper's reported accuracy",

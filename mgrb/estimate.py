@@ -117,6 +117,17 @@ def gpu_hours(config: dict, sustained_tflops: float = ASSUMED_SUSTAINED_TFLOPS) 
     return training_flops(config) / (sustained_tflops * 1e12) / 3600
 
 
+def projected_hours(config: dict, measurement=None) -> tuple[float | None, str]:
+    """(GPU hours, how they were obtained): from a measured rate when `make bench` has run on
+    a GPU here (a `mgrb.throughput.Measurement`), else the experiment file's `estimate:`."""
+    if measurement is None or config["dataset"]["name"] not in PAPER_DATASETS:
+        estimate = config["estimate"]
+        return estimate["gpu_hours"], estimate["basis"] or "no estimate"
+    hours = training_flops(config) / (measurement.model_tflops * 1e12) / 3600
+    return hours, f"projection: {_plain(training_flops(config) / 1e15)} PFLOP of training at " \
+                  f"{measurement.describe()}"
+
+
 def _three_digits(value: float) -> float:
     return float(f"{value:.3g}")
 

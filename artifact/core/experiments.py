@@ -8,7 +8,9 @@ from pathlib import Path
 from mgrb.config import load_config
 from mgrb.data import data_present, default_root
 from mgrb.errors import ConfigError
+from mgrb.estimate import projected_hours
 from mgrb.reproduce import planned_runs
+from mgrb.throughput import latest_gpu_measurement
 
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "miniimagenet": "miniImageNet",
                   "imagenet100": "ImageNet-100", "digits": "digits"}
@@ -23,6 +25,7 @@ class Experiment:
     hierarchy: str
     reported: dict | None         # {avg_top1, last_top1, tolerance} or None
     gpu_hours: float | None
+    hours_basis: str              # a measured rate (`make bench`) or the file's assumption
     data_present: bool
     data_help: str | None         # why the data is missing and how to get it
     base_folder: Path             # runs/<name>: the launcher's records live here
@@ -47,17 +50,18 @@ def data_help(dataset: str, root) -> str:
 
 def load_experiments(experiments_dir: Path, runs_dir: Path) -> list[Experiment | BrokenExperiment]:
     rows: list[Experiment | BrokenExperiment] = []
+    measurement = latest_gpu_measurement(runs_dir)
     for path in sorted(Path(experiments_dir).glob("*.yaml")):
         try:
             config = load_config(path)
         except ConfigError as error:
             rows.append(BrokenExperiment(path, str(error)))
             continue
-        rows.append(_experiment(path, config, Path(runs_dir)))
+        rows.append(_experiment(path, config, Path(runs_dir), measurement))
     return rows
 
 
-def _experiment(path: Path, config: dict, runs_dir: Path) -> Experiment:
+def _experiment(path: Path, config: dict, runs_dir: Path, measurement) -> Experiment:
     dataset, root = config["dataset"]["name"], config["dataset"]["root"]
     present = data_present(dataset, root)
     reported = config["reported"]
@@ -65,11 +69,12 @@ def _experiment(path: Path, config: dict, runs_dir: Path) -> Experiment:
     if reported and (reported.get("avg_top1") is not None or reported.get("last_top1") is not None):
         numbers = {key: reported.get(key) for key in ("avg_top1", "last_top1", "tolerance")}
     runs = planned_runs(config, runs_dir)
+    hours, basis = projected_hours(config, measurement)
     return Experiment(
         name=config["name"], path=path, dataset=dataset,
         protocol=f"{config['protocol']['initial']}/{config['protocol']['increment']}",
         hierarchy=config["hierarchy"]["kind"], reported=numbers,
-        gpu_hours=config["estimate"]["gpu_hours"], data_present=present,
+        gpu_hours=hours, hours_basis=basis, data_present=present,
         data_help=None if present else data_help(dataset, root),
         base_folder=runs_dir / config["name"], run_folders=tuple(run.folder for run in runs),
         description=config["description"] or "")

@@ -69,6 +69,9 @@ class MainScreen(Screen):
         experiment = self.app.service.experiment(name)
         state = (self.app.snapshot.states.get(name) if self.app.snapshot else None)
         lines = [line(Text(name, style="bold"), experiment.description)]
+        if experiment.gpu_hours is not None:
+            lines.append(Text(f"GPU h {experiment.gpu_hours:.2f}: {experiment.hours_basis}",
+                              style="dim"))
         if state is not None and state.detail:
             lines.append(f"{state.status}: {state.detail}")
         if experiment.data_help:
