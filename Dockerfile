@@ -34,6 +34,7 @@ COPY scripts ./scripts
 COPY mgrb ./mgrb
 COPY artifact ./artifact
 COPY experiments ./experiments
+COPY benchmarks ./benchmarks
 # The very commands of `make setup`.
 RUN PYTHON=/opt/python/python3 VENV=/opt/venv NLTK_DIR=/opt/nltk_data bash scripts/setup.sh
 

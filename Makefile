@@ -22,7 +22,7 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test demo data reproduce tui lock image shell image-tui lint bench
+.PHONY: help setup test demo data reproduce tui lock image shell image-tui image-bench lint bench
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -37,6 +37,7 @@ help:
 	@echo "make lint         hadolint on the Dockerfile, ruff on the Python code"
 	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
 	@echo "make bench        images/s of a training step: fast path vs the original-style pipeline"
+	@echo "make image-bench  the same inside the image on its GPUs; results land in RUNS/.bench"
 
 setup: $(VENV)/.installed
 
@@ -76,6 +77,10 @@ shell:
 image-tui:
 	mkdir -p $(DATA) $(RUNS)
 	$(DOCKER_RUN) mgrb tui
+
+image-bench:
+	mkdir -p $(RUNS)
+	$(DOCKER_RUN) make bench
 
 lint: $(SETUP)
 	$(VENV)/bin/hadolint Dockerfile

@@ -1,26 +1,27 @@
-"""`make bench`: images/s of a stage-1 incremental-phase step, fast path against a pipeline
-written to mirror the original code, on whatever device this machine has.
+"""`make bench`: images/s of a stage-1 incremental-phase step, mgrb's fast path against a
+pipeline written to mirror the original code, on whatever device this machine has.
 
-Measured, per run of this script on one machine:
+Measured, in one run of this script on one machine:
   1. the multi-granularity regulariser for a batch of 128 x 100 classes: a per-sample Python
      loop that builds soft labels with .item() calls (the original) against mgrb's one
      indexed tensor operation;
-  2. a CIFAR-100-shaped stage-1 step (ResNet-34, frozen teacher, class-balanced loss,
-     regulariser, last phase: 90 old + 10 new classes): (a) mgrb's fast path, uint8 data on the
-     device, batch augmentation, bf16 autocast and channels-last on a GPU; (b) the reference
-     style: PIL transforms through torchvision, a DataLoader with 2 workers, per-sample soft
-     labels, float32;
-  3. achieved model FLOP/s and the fraction of the device's dense bf16 peak (GPU only);
-  4. projected wall time of every experiment file from the measured rate;
-  5. on a GPU, total images/s of 1, 2 and 4 concurrent runs (processes) on the device.
-Results go to benchmarks/results/<device>.json.
+  2. a CIFAR-100-shaped stage-1 step of the last 10/10 phase (ResNet-34, frozen teacher,
+     class-balanced loss, regulariser; 90 old + 10 new classes): (a) mgrb's fast path, the
+     trainer's own MGRBPhase losses on uint8 data held on the device with batch augmentation,
+     bf16 autocast and channels-last on a GPU; (b) the reference style of
+     benchmarks/reference_pipeline.py;
+  3. the achieved model FLOP/s and, for a known GPU, the fraction of its dense bf16 peak;
+  4. the projected stage-1 time of every paper experiment at the measured rate;
+  5. on a GPU, the total images/s of 1, 2 and 4 concurrent runs (processes) on the device,
+     measured over the same wall-clock window.
+Results go to <runs>/.bench/<device>.json, where `mgrb list` and the launcher read a GPU's
+measured rate for their projected hours.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import os
 import platform
 import subprocess
 import sys
@@ -28,61 +29,73 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,  # noqa: E402
+                                           ReferenceStep, loop_regularizer)
 from mgrb.config import load_config  # noqa: E402
 from mgrb.data.batches import Augment, TensorBatches  # noqa: E402
-from mgrb.estimate import forward_flops, training_flops  # noqa: E402
+from mgrb.estimate import PAPER_DATASETS, forward_flops, projected_hours  # noqa: E402
 from mgrb.hierarchy import soft_targets  # noqa: E402
-from mgrb.losses import (class_balanced_weights, mg_regularizer,  # noqa: E402
-                         negative_entropy, phase_loss)
+from mgrb.losses import class_balanced_weights, mg_regularizer, negative_entropy  # noqa: E402
+from mgrb.method import MGRBPhase  # noqa: E402
 from mgrb.models import IncrementalNet, build_backbone  # noqa: E402
+from mgrb.throughput import Measurement, record  # noqa: E402
 
-# Dense bf16 tensor-core peaks from the vendors' data sheets (no sparsity), FLOP/s.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
-N_OLD, N_SEEN, BETA, T = 90, 100, 20.0, 2.0
-MEAN, STD = (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)
+EXPERIMENT = ROOT / "experiments" / "c100_ont_10_10.yaml"
+N_OLD, N_SEEN = 90, 100
+GROUPS = [c % 20 for c in range(N_SEEN)]          # 20 coarse groups, as CIFAR-100's
+COUNTS = [18] * N_OLD + [500] * (N_SEEN - N_OLD)  # e - v exemplars; full count for new classes
+
+# Dense bf16 tensor-core peaks from the vendors' data sheets (no sparsity), FLOP/s; the first
+# name contained in the device's name wins, so the more specific names come first.
+PEAK_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+             ("A100", 312e12), ("L40S", 362e12), ("RTX 4090", 165e12))
 
 
-def device_peak(device: torch.device) -> tuple[str, float | None]:
+class BenchError(Exception):
+    pass
+
+
+def device_name(device: torch.device) -> str:
     if device.type != "cuda":
-        return f"CPU {platform.processor() or platform.machine()}", None
-    name = torch.cuda.get_device_name(device)
-    return name, next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+        return f"CPU {platform.processor() or platform.machine()}"
+    return torch.cuda.get_device_name(device)
 
 
-def synchronize(device):
+def device_peak(name: str, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    return next((peak for key, peak in PEAK_BF16 if key in name), None)
+
+
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def timed_rate(step, device, count: int, batch: int) -> float:
+    """images/s over `count` steps, after two warm-up steps (cuDNN autotuning, allocator)."""
+    step.run(2)
+    synchronize(device)
+    start = time.perf_counter()
+    step.run(count)
+    synchronize(device)
+    return count * batch / (time.perf_counter() - start)
+
+
 # -- 1. the regulariser --------------------------------------------------------------------
-def loop_regularizer(logits, labels, groups, beta):
-    """The original's way: per sample, per class, a soft label built in Python."""
-    total = 0.0
-    for i in range(logits.shape[0]):
-        y = labels[i].item()
-        raw = [0.0 if j == y else (-beta / 2 if groups[j] == groups[y] else -beta)
-               for j in range(logits.shape[1])]
-        norm = sum(math.exp(v) for v in raw)
-        soft = torch.tensor([math.exp(v) / norm for v in raw], device=logits.device)
-        log_p = F.log_softmax(logits[i], dim=0)
-        total = total + (torch.xlogy(soft, soft) - soft * log_p).sum()
-    return total / logits.shape[0]
-
-
-def bench_regularizer(device, repeats: int) -> dict:
-    groups = [c % 20 for c in range(N_SEEN)]
+def bench_regularizer(device, repeats: int, beta: float) -> dict:
     logits = torch.randn(128, N_SEEN, device=device)
     labels = torch.randint(0, N_SEEN, (128,), device=device)
-    targets = soft_targets(beta=BETA, coarse=groups).to(device)
-    assert torch.allclose(loop_regularizer(logits, labels, groups, BETA),
-                          mg_regularizer(logits, labels, targets), atol=1e-5)
+    targets = soft_targets(beta=beta, coarse=GROUPS).to(device)
+    if not torch.allclose(loop_regularizer(logits, labels, GROUPS, beta),
+                          mg_regularizer(logits, labels, targets), atol=1e-5):
+        raise BenchError("the vectorised regulariser and the per-sample loop disagree")
 
-    def timed(fn, n):
+    def seconds_per_call(fn, n):
         fn()
         synchronize(device)
         start = time.perf_counter()
@@ -91,9 +104,10 @@ def bench_regularizer(device, repeats: int) -> dict:
         synchronize(device)
         return (time.perf_counter() - start) / n
 
-    loop_s = timed(lambda: loop_regularizer(logits, labels, groups, BETA), max(2, repeats // 50))
+    loop_s = seconds_per_call(lambda: loop_regularizer(logits, labels, GROUPS, beta),
+                              max(2, repeats // 50))
     entropy = negative_entropy(targets)  # once per phase in training
-    fast_s = timed(lambda: mg_regularizer(logits, labels, targets, entropy), repeats)
+    fast_s = seconds_per_call(lambda: mg_regularizer(logits, labels, targets, entropy), repeats)
     return {"loop_ms": loop_s * 1e3, "vectorised_ms": fast_s * 1e3, "speedup": loop_s / fast_s}
 
 
@@ -117,206 +131,233 @@ def synthetic_cifar(n: int):
     return images, labels
 
 
-def fast_path(device, steps: int, batch: int, images, labels) -> float:
-    on_gpu = device.type == "cuda"
-    model, teacher = make_networks(device, channels_last=on_gpu)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    data = TensorBatches(images, labels, MEAN, STD, device)
-    weights = class_balanced_weights([18] * N_OLD + [500] * (N_SEEN - N_OLD), 100).to(device)
-    targets = soft_targets(beta=BETA, coarse=[c % 20 for c in range(N_SEEN)]).to(device)
-    entropy = negative_entropy(targets)
-    augment = Augment(crop_padding=4, flip=True, rotation=15)
-    generator = torch.Generator().manual_seed(0)
+class FastStep:
+    """The trainer's stage-1 step: MGRBPhase's losses on batches from TensorBatches."""
 
-    def run(count):
+    def __init__(self, config: dict, device, images, labels, *, batch: int, compile: bool):
+        self.device, self.batch = device, batch
+        self.on_gpu = device.type == "cuda"
+        model, teacher = make_networks(device, channels_last=self.on_gpu)
+        self.model = model
+        self.forward = torch.compile(model) if compile else model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+        self.data = TensorBatches(images, labels, CIFAR100_MEAN, CIFAR100_STD, device)
+        targets = soft_targets(beta=config["method"]["beta"], coarse=GROUPS).to(device)
+        self.method = MGRBPhase(config, phase=1, n_old=N_OLD, n_seen=N_SEEN, teacher=teacher,
+                                class_weights=class_balanced_weights(COUNTS, N_SEEN).to(device),
+                                targets_stage1=targets, targets_stage2=None)
+        self.augment = Augment(crop_padding=4, flip=True, rotation=15)
+        self.generator = torch.Generator().manual_seed(0)
+        self.loss_sum = torch.zeros((), device=device)  # summed on the device, as the trainer
+
+    def run(self, count: int) -> None:
         done = 0
         while done < count:
-            for x, y in data.batches(torch.arange(len(labels)), batch, shuffle=True,
-                                     augment=augment, generator=generator):
-                if on_gpu:
+            for x, y in self.data.batches(torch.arange(len(self.data)), self.batch, shuffle=True,
+                                          augment=self.augment, generator=self.generator):
+                if self.on_gpu:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                    logits = model(x)
-                    with torch.no_grad():
-                        teacher_logits = teacher(x)
-                    loss = phase_loss(logits, y, loss_set="ce+distill+hierloss", n_old=N_OLD,
-                                      teacher_logits=teacher_logits, class_weights=weights,
-                                      targets=targets, temperature=T, dscale=0.1, scale=1.0,
-                                      cb_reduction="sum", target_neg_entropy=entropy)["total"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
+                    terms = self.method.stage1_loss(self.forward(x), y, x)
+                self.optimizer.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                self.optimizer.step()
+                self.loss_sum += terms["total"].detach()
                 done += 1
                 if done == count:
                     return
 
-    run(2)  # warm-up: cuDNN autotuning, allocator
-    synchronize(device)
-    start = time.perf_counter()
-    run(steps)
-    synchronize(device)
-    return steps * batch / (time.perf_counter() - start)
 
-
-class _PILCifar(torch.utils.data.Dataset):
-    def __init__(self, images, labels):
-        from torchvision import transforms as T_
-
-        self.images = images.permute(0, 2, 3, 1).numpy()
-        self.labels = labels
-        self.transform = T_.Compose([
-            T_.RandomCrop(32, padding=4), T_.RandomHorizontalFlip(), T_.RandomRotation(15),
-            T_.ToTensor(), T_.Normalize(MEAN, STD)])
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
-
-
-def reference_path(device, steps: int, batch: int, images, labels) -> float:
+def reference_step(config: dict, device, images, labels, batch: int) -> ReferenceStep:
     model, teacher = make_networks(device, channels_last=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    groups = [c % 20 for c in range(N_SEEN)]
-    counts = [18] * N_OLD + [500] * (N_SEEN - N_OLD)
-    eta = (100 - 1) / 100
-    loader = torch.utils.data.DataLoader(_PILCifar(images, labels), batch_size=batch,
-                                         shuffle=True, num_workers=2, drop_last=True,
-                                         persistent_workers=True)
-
-    def run(count):
-        done = 0
-        while done < count:
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-                # per-sample class weights and soft labels, as the original built them
-                weight = torch.tensor([(1 - eta) / (1 - eta ** counts[y[i].item()])
-                                       for i in range(len(y))], device=device)
-                cls = (F.cross_entropy(logits, y, reduction="none") * weight).sum()
-                mg = loop_regularizer(logits, y, groups, BETA)
-                p = F.softmax(teacher_logits / T, dim=1)
-                kd = -(p * F.log_softmax(logits[:, :N_OLD] / T, dim=1)).sum(1).mean() * T * T
-                alpha = N_OLD / N_SEEN
-                loss = 0.1 * alpha * kd + (1 - alpha) * cls + mg
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                done += 1
-                if done == count:
-                    return
-
-    run(1)
-    synchronize(device)
-    start = time.perf_counter()
-    run(steps)
-    synchronize(device)
-    return steps * batch / (time.perf_counter() - start)
+    method = config["method"]
+    return ReferenceStep(model, teacher, images, labels, batch=batch, n_old=N_OLD,
+                         beta=method["beta"], temperature=method["temperature"],
+                         dscale=method["dscale"], groups=GROUPS, counts=COUNTS)
 
 
 # -- 3-5 -----------------------------------------------------------------------------------
-def step_flops_per_image() -> float:
-    """Model FLOPs of one training image: forward + backward (2x forward) + teacher forward."""
-    config = load_config(ROOT / "experiments" / "c100_ont_10_10.yaml")
+def flops_per_training_image(config: dict) -> float:
+    """Model FLOPs of one image in an incremental phase: forward, backward (2x forward) and
+    the teacher's forward, as mgrb.estimate counts them."""
     return 4 * forward_flops(config)
 
 
-def projections(rate_images_per_s: float) -> list[dict]:
-    """Wall time of each experiment from the measured CIFAR rate, scaled by FLOPs."""
-    per_image = step_flops_per_image()
-    flops_per_s = rate_images_per_s * per_image
+def projections(measurement: Measurement) -> list[dict]:
     rows = []
     for path in sorted((ROOT / "experiments").glob("*.yaml")):
         config = load_config(path)
-        if config["dataset"]["name"] == "digits":
-            continue
-        hours = training_flops(config) / flops_per_s / 3600
-        rows.append({"experiment": config["name"], "projected_hours": round(hours, 3)})
+        if config["dataset"]["name"] in PAPER_DATASETS:
+            hours, _ = projected_hours(config, measurement)
+            rows.append({"experiment": config["name"], "projected_hours": round(hours, 3)})
     return rows
 
 
-def packed(device, batch: int, seconds: float) -> dict:
-    """Total images/s of 1, 2 and 4 runs sharing the GPU, each a separate process."""
+def packed(args, seconds: float) -> dict[int, float]:
+    """Total images/s of 1, 2 and 4 runs sharing the device, each its own process. Every run
+    warms up, then all start timing together and stop after `seconds` of wall-clock time."""
     totals = {}
-    for count in (1, 2, 4):
-        command = [sys.executable, __file__, "--worker", str(seconds), "--batch", str(batch)]
-        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-                     for _ in range(count)]
-        rates = [float(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
+    command = [sys.executable, os.path.abspath(__file__), "--worker", "--device", args.device,
+               "--batch", str(args.batch), "--pack-seconds", str(seconds)]
+    command += ["--compile"] if args.compile else []
+    for count in args.pack_runs:
+        workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True) for _ in range(count)]
+        try:
+            for worker in workers:
+                if worker.stdout.readline().strip() != "ready":
+                    raise BenchError(f"a packed run ({count} at once) failed before timing, "
+                                     f"exit code {worker.wait()}; its error is printed above")
+            for worker in workers:
+                worker.stdin.write("go\n")
+                worker.stdin.flush()
+            rates = []
+            for worker in workers:
+                out, _ = worker.communicate()
+                if worker.returncode != 0 or not out.strip():
+                    raise BenchError(f"a packed run ({count} at once) failed while timing, "
+                                     f"exit code {worker.returncode}; its error is printed above")
+                rates.append(float(out.split()[-1]))
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
         totals[count] = round(sum(rates), 1)
+        print(f"  {count} run(s) at once: {totals[count]:10.1f} images/s in total", flush=True)
     return totals
 
 
-def worker(seconds: float, batch: int) -> None:
-    device = torch.device("cuda")
-    images, labels = synthetic_cifar(20000)
-    steps = 10
-    rate = fast_path(device, steps, batch, images, labels)
-    steps = max(10, int(rate * seconds / batch))
-    print(fast_path(device, steps, batch, images, labels))
+def worker(args) -> None:
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    step = FastStep(load_config(EXPERIMENT), device, *synthetic_cifar(20000), batch=args.batch,
+                    compile=args.compile)
+    step.run(3)
+    synchronize(device)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start, steps = time.perf_counter(), 0
+    while True:
+        step.run(5)
+        steps += 5
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= args.pack_seconds:
+            break
+    print(steps * args.batch / elapsed, flush=True)
 
 
-def main(argv=None) -> int:
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive counts such as 1,2,4")
+    return counts
+
+
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, help="measured steps (default: 3 on CPU, 200 on GPU)")
-    parser.add_argument("--pack-seconds", type=float, default=30.0)
-    parser.add_argument("--worker", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help="measured fast-path steps (default: 200 on a "
+                        "GPU, 3 on a CPU); the reference style runs a quarter as many")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    parser.add_argument("--pack", choices=("auto", "yes", "no"), default="auto",
+                        help="measure 1, 2 and 4 concurrent runs (auto: on a GPU)")
+    parser.add_argument("--pack-runs", type=_counts, default=(1, 2, 4), metavar="N,N,...",
+                        help="how many concurrent runs to measure (default: 1,2,4)")
+    parser.add_argument("--pack-seconds", type=float, default=30.0,
+                        help="timed window of each packed measurement")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's dense bf16 peak, for a GPU this script does not know")
+    parser.add_argument("--runs-dir", type=Path,
+                        default=Path(os.environ.get("MGRB_RUNS") or ROOT / "runs"),
+                        help="results go to RUNS_DIR/.bench/ (default: $MGRB_RUNS or runs/)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker is not None:
-        worker(args.worker, args.batch)
-        return 0
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: PyTorch sees no CUDA device here")
+    if args.batch < 1 or (args.steps is not None and args.steps < 1) or args.pack_seconds <= 0:
+        parser.error("--batch, --steps and --pack-seconds must be positive")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    try:
+        return bench(args)
+    except BenchError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; what was measured before packing is saved", file=sys.stderr)
+        return 130
+
+
+def bench(args) -> int:
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     if on_gpu:
         torch.backends.cudnn.benchmark = True
+    config = load_config(EXPERIMENT)
     steps = args.steps or (200 if on_gpu else 3)
-    name, peak = device_peak(device)
-    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {steps} steps")
+    name = device_name(device)
+    peak = device_peak(name, args.peak_tflops)
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {steps} steps"
+          + ("; torch.compile" if args.compile else ""), flush=True)
 
-    reg = bench_regularizer(device, 200 if on_gpu else 100)
+    reg = bench_regularizer(device, 200 if on_gpu else 100, config["method"]["beta"])
     print(f"regulariser, 128 x {N_SEEN}: per-sample loop {reg['loop_ms']:.2f} ms, "
-          f"vectorised {reg['vectorised_ms']:.3f} ms, {reg['speedup']:.0f}x")
+          f"vectorised {reg['vectorised_ms']:.3f} ms, {reg['speedup']:.0f}x", flush=True)
 
-    images, labels = synthetic_cifar(20000 if on_gpu else 2048)
-    fast = fast_path(device, steps, args.batch, images, labels)
-    reference = reference_path(device, max(2, steps // 4), args.batch, images, labels)
-    per_image = step_flops_per_image()
+    images, labels = synthetic_cifar(20000 if on_gpu else max(4 * args.batch, 256))
+    fast = timed_rate(FastStep(config, device, images, labels, batch=args.batch,
+                               compile=args.compile), device, steps, args.batch)
+    reference = timed_rate(reference_step(config, device, images, labels, args.batch), device,
+                           max(2, steps // 4), args.batch)
+    per_image = flops_per_training_image(config)
     achieved = fast * per_image
     print("stage-1 step, ResNet-34 + teacher, CIFAR-100 shapes:")
     print(f"  fast path       {fast:10.1f} images/s")
     print(f"  reference style {reference:10.1f} images/s")
     print(f"  ratio           {fast / reference:10.1f}x")
-    print(f"  model FLOP/s    {achieved / 1e12:10.2f} TFLOP/s "
+    print(f"  model FLOP/s    {achieved / 1e12:10.3g} TFLOP/s "
           f"({per_image / 1e9:.2f} GFLOP per training image)"
           + (f", {100 * achieved / peak:.1f}% of the {peak / 1e12:.0f} TFLOP/s bf16 peak"
-             if peak else ", no peak known for this device"))
-    results = {"device": name, "torch": torch.__version__, "batch": args.batch, "steps": steps,
+             if peak else ", no peak known for this device (--peak-tflops)"), flush=True)
+    results = {"device": name, "device_type": device.type, "torch": torch.__version__,
+               "batch": args.batch, "steps": steps, "compile": args.compile,
+               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                "regularizer": reg, "fast_images_per_s": fast, "reference_images_per_s": reference,
                "ratio": fast / reference, "model_tflops": achieved / 1e12,
+               "peak_tflops": peak / 1e12 if peak else None,
                "peak_fraction": achieved / peak if peak else None,
                "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    results["projections"] = projections(fast)
-    print("projected wall time of stage-1 training per experiment (from the fast-path rate):")
+    measurement = Measurement(name, achieved / 1e12, results["measured_at"], Path())
+    results["projections"] = projections(measurement)
+    print("projected stage-1 time per paper experiment at this rate:")
     for row in results["projections"]:
         print(f"  {row['experiment']:<34} {row['projected_hours']:8.2f} h")
-    if on_gpu:
-        results["packed_images_per_s"] = packed(device, args.batch, args.pack_seconds)
-        print("runs packed on one GPU, total images/s:", results["packed_images_per_s"])
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"{name.replace(' ', '_').replace('/', '_')}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written: {path.relative_to(ROOT)}")
+    path = record(args.runs_dir, results)  # saved now: packing below may fail or be stopped
+    if args.pack == "yes" or (args.pack == "auto" and on_gpu):
+        print(f"runs packed on one device, {args.pack_seconds:g} s timed together:", flush=True)
+        results["packed_images_per_s"] = packed(args, args.pack_seconds)
+        best = max(results["packed_images_per_s"].values())
+        results["packed_best_peak_fraction"] = best * per_image / peak if peak else None
+        if peak:
+            print(f"  best total: {100 * best * per_image / peak:.1f}% of the bf16 peak")
+        record(args.runs_dir, results)
+    print(f"written: {path}")
     return 0
 
 

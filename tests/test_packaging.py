@@ -101,3 +101,14 @@ def test_every_package_of_the_project_is_copied_into_the_image():
     build_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[2]
     for package in packages:
         assert f"COPY {package} ./{package}" in build_stage, package
+
+
+def test_every_script_a_make_target_runs_is_copied_into_the_image():
+    """`make bench` inside the image (make image-bench) needs its folder there too."""
+    makefile = (ROOT / "Makefile").read_text()
+    build_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[2]
+    scripts = re.findall(r"\$\(PY\) ([\w./-]+\.py)", makefile)
+    assert scripts, "the Makefile runs no script with $(PY)"
+    for script in scripts:
+        folder = script.split("/")[0]
+        assert f"COPY {folder} ./{folder}" in build_stage, script
