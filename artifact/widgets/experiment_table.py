@@ -12,7 +12,7 @@ from artifact.core.runs import RunState
 from .styles import status_text
 
 # (key, label, width): fixed widths, so that a status that grows later still fits
-COLUMNS = (("mark", " ", 1), ("name", "experiment", 28), ("dataset", "data set", 13),
+COLUMNS = (("mark", " ", 1), ("name", "experiment", 31), ("dataset", "data set", 13),
            ("protocol", "protocol", 8), ("hierarchy", "hier.", 5),
            ("reported", "reported avg/last", 17), ("status", "status", 24), ("data", "data", 7),
            ("hours", "GPU h", 6))
