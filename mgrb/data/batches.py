@@ -51,14 +51,18 @@ def draw_affine(batch: int, size: int, augment: Augment, generator: torch.Genera
 
 
 def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Crop-with-padding, flip and rotation of a float batch (B, C, S, S) in one resampling.
-
-    One affine grid with nearest sampling and zero fill reproduces the three (integer shifts
-    land exactly on pixel centres).
-    """
+    """Crop-with-padding, flip and rotation of a float batch (B, C, S, S), drawn now."""
     theta = draw_affine(images.shape[0], images.shape[-1], augment, generator)
-    theta = theta.to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return resample(images, theta.to(images.device, images.dtype))
+
+
+def resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Apply drawn affine matrices to a batch in one resampling.
+
+    One affine grid with nearest sampling and zero fill reproduces crop-with-padding, flip and
+    rotation (integer shifts land exactly on pixel centres).
+    """
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
@@ -84,16 +88,23 @@ class TensorBatches:
         if shuffle:
             indices = indices[torch.randperm(indices.numel(), generator=generator)]
         indices = indices.to(self.images.device)
-        augmenting = augment is not None and augment.active
-        for number, start in enumerate(range(0, indices.numel(), batch_size)):
-            chosen = indices[start:start + batch_size]
+        starts = range(0, indices.numel(), batch_size)
+        thetas = None
+        if augment is not None and augment.active:
+            # Every batch's draws at once, in batch order, so the generator advances exactly
+            # as drawing batch by batch would; then one copy to the device an epoch, because
+            # a copy from pageable host memory waits for the GPU to finish its queue.
+            size = self.images.shape[-1]
+            thetas = torch.cat([draw_affine(min(batch_size, indices.numel() - start), size,
+                                            augment, generator) for start in starts])
+            thetas = thetas.to(self.images.device)
+        for number, start in enumerate(starts):
             if number < skip:
-                if augmenting:
-                    draw_affine(chosen.numel(), self.images.shape[-1], augment, generator)
                 continue
+            chosen = indices[start:start + batch_size]
             x = self.images[chosen].float().div_(255)
-            if augmenting:
-                x = augment_batch(x, augment, generator)
+            if thetas is not None:
+                x = resample(x, thetas[start:start + batch_size])
             yield (x - self.mean) / self.std, self.labels[chosen]
 
 
