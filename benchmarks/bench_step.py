@@ -149,23 +149,61 @@ class FastStep:
         self.augment = Augment(crop_padding=4, flip=True, rotation=15)
         self.generator = torch.Generator().manual_seed(0)
         self.loss_sum = torch.zeros((), device=device)  # summed on the device, as the trainer
+        self.batches_per_epoch = -(-len(self.data) // batch)
+        self._epoch, self.batch_in_epoch = None, -1  # index of the batch last taken
+
+    def _next_batch(self):
+        """The next batch, a new shuffled epoch when one runs out (as the trainer's loop)."""
+        try:
+            if self._epoch is None:
+                raise StopIteration
+            batch = next(self._epoch)
+            self.batch_in_epoch += 1
+        except StopIteration:
+            self._epoch = self.data.batches(torch.arange(len(self.data)), self.batch,
+                                            shuffle=True, augment=self.augment,
+                                            generator=self.generator)
+            batch, self.batch_in_epoch = next(self._epoch), 0
+        return batch
+
+    def mid_epoch(self) -> bool:
+        """Whether the next step is neither an epoch's first (its shuffle and draws go to the
+        device) nor its last (a smaller batch)."""
+        return 0 <= self.batch_in_epoch < self.batches_per_epoch - 2
 
     def run(self, count: int) -> None:
-        done = 0
-        while done < count:
-            for x, y in self.data.batches(torch.arange(len(self.data)), self.batch, shuffle=True,
-                                          augment=self.augment, generator=self.generator):
-                if self.on_gpu:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
-                    terms = self.method.stage1_loss(self.forward(x), y, x)
-                self.optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                self.optimizer.step()
-                self.loss_sum += terms["total"].detach()
-                done += 1
-                if done == count:
-                    return
+        for _ in range(count):
+            x, y = self._next_batch()
+            if self.on_gpu:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
+                terms = self.method.stage1_loss(self.forward(x), y, x)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            self.optimizer.step()
+            self.loss_sum += terms["total"].detach()
+
+
+def host_syncs(step: FastStep, set_mode=None) -> str:
+    """Run three mid-epoch steps with CUDA's sync debug mode set to raise on any operation
+    that makes the host wait for the GPU: "none", or the first offending operation."""
+    if step.batches_per_epoch < 5:
+        return "not checked (fewer than 5 batches an epoch)"
+    while not step.mid_epoch():
+        step.run(1)
+    set_mode = set_mode or torch.cuda.set_sync_debug_mode
+    synchronize(step.device)
+    set_mode("error")
+    try:
+        for _ in range(3):
+            if not step.mid_epoch():
+                break
+            step.run(1)
+        return "none"
+    except RuntimeError as error:
+        return str(error).strip().splitlines()[0]
+    finally:
+        set_mode("default")
 
 
 def reference_step(config: dict, device, images, labels, batch: int) -> ReferenceStep:
@@ -321,8 +359,9 @@ def bench(args) -> int:
           f"vectorised {reg['vectorised_ms']:.3f} ms, {reg['speedup']:.0f}x", flush=True)
 
     images, labels = synthetic_cifar(20000 if on_gpu else max(4 * args.batch, 256))
-    fast = timed_rate(FastStep(config, device, images, labels, batch=args.batch,
-                               compile=args.compile), device, steps, args.batch)
+    fast_step = FastStep(config, device, images, labels, batch=args.batch, compile=args.compile)
+    fast = timed_rate(fast_step, device, steps, args.batch)
+    syncs = host_syncs(fast_step) if on_gpu else "not checked (CPU)"
     reference = timed_rate(reference_step(config, device, images, labels, args.batch), device,
                            max(2, steps // 4), args.batch)
     per_image = flops_per_training_image(config)
@@ -331,6 +370,7 @@ def bench(args) -> int:
     print(f"  fast path       {fast:10.1f} images/s")
     print(f"  reference style {reference:10.1f} images/s")
     print(f"  ratio           {fast / reference:10.1f}x")
+    print(f"  host syncs inside a fast-path step: {syncs}")
     print(f"  model FLOP/s    {achieved / 1e12:10.3g} TFLOP/s "
           f"({per_image / 1e9:.2f} GFLOP per training image)"
           + (f", {100 * achieved / peak:.1f}% of the {peak / 1e12:.0f} TFLOP/s bf16 peak"
@@ -339,7 +379,7 @@ def bench(args) -> int:
                "batch": args.batch, "steps": steps, "compile": args.compile,
                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                "regularizer": reg, "fast_images_per_s": fast, "reference_images_per_s": reference,
-               "ratio": fast / reference, "model_tflops": achieved / 1e12,
+               "ratio": fast / reference, "host_syncs_in_step": syncs, "model_tflops": achieved / 1e12,
                "peak_tflops": peak / 1e12 if peak else None,
                "peak_fraction": achieved / peak if peak else None,
                "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}

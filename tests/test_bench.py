@@ -52,3 +52,30 @@ def test_asking_for_cuda_without_one_is_refused(tmp_path):
     done = _bench("--device", "cuda", runs=tmp_path)
     assert done.returncode == 2 and "no CUDA device" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_gpu_sync_check_times_its_steps_inside_an_epoch():
+    """host_syncs on the CPU with CUDA's debug-mode switch replaced by a recorder: the checked
+    steps are neither an epoch's first (shuffle and draws go to the device) nor its last."""
+    sys.path.insert(0, str(SCRIPT.parents[1]))
+    from benchmarks import bench_step
+
+    images, labels = bench_step.synthetic_cifar(40)
+    step = bench_step.FastStep(bench_step.load_config(bench_step.EXPERIMENT),
+                               torch.device("cpu"), images, labels, batch=8, compile=False)
+    assert step.batches_per_epoch == 5
+    step.run(5)  # a whole epoch: the next step starts another
+    assert not step.mid_epoch()
+    switched = []
+    taken = []
+    original_run = step.run
+
+    def recording_run(count):
+        original_run(count)
+        taken.append((switched[-1] if switched else None, step.batch_in_epoch))
+
+    step.run = recording_run
+    assert bench_step.host_syncs(step, set_mode=switched.append) == "none"
+    assert switched == ["error", "default"]
+    checked = [index for mode, index in taken if mode == "error"]
+    assert checked and all(0 < index < step.batches_per_epoch - 1 for index in checked)
