@@ -42,7 +42,8 @@ from mgrb.hierarchy import soft_targets  # noqa: E402
 from mgrb.losses import class_balanced_weights, mg_regularizer, negative_entropy  # noqa: E402
 from mgrb.method import MGRBPhase  # noqa: E402
 from mgrb.models import IncrementalNet, build_backbone  # noqa: E402
-from mgrb.throughput import Measurement, record  # noqa: E402
+from mgrb.errors import MGRBError  # noqa: E402
+from mgrb.throughput import Measurement, bench_dir, record  # noqa: E402
 
 EXPERIMENT = ROOT / "experiments" / "c100_ont_10_10.yaml"
 N_OLD, N_SEEN = 90, 100
@@ -334,7 +335,7 @@ def main(argv=None) -> int:
         return 0
     try:
         return bench(args)
-    except BenchError as error:
+    except (BenchError, MGRBError) as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -342,7 +343,21 @@ def main(argv=None) -> int:
         return 130
 
 
+def writable_results_folder(runs_dir: Path) -> Path:
+    """Checked before minutes of measuring, not after."""
+    folder = bench_dir(runs_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BenchError(f"{folder}: cannot create the results folder ({error.strerror}); "
+                         "give a writable --runs-dir") from None
+    if not os.access(folder, os.W_OK):
+        raise BenchError(f"{folder}: cannot write here; give a writable --runs-dir")
+    return folder
+
+
 def bench(args) -> int:
+    writable_results_folder(args.runs_dir)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     if on_gpu:

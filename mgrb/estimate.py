@@ -123,9 +123,9 @@ def projected_hours(config: dict, measurement=None) -> tuple[float | None, str]:
     if measurement is None or config["dataset"]["name"] not in PAPER_DATASETS:
         estimate = config["estimate"]
         return estimate["gpu_hours"], estimate["basis"] or "no estimate"
-    hours = training_flops(config) / (measurement.model_tflops * 1e12) / 3600
-    return hours, f"projection: {_plain(training_flops(config) / 1e15)} PFLOP of training at " \
-                  f"{measurement.describe()}"
+    flops = training_flops(config)
+    return (flops / (measurement.model_tflops * 1e12) / 3600,
+            f"projection: {_plain(flops / 1e15)} PFLOP of training at {measurement.describe()}")
 
 
 def _three_digits(value: float) -> float:

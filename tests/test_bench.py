@@ -47,6 +47,14 @@ def test_bad_arguments_get_one_message_and_exit_2(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_an_unwritable_results_folder_is_refused_before_measuring(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    done = _bench("--device", "cpu", runs=blocked)
+    assert done.returncode == 1 and "cannot create the results folder" in done.stderr
+    assert "Traceback" not in done.stderr and "fast path" not in done.stdout
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_asking_for_cuda_without_one_is_refused(tmp_path):
     done = _bench("--device", "cuda", runs=tmp_path)
