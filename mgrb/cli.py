@@ -65,11 +65,13 @@ def _install_stop_handlers() -> None:
 def command_run(args) -> int:
     from .config import load_config
     from .environment import resolve_device
+    from .numerics import prepare_process
     from .progress import Progress
     from .reproduce import planned_runs
 
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
+    prepare_process(config["train"]["deterministic"])  # before anything starts CUDA
     runs = planned_runs(config, _default_dir("MGRB_RUNS", "runs"), args.out, args.seed)
     device = resolve_device(args.device)
     progress = Progress(quiet=args.quiet)

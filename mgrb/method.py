@@ -33,8 +33,8 @@ class MGRBPhase:
 
     def stage1_loss(self, logits: torch.Tensor, labels: torch.Tensor,
                     images: torch.Tensor) -> dict[str, torch.Tensor]:
-        # Under bf16 autocast the network's logits are bf16; the losses run in fp32 on every
-        # device (CPU autocast, unlike CUDA's, would leave softmax in bf16).
+        # The trainer's logits are fp32 already (numerics.py); a caller's bf16 logits would
+        # leave softmax in bf16 on the CPU, whose autocast, unlike CUDA's, keeps it there.
         logits = logits.float()
         if self.phase == 0:  # phase 0: plain cross-entropy over the first classes
             loss = torch.nn.functional.cross_entropy(logits, labels)

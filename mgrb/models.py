@@ -53,14 +53,15 @@ class ResNet(nn.Module):
                 stages.append(BasicBlock(channels, width, stride if block == 0 else 1))
                 channels = width
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = channels
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
-        return torch.flatten(self.pool(self.stages(self.stem(x))), 1)
+        # Global average pooling as a mean: AdaptiveAvgPool2d's CUDA backward has no
+        # deterministic kernel, so strict deterministic mode would refuse it.
+        return self.stages(self.stem(x)).mean(dim=(2, 3))
 
 
 BACKBONES = {

@@ -7,8 +7,6 @@ the hierarchy of each phase comes from `class_hierarchies.py`.
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,9 +18,10 @@ from .class_hierarchies import describe_hierarchy, hierarchy_targets, public_des
 from .config import NUM_CLASSES
 from .data import load_dataset
 from .data.batches import Augment, make_batches
-from .environment import device_name, git_commit, library_versions
+from .environment import device_name, device_uuid, git_commit, library_versions
 from .method import MGRBPhase, balanced_weights_for_phase, phase_class_counts
 from .models import IncrementalNet, build_backbone
+from .numerics import Compiler, Numerics, applied
 from .progress import Progress
 from .protocol import ORDER_NAME, Protocol, class_order, memory_roles, memory_sizes, phase_split
 from .runfolder import RunFolder
@@ -96,37 +95,35 @@ class Trainer:
         torch.manual_seed(self.train_cfg["seed"])
         backbone = build_backbone(self.config["model"]["backbone"], self.data.channels,
                                   self.config["model"]["stem"])
-        self.model = IncrementalNet(backbone, self.protocol.seen(0)).to(self.device)
-        on_gpu = self.device.type == "cuda"
-        precision = self.train_cfg["precision"]
-        self.use_bf16 = precision == "bf16" or (precision == "auto" and on_gpu)
-        layout = self.train_cfg["channels_last"]
-        self.channels_last = layout is True or (layout == "auto" and on_gpu)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        model = IncrementalNet(backbone, self.protocol.seen(0)).to(self.device)
+        if self.numerics.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._set_model(model)
         self.teacher = None
         self.generator = torch.Generator().manual_seed(self.train_cfg["seed"])
 
-    def numerics(self) -> dict:
-        """What `auto` resolved to on this device: a result depends on it, so runs record it."""
-        return {"precision": "bf16" if self.use_bf16 else "fp32",
-                "channels_last": self.channels_last, "compile": self.train_cfg["compile"],
-                "deterministic": self.train_cfg["deterministic"]}
+    def _set_model(self, model: IncrementalNet) -> None:
+        self.model = model
+        self._student_backbone = self.compiler.wrap(model.backbone)
 
-    def _autocast(self):
-        """bf16 autocast for the network; softmax and the losses run in fp32 under it."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+    def _set_teacher(self, teacher: IncrementalNet | None) -> None:
+        self.teacher = teacher
+        self._teacher_backbone = None if teacher is None else self.compiler.wrap(teacher.backbone)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network, compiled when train.compile is set (again after a classifier renewal)."""
-        if not self.train_cfg["compile"]:
-            return self.model(x)
-        if getattr(self, "_compiled_for", None) is not self.model.classifier:
-            self._compiled, self._compiled_for = torch.compile(self.model), self.model.classifier
-        return self._compiled(x)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's fp32 logits (numerics.py: bf16 backbone at most, fp32 classifier)."""
+        return self.numerics.logits(self._student_backbone, self.model.classifier, x)
+
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.numerics.logits(self._teacher_backbone, self.teacher.classifier, x)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.numerics.channels_last else x
+
+    def _adamw(self, parameters) -> torch.optim.AdamW:
+        return torch.optim.AdamW(parameters, lr=self.train_cfg["lr"],
+                                 weight_decay=self.train_cfg["weight_decay"],
+                                 fused=self.numerics.fused_optimizer or None)
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self, position: Position, optimizer) -> dict:
@@ -154,9 +151,9 @@ class Trainer:
         return network
 
     def _restore(self, state: dict) -> tuple[Position, dict | None]:
-        self.model = self._network_like(state["model"]).to(self.device)
+        self._set_model(self._network_like(state["model"]).to(self.device))
         if state["teacher"] is not None:
-            self.teacher = self._frozen(self._network_like(state["teacher"]))
+            self._set_teacher(self._frozen(self._network_like(state["teacher"])))
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.hierarchy = state["hierarchy"]
@@ -177,28 +174,10 @@ class Trainer:
         return network
 
     # -- the run -----------------------------------------------------------------------
-    @contextmanager
-    def _kernel_choice(self):
-        """Deterministic kernels for `train.deterministic`, else cuDNN's fastest; torch's
-        process-wide settings are put back afterwards so a library caller keeps its own."""
-        before = (torch.are_deterministic_algorithms_enabled(),
-                  torch.is_deterministic_algorithms_warn_only_enabled(),
-                  torch.backends.cudnn.benchmark)
-        if self.train_cfg["deterministic"]:
-            # Before CUDA starts: cuBLAS needs a fixed workspace to be deterministic.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-            torch.backends.cudnn.benchmark = before[2]
-
     def train(self) -> dict:
-        with self._kernel_choice():
+        self.numerics = Numerics.resolve(self.train_cfg, self.device)
+        self.compiler = Compiler(self.numerics.compile, self.device.type)
+        with applied(self.numerics):
             return self._train()
 
     def _train(self) -> dict:
@@ -218,7 +197,8 @@ class Trainer:
             self.run.append_event({"event": "started", "phases": self.protocol.num_phases,
                                    "experiment": self.config["name"],
                                    "device": device_name(self.device),
-                                   "numerics": self.numerics()})
+                                   "device_uuid": device_uuid(self.device),
+                                   "numerics": self.numerics.describe()})
         for phase in range(position.phase, self.protocol.num_phases):
             if STOP_REQUESTED.is_set():
                 raise Interrupted(f"stopped before phase {phase + 1}; its checkpoint is saved")
@@ -241,7 +221,7 @@ class Trainer:
             phase_counts_by_label=torch.bincount(self.train_labels[split.train], minlength=n_seen))
         weights = balanced_weights_for_phase(self.config, self.num_classes, counts)
         method = MGRBPhase(self.config, phase=phase, n_old=n_old, n_seen=n_seen,
-                           teacher=self.teacher,
+                           teacher=None if self.teacher is None else self.teacher_logits,
                            class_weights=None if weights is None else weights.to(self.device),
                            targets_stage1=None if targets1 is None else targets1.to(self.device),
                            targets_stage2=None if targets2 is None else targets2.to(self.device))
@@ -254,12 +234,26 @@ class Trainer:
         if phase > 0 and self.method_cfg["decouple"] and self.train_cfg["stage2_epochs"]:
             self._stage2(phase, method, split)
         self._evaluate(phase, n_old, split)
+        self._note_compile(phase)
         self._save(Position(phase + 1, "start", 0))
+
+    def _note_compile(self, phase: int) -> None:
+        """torch's compile counters after each phase; a fallback to eager is said at once."""
+        report = self.compiler.report()
+        if not report["enabled"]:
+            return
+        self.run.append_event({"event": "compile", "phase": phase, **report})
+        if report["fallbacks_to_eager"] > getattr(self, "_fallbacks_said", 0):
+            self._fallbacks_said = report["fallbacks_to_eager"]
+            self.progress.message(
+                f"warning: torch.compile fell back to eager {report['fallbacks_to_eager']} time(s) "
+                f"by phase {phase + 1} ({report['graphs']} graphs compiled): part of this run "
+                "ran uncompiled. results.json records it under `compile`.")
 
     def _begin_phase(self, phase: int, split, n_seen: int) -> None:
         """Teacher, fresh classifier and hierarchy at the start of a phase."""
         if phase > 0:
-            self.teacher = self._frozen(copy.deepcopy(self.model))
+            self._set_teacher(self._frozen(copy.deepcopy(self.model)))
             keep = not self.config["quirks"]["fresh_classifier"]
             self.model.renew_classifier(n_seen, keep_old_weights=keep)
         features = None
@@ -277,8 +271,8 @@ class Trainer:
         features, labels = [], []
         for x, y in self.train_set.batches(indices, self.train_cfg["eval_batch_size"],
                                            shuffle=False, augment=None, generator=None):
-            with self._autocast():
-                features.append(self.model.backbone(self._prepare(x)).float())
+            with self.numerics.autocast():
+                features.append(self._student_backbone(self._prepare(x)).float())
             labels.append(y)
         return torch.cat(features), torch.cat(labels)
 
@@ -291,8 +285,7 @@ class Trainer:
     # -- stage 1 -------------------------------------------------------------------------
     def _stage1(self, position: Position, method: MGRBPhase, split, optimizer_state) -> None:
         cfg = self.train_cfg
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"],
-                                      weight_decay=cfg["weight_decay"])
+        optimizer = self._adamw(self.model.parameters())
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         epochs, started = cfg["epochs"], time.monotonic()
@@ -337,8 +330,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = self._prepare(x)
-            with self._autocast():
-                terms = method.stage1_loss(self.forward(x), y, x)
+            terms = method.stage1_loss(self.logits(x), y, x)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -377,8 +369,7 @@ class Trainer:
         features, labels = self._features(split.balanced)
         classifier = self.model.classifier
         classifier.train()
-        optimizer = torch.optim.AdamW(classifier.parameters(), lr=cfg["lr"],
-                                      weight_decay=cfg["weight_decay"])
+        optimizer = self._adamw(classifier.parameters())
         epochs, size = cfg["stage2_epochs"], features.shape[0]
         started = time.monotonic()
         for epoch in range(epochs):
@@ -413,10 +404,9 @@ class Trainer:
     # -- evaluation and results ----------------------------------------------------------
     def _evaluate(self, phase: int, n_old: int, split) -> None:
         self.model.eval()
-        with self._autocast():
-            logits, labels = evaluation.predict(lambda x: self.model(self._prepare(x)),
-                                                self.test_set, split.test,
-                                                self.train_cfg["eval_batch_size"])
+        logits, labels = evaluation.predict(lambda x: self.logits(self._prepare(x)),
+                                            self.test_set, split.test,
+                                            self.train_cfg["eval_batch_size"])
         report = evaluation.accuracy_report(logits, labels, n_old)
         result = {"phase": phase, "seen_classes": self.protocol.seen(phase), **report,
                   "hierarchy": public_description(self.hierarchy),
@@ -434,6 +424,7 @@ class Trainer:
 
     def _finish(self) -> dict:
         cfg = self.config
+        compile_report = self.compiler.report()
         results = {
             "experiment": cfg["name"],
             "dataset": cfg["dataset"]["name"],
@@ -447,7 +438,9 @@ class Trainer:
             **evaluation.summarise(self.phase_results),
             "wall_time_s": round(self._wall_time(), 2),
             "device": device_name(self.device),
-            "numerics": self.numerics(),
+            "device_uuid": device_uuid(self.device),
+            "numerics": self.numerics.describe(),
+            "compile": compile_report,
             "versions": library_versions(),
             "git_commit": git_commit(),
             "seed": cfg["train"]["seed"],

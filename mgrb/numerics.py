@@ -1,0 +1,208 @@
+"""How a run computes: precision, TF32, deterministic kernels and torch.compile.
+
+Resolved once per run from `train.*` and the device, applied to torch's process-wide settings
+for the length of the run (and put back afterwards, so a library caller keeps its own), and
+recorded in results.json under `numerics`: a result depends on every one of them.
+
+What each setting means, on every device:
+- `precision: fp32`: no autocast; TF32 off for matmuls and cuDNN convolutions, so fp32 is fp32.
+- `precision: bf16` (and `auto` on a GPU): bf16 autocast over the backbone only. The
+  classifier runs in fp32 outside autocast, so every logit (training, teacher, evaluation) is
+  fp32: bf16 logits tie and flip top-1 argmaxes. The losses are fp32. TF32 stays off: the
+  fp32 parts are small, and a figure labelled fp32 should not hide a 10-bit mantissa.
+- `auto` on the CPU: fp32.
+- `deterministic: true`: strict. An operation without a deterministic kernel raises, and the
+  run stops with a message naming it, rather than warn and give results that differ.
+- `compile: true`: the backbone (student and teacher) compiled once for the whole run with a
+  dynamic batch dimension; the classifier, which grows every phase, stays eager.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from .errors import MGRBError
+
+# cuBLAS reads this when it creates its first handle; a fixed workspace makes it deterministic.
+CUBLAS_WORKSPACE = ":4096:8"
+DETERMINISTIC_WORKSPACES = (":4096:8", ":16:8")
+_NO_DETERMINISTIC_KERNEL = re.compile(r"(\S+) does not have a deterministic implementation")
+
+
+def prepare_process(deterministic: bool) -> None:
+    """Call at process entry, before anything starts CUDA: cuBLAS ignores a workspace setting
+    made after its first handle exists, for the rest of the process."""
+    if deterministic and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in DETERMINISTIC_WORKSPACES:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+
+
+@dataclass(frozen=True)
+class Numerics:
+    device_type: str
+    bf16: bool
+    channels_last: bool
+    compile: bool
+    deterministic: bool
+
+    @classmethod
+    def resolve(cls, train: dict, device: torch.device) -> Numerics:
+        on_gpu = device.type == "cuda"
+        precision, layout = train["precision"], train["channels_last"]
+        return cls(device_type=device.type,
+                   bf16=precision == "bf16" or (precision == "auto" and on_gpu),
+                   channels_last=layout is True or (layout == "auto" and on_gpu),
+                   compile=train["compile"], deterministic=train["deterministic"])
+
+    @property
+    def fused_optimizer(self) -> bool:
+        """AdamW's fused kernel on CUDA: one launch for all parameters instead of hundreds."""
+        return self.device_type == "cuda"
+
+    def autocast(self):
+        """For the backbone only; see `logits`."""
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def logits(self, backbone, classifier, x: torch.Tensor) -> torch.Tensor:
+        """classifier(backbone(x)): the backbone under the run's autocast, the classifier in
+        fp32 outside it, so the logits are fp32 whatever the precision."""
+        with self.autocast():
+            features = backbone(x)
+        return classifier(features.float())
+
+    def describe(self) -> dict:
+        return {"precision": "bf16" if self.bf16 else "fp32",
+                "autocast": "bfloat16, backbone only" if self.bf16 else "off",
+                "logits_and_losses": "float32", "tf32": False,
+                "channels_last": self.channels_last, "compile": self.compile,
+                "deterministic": self.deterministic,
+                "cudnn_benchmark": self.device_type == "cuda" and not self.deterministic,
+                "optimizer": "AdamW (fused)" if self.fused_optimizer else "AdamW"}
+
+
+@contextmanager
+def applied(numerics: Numerics):
+    """torch's process-wide settings for one run, put back afterwards; an operation refused
+    by deterministic mode leaves as an MGRBError naming it."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)
+    # The legacy allow_tf32 flags, not the newer fp32_precision ones: Inductor reads the
+    # legacy flags, and torch raises when it finds the two APIs mixed.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if numerics.deterministic:
+        if numerics.device_type == "cuda":
+            _check_cublas_workspace()
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        # every batch but an epoch's last has one shape: let cuDNN time its algorithms once
+        torch.backends.cudnn.benchmark = numerics.device_type == "cuda"
+    try:
+        yield
+    except RuntimeError as error:
+        refused = deterministic_refusal(error, numerics.device_type)
+        if refused is None:
+            raise
+        raise refused from None
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        torch.backends.cudnn.allow_tf32 = saved[3]
+        torch.backends.cuda.matmul.allow_tf32 = saved[4]
+
+
+def _check_cublas_workspace() -> None:
+    value = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if value in DETERMINISTIC_WORKSPACES:
+        return
+    if not torch.cuda.is_initialized():
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+        return
+    raise MGRBError(f"train.deterministic: cuBLAS needs CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} "
+                    f"set before CUDA starts, and this process started CUDA with "
+                    f"{value or 'none set'}. `mgrb run` sets it at start; a script that calls "
+                    "the trainer must set it before its first CUDA call.")
+
+
+def deterministic_refusal(error: BaseException, device_type: str) -> MGRBError | None:
+    """The user-facing error for torch refusing a non-deterministic operation, or None."""
+    text = str(error)
+    found = _NO_DETERMINISTIC_KERNEL.search(text)
+    if found:
+        return MGRBError(
+            f"train.deterministic is true, but {found.group(1)} has no deterministic "
+            f"implementation on this device ({device_type}), so PyTorch refused it rather than "
+            "give results that change from run to run. Set train.deterministic: false for "
+            "this experiment (a resumed run may then differ in the last digits).")
+    if "CUBLAS_WORKSPACE_CONFIG" in text:
+        return MGRBError(f"train.deterministic: cuBLAS needs CUBLAS_WORKSPACE_CONFIG="
+                         f"{CUBLAS_WORKSPACE} set before CUDA starts (`mgrb run` does this); "
+                         f"PyTorch says: {text.splitlines()[0][:200]}")
+    return None
+
+
+class Compiler:
+    """torch.compile for the backbones of one run, and torch's own account of it.
+
+    Batch size is the one shape that changes within a run (an epoch's partial last batch,
+    evaluation batches, each phase's set sizes), so it is marked dynamic on every call: the
+    graphs compiled in the first phase serve every later one. Dynamo's cache belongs to the
+    code of `ResNet.forward`, so a new teacher each phase reuses the teacher's graph.
+    """
+
+    def __init__(self, enabled: bool, device_type: str):
+        self.enabled = enabled
+        if enabled:
+            _check_compiler(device_type)
+        self._start = _dynamo_counts() if enabled else None
+
+    def wrap(self, backbone):
+        if not self.enabled:
+            return backbone
+        compiled = torch.compile(backbone)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+            return compiled(x)
+
+        return run
+
+    def report(self) -> dict:
+        """Graphs compiled, frames that fell back to eager (a failed compile or the recompile
+        limit), graph breaks: counted by torch since this run began."""
+        if not self.enabled:
+            return {"enabled": False}
+        now = _dynamo_counts()
+        grew = {key: now[key] - self._start[key] for key in now}
+        return {"enabled": True, "graphs": grew["graphs"],
+                "fallbacks_to_eager": grew["frames"] - grew["ok"], "graph_breaks": grew["breaks"],
+                "recompile_limit": torch._dynamo.config.recompile_limit}
+
+
+def _dynamo_counts() -> dict:
+    from torch._dynamo.utils import counters
+
+    return {"graphs": counters["stats"]["unique_graphs"], "frames": counters["frames"]["total"],
+            "ok": counters["frames"]["ok"], "breaks": sum(counters["graph_break"].values())}
+
+
+def _check_compiler(device_type: str) -> None:
+    """Inductor writes C++ on the CPU, and Triton builds a C launcher on a GPU: either needs a
+    compiler on PATH at run time, which a slim image may lack."""
+    names = ("c++", "g++", "clang++") if device_type == "cpu" else ("cc", "gcc", "clang")
+    wanted = os.environ.get("CXX" if device_type == "cpu" else "CC")
+    if (wanted and shutil.which(wanted)) or any(shutil.which(name) for name in names):
+        return
+    raise MGRBError(f"train.compile: true needs a {'C++' if device_type == 'cpu' else 'C'} compiler "
+                    f"on PATH at run time ({'Inductor' if device_type == 'cpu' else 'Triton'} "
+                    f"builds its kernels with it) and none of {', '.join(names)} was found. "
+                    "Install one (gcc), or set train.compile: false.")

@@ -1,0 +1,147 @@
+"""numerics.py on the CPU: what each precision means, strict deterministic mode, torch.compile
+kept compiled over every phase of a real run, and torch's settings put back afterwards."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from mgrb.cli import main
+from mgrb.errors import MGRBError
+from mgrb.models import IncrementalNet, build_backbone
+from mgrb.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applied, deterministic_refusal,
+                           prepare_process)
+
+TRAIN = {"precision": "auto", "channels_last": "auto", "compile": False, "deterministic": False}
+
+EXPERIMENT = """\
+name: numerics
+dataset: {name: digits}
+protocol: {initial: 6, increment: 2, memory_total: 200}
+train:
+  epochs: 2
+  milestones: [1]
+  stage2_epochs: 2
+  batch_size: 64
+method: {losses: ce+distill+hierloss, beta: 20, scale: 0.5}
+hierarchy: {kind: vis, clusters: 2}
+"""
+
+
+@pytest.mark.parametrize("device, precision, bf16, channels_last", [
+    ("cpu", "auto", False, False), ("cuda", "auto", True, True), ("cuda", "fp32", False, True),
+    ("cpu", "bf16", True, False)])
+def test_auto_resolves_by_device(device, precision, bf16, channels_last):
+    numerics = Numerics.resolve({**TRAIN, "precision": precision}, torch.device(device))
+    assert (numerics.bf16, numerics.channels_last) == (bf16, channels_last)
+    assert numerics.describe()["logits_and_losses"] == "float32"
+    assert numerics.describe()["tf32"] is False
+    assert numerics.fused_optimizer == (device == "cuda")
+
+
+def test_bf16_logits_come_out_fp32_from_an_fp32_classifier():
+    torch.manual_seed(0)
+    net = IncrementalNet(build_backbone("resnet_small", 1), 10).eval()
+    x = torch.randn(64, 1, 8, 8)
+    numerics = Numerics.resolve({**TRAIN, "precision": "bf16"}, torch.device("cpu"))
+    with torch.no_grad():
+        logits = numerics.logits(net.backbone, net.classifier, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features = net.backbone(x)
+        assert features.dtype == torch.bfloat16  # the backbone did run in bf16
+        expected = net.classifier(features.float())
+        bf16_head = torch.autocast("cpu", dtype=torch.bfloat16)
+        with bf16_head:
+            old_style = net.classifier(features)
+    assert logits.dtype == torch.float32
+    assert torch.equal(logits, expected)
+    assert old_style.dtype == torch.bfloat16  # what a classifier under autocast gave before
+
+
+def test_tf32_and_determinism_are_set_for_the_run_and_put_back():
+    torch.backends.cudnn.allow_tf32 = True
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    numerics = Numerics.resolve({**TRAIN, "deterministic": True}, torch.device("cpu"))
+    with applied(numerics):
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()  # strict, not a warning
+    assert torch.backends.cudnn.allow_tf32 is True
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+
+
+def test_an_operation_without_a_deterministic_kernel_stops_the_block_naming_it():
+    numerics = Numerics.resolve({**TRAIN, "deterministic": True}, torch.device("cpu"))
+    with pytest.raises(MGRBError, match=r"put_ has no deterministic implementation on this "
+                                        r"device \(cpu\)") as raised:
+        with applied(numerics):
+            torch.zeros(4).put_(torch.tensor([0]), torch.tensor([1.0]))  # flagged on the CPU too
+    assert "train.deterministic: false" in str(raised.value)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert deterministic_refusal(RuntimeError("CUDA out of memory"), "cuda") is None
+
+
+def test_a_run_in_deterministic_mode_refuses_such_an_operation(tmp_path, monkeypatch, capsys):
+    """Through the real entry point: a backbone that calls an operation PyTorch flags (put_,
+    flagged on the CPU as well) ends the run with exit 2 and the operation's name."""
+    from mgrb import models
+
+    forward = models.ResNet.forward
+
+    def flagged_forward(self, x):
+        torch.zeros(2, device=x.device).put_(torch.tensor([0], device=x.device),
+                                             torch.tensor([1.0], device=x.device))
+        return forward(self, x)
+
+    monkeypatch.setattr(models.ResNet, "forward", flagged_forward)
+    path = tmp_path / "e.yaml"
+    path.write_text(EXPERIMENT)
+    code = main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu",
+                 "--set", "train.deterministic=true"])
+    err = capsys.readouterr().err
+    assert code == 2 and "put_ has no deterministic implementation" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "results.json").exists()
+
+
+def test_the_cublas_workspace_is_set_at_process_entry(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    prepare_process(deterministic=False)
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    prepare_process(deterministic=True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the other deterministic value stays
+    prepare_process(deterministic=True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_compile_without_a_compiler_on_path_is_refused_plainly(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(MGRBError, match="needs a C\\+\\+ compiler on PATH"):
+        Compiler(True, "cpu")
+    Compiler(False, "cpu")  # no compile, no compiler needed
+
+
+def test_compile_stays_compiled_over_every_phase(tmp_path, capsys):
+    """A real digits run with train.compile: the backbone's graphs are compiled in the first
+    phases and serve every later one (a new teacher and a larger classifier included); torch's
+    counters show no fallback to eager, and the run records them."""
+    path = tmp_path / "e.yaml"
+    path.write_text(EXPERIMENT)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--device", "cpu",
+                 "--set", "train.compile=true"]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    report = results["compile"]
+    assert report["enabled"] and report["fallbacks_to_eager"] == 0 and report["graph_breaks"] == 0
+    # student in training, student evaluating, the frozen teacher: one graph each at most,
+    # plus one for a batch-size specialisation; far under the recompile limit
+    assert 1 <= report["graphs"] <= 4 < report["recompile_limit"]
+    per_phase = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    per_phase = [e for e in per_phase if e["event"] == "compile"]
+    assert [e["phase"] for e in per_phase] == [0, 1, 2]
+    assert per_phase[1]["graphs"] == per_phase[2]["graphs"]  # the last phase compiled nothing
+    assert results["numerics"]["compile"] is True
+    assert all(0 <= p["top1"] <= 100 for p in results["phases"])
