@@ -128,24 +128,17 @@ def _out_of_memory():
 
 
 def command_reproduce(args) -> int:
-    from .environment import resolve_device
     from .progress import Progress
     from .reproduce import reproduce
 
-    from .trainer import Interrupted
-
     patterns = [p for item in args.experiments for p in item.replace(",", " ").split()]
-    _install_stop_handlers()
-    try:
-        return reproduce(experiments_dir=args.experiments_dir, patterns=patterns,
-                         runs_dir=args.runs_dir, reports_dir=args.reports_dir,
-                         device=resolve_device(args.device), tolerance=args.tolerance,
-                         progress=Progress(quiet=args.quiet))
-    except (Interrupted, KeyboardInterrupt) as stop:
-        print(f"\ninterrupted{': ' + str(stop) if str(stop) else ''}. Run the same command "
-              "again: finished runs are skipped and the interrupted one resumes from its last "
-              "checkpoint", file=sys.stderr)
-        return 130
+    code = reproduce(experiments_dir=args.experiments_dir, patterns=patterns,
+                     runs_dir=args.runs_dir, reports_dir=args.reports_dir, device=args.device,
+                     tolerance=args.tolerance, progress=Progress(quiet=args.quiet))
+    if code == 130:
+        print("\ninterrupted. Run the same command again: finished runs are skipped and the "
+              "interrupted one resumes from its last checkpoint", file=sys.stderr)
+    return code
 
 
 def command_report(args) -> int:

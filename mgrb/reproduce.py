@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import gc
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import load_config
 from .errors import ConfigError, MGRBError
+from .isolated import INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -59,18 +59,21 @@ def select_experiments(experiments_dir: Path, patterns: list[str]) -> list[tuple
 
 
 def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, reports_dir: Path,
-              device, tolerance: float | None, progress) -> int:
+              device: str, tolerance: float | None, progress) -> int:
+    """Every run in its own `mgrb run` process (isolated.py): a run that fails, crashes or runs
+    out of memory is listed in the report with its message, and the batch goes on. Returns
+    0, 1 when a run failed, or 130 when stopped (the stopped run resumes next time)."""
     from .data import data_present
     from .report import write_report
     from .check import check_group, format_table, read_results
+    from .isolated import run_command, run_isolated
     from .runfolder import RunFolder
-    from .trainer import Trainer
 
     selected = select_experiments(experiments_dir, patterns)
     groups: dict[str, list[dict]] = {}
     failed: dict[str, str] = {}
     not_run: dict[str, str] = {}
-    for _path, config in selected:
+    for path, config in selected:
         name, dataset = config["name"], config["dataset"]["name"]
         # Named explicitly, CIFAR may still be downloaded; the default set takes what is there.
         may_download = bool(patterns) and dataset in ("cifar10", "cifar100") \
@@ -80,38 +83,28 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
             progress.message(f"skipping {name}: {not_run[name]}")
             continue
         for run in planned_runs(config, runs_dir):
-            folder = RunFolder(run.folder)
-            try:
-                folder.prepare(run.config)
-                if not folder.is_finished():
-                    progress.message(f"== {name} (seed {run.seed}) -> {run.folder}")
-                    folder.acquire_lock()
-                    try:
-                        Trainer(run.config, folder, device, progress).train()
-                    finally:
-                        folder.release_lock()
-                else:
-                    progress.message(f"== {name} (seed {run.seed}): finished earlier, skipped")
-                groups.setdefault(name, []).append(read_results(run.folder))
-            except MGRBError as error:
-                failed[name] = str(error)
-                progress.message(f"{name} failed: {error}")
-            finally:
-                _release_device_memory()
+            label = f"{name} (seed {run.seed})" if config["seeds"] else name
+            if RunFolder(run.folder).is_finished():
+                progress.message(f"== {label}: finished earlier, skipped")
+            else:
+                progress.message(f"== {label} -> {run.folder}")
+                outcome = run_isolated(run_command(
+                    path, runs_dir / name, seed=run.seed if config["seeds"] else None,
+                    device=device, quiet=progress.quiet, experiments_dir=experiments_dir))
+                if outcome.interrupted:
+                    progress.message(f"{label} stopped; its checkpoint is saved")
+                    return INTERRUPTED
+                if not outcome.finished:
+                    failed[label] = outcome.error
+                    progress.message(f"{label} failed: {outcome.error}; going on with the next")
+                    continue
+            groups.setdefault(name, []).append(read_results(run.folder))
     report = write_report(groups, reports_dir, tolerance=tolerance, failed=failed,
                           not_run=not_run)
     rows = [row for name, runs in groups.items() for row in check_group(name, runs, tolerance)]
     if rows:
         print(format_table(rows))
-    for name, message in failed.items():
-        print(f"{name}: FAILED: {message}")
+    for label, message in failed.items():
+        print(f"{label}: FAILED: {message}")
     print(f"report: {report}")
     return 1 if failed else 0
-
-
-def _release_device_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -1,0 +1,26 @@
+"""Faults for `mgrb run` processes started by tests, at the process boundary: Python loads
+this module at start-up when a test puts this folder on PYTHONPATH. MGRB_TEST_FAULTS names an
+experiment and what happens in its second phase: "a=oom,b=crash". Nothing else loads it."""
+
+import os
+
+FAULTS = dict(item.split("=", 1) for item in os.environ.get("MGRB_TEST_FAULTS", "").split(",")
+              if "=" in item)
+
+if FAULTS:
+    import torch
+
+    import mgrb.trainer
+
+    _train_phase = mgrb.trainer.Trainer._train_phase
+
+    def _faulty_train_phase(self, position, optimizer_state):
+        fault = FAULTS.get(self.config["name"]) if position.phase == 1 else None
+        if fault == "oom":  # what the CUDA caching allocator raises
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 "
+                                         "has a total capacity of 79.19 GiB")
+        if fault == "crash":
+            os.abort()
+        return _train_phase(self, position, optimizer_state)
+
+    mgrb.trainer.Trainer._train_phase = _faulty_train_phase
