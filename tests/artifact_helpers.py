@@ -10,6 +10,10 @@ from types import SimpleNamespace
 import pynvml
 
 NVML_READING = Path(__file__).parent / "data" / "nvml_reading.json"
+# A "mig_devices" entry for a GPU of the reading: three slots, the middle one empty.
+MIG_SLICES = [{"uuid": "MIG-1f0c3a52-77d1-5b0e-9c1d-2a4b6c8d0e11", "name": "NVIDIA H100 80GB HBM3 MIG 3g.40gb"},
+              None,
+              {"uuid": "MIG-9e8d7c6b-5a49-5382-a1b0-c9d8e7f6a5b4", "name": "NVIDIA H100 80GB HBM3 MIG 2g.20gb"}]
 
 TINY = """\
 name: {name}
@@ -64,18 +68,47 @@ def wait_for(condition, timeout: float = 120.0, interval: float = 0.1):
 
 
 class ReplayedNvml:
-    """pynvml's functions over a stored reading; the real exception classes and constants."""
+    """pynvml's functions over a stored reading; the real exception classes and constants.
+
+    A device's optional "mig_mode" ([current, pending]; absent: a GPU without MIG, which
+    raises NotSupported) and "mig_devices" (a list of {"uuid", "name"}, null for an empty
+    slot) stand for MIG; a MIG device's handle is (GPU index, slot)."""
     NVMLError = pynvml.NVMLError
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+    NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
+    MAX_MIG_DEVICES = 7  # an H100's
 
     def __init__(self, reading):
         self.devices, self.calls = reading["devices"], []
 
     def _value(self, handle, key):
-        value = self.devices[handle][key]
+        if isinstance(handle, tuple):
+            gpu, slot = handle
+            value = self.devices[gpu]["mig_devices"][slot][key]
+        else:
+            value = self.devices[handle][key]
         if value is None:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return value
+
+    def _mig_capable(self, handle):
+        if "mig_mode" not in self.devices[handle]:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    def nvmlDeviceGetMigMode(self, handle):
+        self._mig_capable(handle)
+        return list(self.devices[handle]["mig_mode"])
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle):
+        self._mig_capable(handle)
+        return self.MAX_MIG_DEVICES
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle, slot):
+        self._mig_capable(handle)
+        slots = self.devices[handle].get("mig_devices") or []
+        if slot >= len(slots) or slots[slot] is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return handle, slot
 
     def nvmlInit(self):
         self.calls.append("init")
@@ -118,3 +151,11 @@ class ReplayedNvml:
 
 def replayed_nvml():
     return ReplayedNvml(json.loads(NVML_READING.read_text()))
+
+
+def nvml_reading(*changes: dict) -> dict:
+    """The stored reading with each device's entries updated by the matching dict (MIG, other
+    models); `{}` leaves a device as it is."""
+    devices = json.loads(NVML_READING.read_text())["devices"]
+    return {"devices": [{**device, **change} for device, change in zip(devices, changes)]
+            + devices[len(changes):]}

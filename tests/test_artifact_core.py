@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -13,7 +14,10 @@ from artifact.core.records import read_exit, read_launch
 from artifact.core.runs import (FAILED, FINISHED, INTERRUPTED, KILLED, NOT_RUN, RUNNING, STALLED,
                                 EventTail, RunWatcher)
 from artifact.core.settings import Settings, parse_gpus
-from artifact_helpers import wait_for, write_broken_cifar, write_experiments
+from artifact_helpers import (MIG_SLICES, ReplayedNvml, nvml_reading, wait_for, write_broken_cifar,
+                              write_experiments)
+
+FAKE_UUID = "GPU-00000000-1111-2222-3333-444444444444"
 
 
 def _experiment(tmp_path, name="tiny", **kwargs) -> Experiment:
@@ -50,6 +54,7 @@ def test_a_launched_run_finishes_with_a_verdict(tmp_path):
     experiment = _experiment(tmp_path)
     launcher = LocalLauncher(tmp_path / "runs")
     record = launcher.start(experiment, gpu=None)
+    assert record["command"][-2:] == ["--device", "cpu"] and record["device"] == "cpu"
     watcher = RunWatcher(experiment)
     assert watcher.refresh(stall_after_s=600).status in (RUNNING, FINISHED)
     wait_for(lambda: read_exit(experiment.base_folder))
@@ -62,6 +67,58 @@ def test_a_launched_run_finishes_with_a_verdict(tmp_path):
     assert state.progress.losses and state.progress.phases == 3
     assert read_launch(experiment.base_folder)["pid"] == record["pid"]
     assert any("average incremental top-1" in line for line in state.log)
+    assert [r["device"][:4] for r in state.results] == ["CPU "]
+
+
+def test_a_run_on_a_gpu_cuda_cannot_use_fails_instead_of_training_on_the_cpu(tmp_path):
+    """This machine's CUDA sees no GPU by that UUID (or none at all): the run must end with
+    the trainer's error, not quietly train on the CPU while the panel shows it on a GPU."""
+    experiment = _experiment(tmp_path)
+    record = LocalLauncher(tmp_path / "runs").start(experiment, gpu=0, gpu_uuid=FAKE_UUID)
+    assert record["command"][-2:] == ["--device", "cuda"]
+    assert (record["gpu"], record["gpu_uuid"], record["device"]) == (0, FAKE_UUID, "cuda")
+    wait_for(lambda: read_exit(experiment.base_folder))
+    state = RunWatcher(experiment).refresh(stall_after_s=600)
+    assert state.status == FAILED
+    assert "mgrb: error: --device cuda: no CUDA device is visible" in state.detail
+    assert state.results == [] and not state.progress.losses
+
+
+class _Started(Exception):
+    pass
+
+
+def _launched_with(monkeypatch, tmp_path, gpu, uuid, environ):
+    """The supervisor's command line and environment, caught before any process starts."""
+    seen = {}
+
+    def popen(command, **kwargs):
+        seen.update(command=command, env=kwargs["env"])
+        raise _Started
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    with pytest.raises(_Started):
+        LocalLauncher(tmp_path / "runs", environ=environ).start(_experiment(tmp_path), gpu, uuid)
+    return seen["command"], seen["env"]
+
+
+@pytest.mark.parametrize("gpu, uuid, device, visible", [
+    (1, FAKE_UUID, "cuda", FAKE_UUID), (None, None, "cpu", "")])
+def test_a_slot_becomes_device_and_cuda_visible_devices(monkeypatch, tmp_path, gpu, uuid, device, visible):
+    inherited = {"CUDA_VISIBLE_DEVICES": "1,0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "HOME": "/h"}
+    command, env = _launched_with(monkeypatch, tmp_path, gpu, uuid, inherited)
+    path = str((tmp_path / "experiments" / "tiny.yaml").resolve())
+    assert command[-4:] == ["run", path, "--device", device]
+    assert env["CUDA_VISIBLE_DEVICES"] == visible  # never an index, never the inherited list
+    assert env["HOME"] == "/h" and env["MGRB_RUNS"] == str((tmp_path / "runs").resolve())
+
+
+@pytest.mark.parametrize("uuid", [None, "", "1"])
+def test_a_gpu_slot_without_a_uuid_is_not_started(tmp_path, uuid):
+    experiment = _experiment(tmp_path)
+    with pytest.raises(ValueError, match="GPU 1 has no known UUID .*not started"):
+        LocalLauncher(tmp_path / "runs").start(experiment, gpu=1, gpu_uuid=uuid)
+    assert not experiment.base_folder.exists()
 
 
 def test_a_failed_run_shows_the_trainers_error(tmp_path):
@@ -186,8 +243,9 @@ def test_docker_mode_through_the_service(tmp_path):
         launch = read_launch(tmp_path / "runs" / "tiny")
         assert launch["mode"] == "docker" and launch["container"]
         (body,) = [r.body for r in engine.called("POST", "/containers/create")]
-        assert body["Cmd"] == ["mgrb", "run", "tiny", "--out", "/runs/tiny"]
+        assert body["Cmd"] == ["mgrb", "run", "tiny", "--out", "/runs/tiny", "--device", "cpu"]
         assert "DeviceRequests" not in body["HostConfig"] or not body["HostConfig"]["DeviceRequests"]
+        assert "CUDA_VISIBLE_DEVICES=" in body["Env"] and launch["device"] == "cpu"
         state = service.poll().states["tiny"]
         assert state.status == RUNNING
         assert "asked the container to stop" in service.stop("tiny", state)
@@ -196,3 +254,115 @@ def test_docker_mode_through_the_service(tmp_path):
     finally:
         client.close()
         engine.close()
+
+
+def test_docker_mode_asks_for_the_gpu_by_uuid(tmp_path):
+    import docker
+
+    from artifact.core.docker_runner import DockerRunner
+    from artifact.core.gpu import GpuMonitor
+    from artifact.core.service import Service
+    from fake_docker_engine import FakeEngine
+
+    engine = FakeEngine()
+    client = docker.DockerClient(base_url=engine.base_url, version="1.43")
+    reading = nvml_reading()
+    first = reading["devices"][0]["uuid"]
+    try:
+        write_experiments(tmp_path / "experiments")
+        Settings(mode="docker").save(tmp_path / "runs")
+        service = Service(
+            experiments_dir=tmp_path / "experiments", runs_dir=tmp_path / "runs",
+            gpu_monitor=GpuMonitor(nvml=ReplayedNvml(reading)), environ={},
+            docker_runner_factory=lambda settings: DockerRunner(
+                image=settings.image, data_dir=tmp_path / "data", runs_dir=tmp_path / "runs",
+                client=client))
+        service.launch(["tiny"])
+        service.poll()
+        (body,) = [r.body for r in engine.called("POST", "/containers/create")]
+        assert body["Cmd"][-2:] == ["--device", "cuda"]
+        assert body["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == [first]
+        assert f"CUDA_VISIBLE_DEVICES={first}" in body["Env"]
+        launch = read_launch(tmp_path / "runs" / "tiny")
+        assert (launch["gpu"], launch["gpu_uuid"], launch["device"]) == (0, first, "cuda")
+    finally:
+        client.close()
+        engine.close()
+
+
+# -- the service's GPU choice, at the pynvml boundary ----------------------------------------
+class _RecordingLauncher:
+    """Stands in for LocalLauncher where only the slot matters (its command and environment
+    are tested above with the real class)."""
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, experiment, gpu, gpu_uuid=None, extra_args=()):
+        self.started.append((experiment.name, gpu, gpu_uuid))
+
+    def reap(self):
+        pass
+
+
+def _service(tmp_path, reading, environ, settings=None, names=("tiny",)):
+    from artifact.core.gpu import GpuMonitor
+    from artifact.core.service import Service
+
+    write_experiments(tmp_path / "experiments", names=names)
+    if settings is not None:  # as stored by an earlier session: not checked on the way in
+        settings.save(tmp_path / "runs")
+    service = Service(experiments_dir=tmp_path / "experiments", runs_dir=tmp_path / "runs",
+                      gpu_monitor=GpuMonitor(nvml=ReplayedNvml(reading)), environ=environ)
+    service.local = _RecordingLauncher()
+    return service
+
+
+def test_an_inherited_cuda_visible_devices_narrows_the_gpus(tmp_path):
+    reading = nvml_reading()
+    second = reading["devices"][1]["uuid"]
+    service = _service(tmp_path, reading, {"CUDA_VISIBLE_DEVICES": second[:12]},
+                       names=("tiny", "other"))
+    service.launch(["tiny", "other"])
+    snapshot = service.poll()
+    assert service.local.started == [("tiny", 1, second)]  # one run per GPU: other waits
+    assert snapshot.messages == [] and snapshot.states["other"].status == "queued"
+
+
+def test_an_empty_inherited_value_sends_runs_to_the_cpu(tmp_path):
+    service = _service(tmp_path, nvml_reading(), {"CUDA_VISIBLE_DEVICES": ""})
+    service.launch(["tiny"])
+    assert service.poll().messages == []
+    assert service.local.started == [("tiny", None, None)]
+
+
+def test_a_configured_gpu_nvml_does_not_report_is_said_once(tmp_path):
+    reading = nvml_reading()
+    service = _service(tmp_path, reading, {}, Settings(gpus=[3, 0]))
+    assert service.poll().messages == ["GPU 3 in the settings does not exist: the GPUs seen here are 0, 1"]
+    assert service.poll().messages == []
+    service.launch(["tiny"])
+    assert service.poll().messages == []
+    assert service.local.started == [("tiny", 0, reading["devices"][0]["uuid"])]
+    problems = service.save_settings(Settings(gpus=[1, 5]))
+    assert problems == ["GPUs: GPU 5 in the settings does not exist: the GPUs seen here are 0, 1"]
+    assert service.settings.gpus == [3, 0]  # not saved
+    assert service.save_settings(Settings(gpus=[1])) == []
+
+
+def test_mig_gpus_are_refused_and_runs_wait_rather_than_train_on_the_cpu(tmp_path):
+    reading = nvml_reading({"mig_mode": [1, 1], "mig_devices": MIG_SLICES})
+    first, second = (device["uuid"] for device in reading["devices"][:2])
+    service = _service(tmp_path, reading, {"CUDA_VISIBLE_DEVICES": first})
+    service.launch(["tiny"])
+    snapshot = service.poll()
+    (message,) = snapshot.messages
+    assert message.startswith("GPU 0 (") and "is in MIG mode with 2 MIG devices" in message
+    assert f"CUDA_VISIBLE_DEVICES={MIG_SLICES[0]['uuid']} mgrb run" in message
+    state = snapshot.states["tiny"]
+    assert state.status == "queued" and "do not fall back to the CPU" in state.detail
+    assert service.poll().messages == [] and service.local.started == []
+    assert service.queue.names() == ["tiny"]
+    service.environ = {"CUDA_VISIBLE_DEVICES": f"{first},{second}"}
+    assert service.poll().messages == []  # the same problem: not told twice
+    assert service.local.started == [("tiny", 1, second)]

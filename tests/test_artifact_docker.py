@@ -12,6 +12,8 @@ from artifact.core.docker_runner import DockerRunner, DockerUnavailable
 from fake_docker_engine import FakeEngine
 
 IMAGE = "mgrb-artifact:0.1.0"
+GPU_A = "GPU-6a1c9f3e-0d2b-4c41-9a77-1f0e8b2c5d10"
+GPU_B = "GPU-0b7e2d44-8c15-4f0a-b2d6-77c1e9a3f021"
 OURS = {"org.mgrb.experiment": "digits_5_1", "org.mgrb.run": "digits_5_1", "org.mgrb.launcher": "mgrb-tui"}
 
 
@@ -46,18 +48,21 @@ def _pulled(engine):
 
 
 def test_start_sends_command_gpus_mounts_shm_labels_and_user(engine, make_runner, tmp_path):
-    run = make_runner().start(experiment="c100_ont_10_10", run="c100_ont_10_10/seed-1", gpus=[0, 2])
+    run = make_runner().start(experiment="c100_ont_10_10", run="c100_ont_10_10/seed-1",
+                              gpus=[GPU_A, GPU_B])
     (body,) = _created(engine)
     assert body["Image"] == IMAGE
-    assert body["Cmd"] == ["mgrb", "run", "c100_ont_10_10", "--out", "/runs/c100_ont_10_10/seed-1"]
+    assert body["Cmd"] == ["mgrb", "run", "c100_ont_10_10", "--out", "/runs/c100_ont_10_10/seed-1",
+                           "--device", "cuda"]
     assert body["Labels"] == {"org.mgrb.experiment": "c100_ont_10_10",
                               "org.mgrb.run": "c100_ont_10_10/seed-1", "org.mgrb.launcher": "mgrb-tui"}
-    assert sorted(body["Env"]) == ["MGRB_DATA=/data", "MGRB_RUNS=/runs"]
+    assert sorted(body["Env"]) == [f"CUDA_VISIBLE_DEVICES={GPU_A},{GPU_B}", "MGRB_DATA=/data",
+                                   "MGRB_RUNS=/runs"]
     assert body["User"] == f"{os.getuid()}:{os.getgid()}"
     host = body["HostConfig"]
     assert host["ShmSize"] == 16 * 1024 ** 3
     assert sorted(host["Binds"]) == sorted([f"{tmp_path / 'data'}:/data:ro", f"{tmp_path / 'runs'}:/runs:rw"])
-    assert host["DeviceRequests"] == [{"Driver": "", "Count": 0, "DeviceIDs": ["0", "2"],
+    assert host["DeviceRequests"] == [{"Driver": "", "Count": 0, "DeviceIDs": [GPU_A, GPU_B],
                                        "Capabilities": [["gpu"]], "Options": {}}]
     (create,) = engine.called("POST", "/containers/create")
     assert create.query["name"][0].startswith("mgrb-c100_ont_10_10-seed-1-")
@@ -66,12 +71,25 @@ def test_start_sends_command_gpus_mounts_shm_labels_and_user(engine, make_runner
     assert _pulled(engine) == []
 
 
-@pytest.mark.parametrize("gpus, expected", [
-    (None, [{"Driver": "", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]),
-    ([], None)])
-def test_all_gpus_or_none(engine, make_runner, gpus, expected):
+@pytest.mark.parametrize("gpus, expected, device, env", [
+    (None, [{"Driver": "", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}],
+     "cuda", []),
+    # CUDA images set NVIDIA_VISIBLE_DEVICES=all: an empty CUDA_VISIBLE_DEVICES keeps a CPU run
+    # off the GPUs where nvidia is the default runtime
+    ([], None, "cpu", ["CUDA_VISIBLE_DEVICES="])])
+def test_all_gpus_or_none(engine, make_runner, gpus, expected, device, env):
     make_runner().start(experiment="digits_5_1", run="digits_5_1", gpus=gpus)
-    assert _created(engine)[0]["HostConfig"].get("DeviceRequests") == expected
+    (body,) = _created(engine)
+    assert body["HostConfig"].get("DeviceRequests") == expected
+    assert body["Cmd"][-2:] == ["--device", device]
+    assert [e for e in body["Env"] if e.startswith("CUDA_")] == env
+
+
+@pytest.mark.parametrize("gpus", [[0], ["0"], [GPU_A, ""]])
+def test_gpus_by_index_are_refused(engine, make_runner, gpus):
+    with pytest.raises(ValueError, match=r"by UUID \(GPU-\.\.\.\), not"):
+        make_runner().start(experiment="digits_5_1", run="digits_5_1", gpus=gpus)
+    assert _created(engine) == []
 
 
 def test_extra_args_follow_the_command(engine, make_runner):
@@ -144,7 +162,7 @@ def test_no_gpu_runtime_names_the_toolkit_and_leaves_no_container(engine, make_r
     engine.gpu_runtime = False
     runner = make_runner()
     with pytest.raises(DockerUnavailable, match="NVIDIA Container Toolkit") as error:
-        runner.start(experiment="digits_5_1", run="digits_5_1", gpus=[0])
+        runner.start(experiment="digits_5_1", run="digits_5_1", gpus=[GPU_A])
     assert "choose no GPUs" in str(error.value)
     assert len(_created(engine)) == 1 and engine.containers == {}
     assert runner.list_runs() == []

@@ -50,12 +50,25 @@ def _sdk():
     return docker, requests
 
 
-def _device_requests(docker, gpus: list[int] | None) -> list:
+def _device_requests(docker, gpus: list[str] | None) -> list:
     if gpus is None:
         return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     if gpus:
-        return [docker.types.DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+        return [docker.types.DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])]
     return []
+
+
+def _device_settings(gpus: list[str] | None) -> tuple[list[str], dict]:
+    """`--device` for the command and the CUDA environment of the container. CUDA images set
+    NVIDIA_VISIBLE_DEVICES=all, which exposes every GPU where nvidia is Docker's default
+    runtime, whatever was requested: CUDA_VISIBLE_DEVICES keeps the run to what it asked for."""
+    if gpus is None:
+        return ["--device", "cuda"], {}
+    bad = [g for g in gpus if not (isinstance(g, str) and g.startswith("GPU-"))]
+    if bad:
+        raise ValueError(f"GPUs are asked for by UUID (GPU-...), not {bad}: an index can name "
+                         "another GPU")
+    return ["--device", "cuda" if gpus else "cpu"], {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
 
 
 def _container_name(run: str) -> str:
@@ -111,9 +124,12 @@ class DockerRunner:
         self._call(check)
 
     # -- runs ------------------------------------------------------------------------------
-    def start(self, *, experiment: str, run: str, gpus: list[int] | None,
+    def start(self, *, experiment: str, run: str, gpus: list[str] | None,
               extra_args: list[str] | tuple[str, ...] = ()) -> ContainerRun:
-        """Start `mgrb run` in a container; gpus None asks for all GPUs, [] for none (CPU)."""
+        """Start `mgrb run` in a container; gpus: NVML UUIDs, None for all GPUs, [] for none
+        (CPU). A GPU run gets `--device cuda`: without the GPU it fails instead of training
+        on the CPU."""
+        device_args, cuda_env = _device_settings(gpus)
         self.check()  # `containers.run` would pull a missing image from a registry
         docker, requests = _sdk()
         device_requests = _device_requests(docker, gpus)
@@ -122,13 +138,14 @@ class DockerRunner:
             # create + start rather than `run`: `run` pulls when create finds no image, and a
             # container that fails to start is ours to remove.
             container = client.containers.create(
-                self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}", *extra_args],
+                self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}", *device_args,
+                                     *extra_args],
                 name=_container_name(run), detach=True, shm_size=self.shm_size,
                 labels={LABEL: experiment, RUN_LABEL: run, LAUNCHER_LABEL: LAUNCHER},
                 volumes={str(self.data_dir): {"bind": "/data", "mode": "ro"},
                          str(self.runs_dir): {"bind": "/runs", "mode": "rw"}},
                 user=f"{os.getuid()}:{os.getgid()}",  # run folders on the host stay the user's
-                environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data"},
+                environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data", **cuda_env},
                 device_requests=device_requests or None)
             try:
                 container.start()  # the daemon resolves GPU requests here, not at create

@@ -14,6 +14,12 @@ SMI_GPUS = ("index,uuid,name,utilization.gpu,memory.used,memory.total,temperatur
 
 
 @dataclass(frozen=True)
+class MigDevice:
+    uuid: str  # "MIG-...": what CUDA_VISIBLE_DEVICES takes to run on this slice
+    name: str
+
+
+@dataclass(frozen=True)
 class GpuReading:
     index: int
     uuid: str
@@ -25,6 +31,8 @@ class GpuReading:
     power: float | None         # watts
     power_limit: float | None   # watts
     pids: tuple[int, ...]       # compute processes; host pids when read inside a container
+    mig_enabled: bool = False   # MIG mode is on: CUDA cannot use the GPU whole
+    mig_devices: tuple[MigDevice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,25 @@ class GpuMonitor:
                 lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
             power=self._metric(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000),  # mW
             power_limit=self._metric(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000),
-            pids=tuple(int(p.pid) for p in processes))
+            pids=tuple(int(p.pid) for p in processes), **self._read_mig(handle))
+
+    def _read_mig(self, handle) -> dict:
+        nvml = self._nvml
+        try:
+            current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+        except nvml.NVMLError:  # NotSupported: a GPU without MIG
+            return {}
+        if current != nvml.NVML_DEVICE_MIG_ENABLE:
+            return {}
+        devices = []
+        for slot in range(self._metric(lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(handle), int) or 0):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+                devices.append(MigDevice(_text(nvml.nvmlDeviceGetUUID(mig)),
+                                         _text(nvml.nvmlDeviceGetName(mig))))
+            except nvml.NVMLError:  # NotFound: a slot with no MIG device in it
+                continue
+        return {"mig_enabled": True, "mig_devices": tuple(devices)}
 
     def _read_nvml(self) -> GpuSnapshot:
         gpus = tuple(self._read_device(i) for i in range(self._nvml.nvmlDeviceGetCount()))

@@ -56,21 +56,36 @@ def choose_slot(running_on: list[int | None], gpus: list[int], runs_per_gpu: int
     return min(free, key=lambda g: (counts[g], g)) if free else FULL
 
 
+def device_for(gpu: int | None, uuid: str | None) -> tuple[str, str]:
+    """`--device` and CUDA_VISIBLE_DEVICES for a slot: the GPU's UUID, because CUDA's indices
+    follow CUDA_DEVICE_ORDER and an inherited CUDA_VISIBLE_DEVICES while NVML's do not; on the
+    CPU, an empty value, so that `--device cpu` is not the only thing keeping a GPU away."""
+    if gpu is None:
+        return "cpu", ""
+    if not uuid or not uuid.startswith("GPU-"):
+        raise ValueError(f"GPU {gpu} has no known UUID ({uuid or 'none read'}), and an index "
+                         "could name another GPU to CUDA; not started")
+    return "cuda", uuid
+
+
 class LocalLauncher:
-    def __init__(self, runs_dir: Path, python: str = sys.executable):
+    def __init__(self, runs_dir: Path, python: str = sys.executable, environ=None):
         self.runs_dir, self.python = Path(runs_dir).resolve(), python
+        self.environ = os.environ if environ is None else environ
         self._children: list[subprocess.Popen] = []
 
     def start(self, experiment: Experiment, gpu: int | None, gpu_uuid: str | None = None,
               extra_args: tuple[str, ...] = ()) -> dict:
+        """On a GPU the run gets `--device cuda`, so that a GPU CUDA cannot use fails the run
+        with the trainer's error instead of training on the CPU."""
+        device, visible = device_for(gpu, gpu_uuid)
         base = experiment.base_folder
         base.mkdir(parents=True, exist_ok=True)
         clear_for_launch(base)
         command = [self.python, "-m", "mgrb.cli", "run", str(Path(experiment.path).resolve()),
-                   *extra_args]
-        env = {**os.environ, "MGRB_RUNS": str(self.runs_dir), "PYTHONUNBUFFERED": "1"}
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+                   "--device", device, *extra_args]
+        env = {**self.environ, "MGRB_RUNS": str(self.runs_dir), "PYTHONUNBUFFERED": "1",
+               "CUDA_VISIBLE_DEVICES": visible}
         with open(base / LOG, "ab") as log:
             child = subprocess.Popen(
                 [self.python, "-m", "artifact.core.supervise", str(base), "--", *command],
@@ -78,7 +93,7 @@ class LocalLauncher:
                 start_new_session=True)
         self._children.append(child)
         record = {"mode": "local", "pid": child.pid, "command": command, "gpu": gpu,
-                  "gpu_uuid": gpu_uuid}
+                  "gpu_uuid": gpu_uuid, "device": device}
         record_launch(base, record)
         return record
 

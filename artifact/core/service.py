@@ -3,6 +3,7 @@ thread about once a second and renders what it returns; tests call it directly."
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 from .experiments import BrokenExperiment, Experiment, load_experiments
 from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
 from .records import clear_for_launch, record_launch
-from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot
+from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot, device_for
 from .runs import FINISHED, QUEUED, RUNNING, STALLED, UNKNOWN, RunState, RunWatcher
 from .settings import Settings
+from .visibility import Plan, plan_slots, settings_problems
 
 ACTIVE = (RUNNING, STALLED, UNKNOWN)
 
@@ -29,16 +31,20 @@ class Snapshot:
 
 class Service:
     def __init__(self, *, experiments_dir: Path, runs_dir: Path, gpu_monitor: GpuMonitor | None = None,
-                 docker_runner_factory=None):
+                 docker_runner_factory=None, environ=None):
         self.experiments_dir, self.runs_dir = Path(experiments_dir), Path(runs_dir)
         self.settings = Settings.load(self.runs_dir)
         self.queue = Queue(self.runs_dir)
-        self.local = LocalLauncher(self.runs_dir)
+        # CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER inherited from a job scheduler live here
+        self.environ = os.environ if environ is None else environ
+        self.local = LocalLauncher(self.runs_dir, environ=self.environ)
         self.gpu_monitor = gpu_monitor or GpuMonitor()
         self._docker_factory = docker_runner_factory
         self._docker = None
         self._lock = threading.Lock()  # poll() runs in a worker; actions come from the UI
         self._messages: list[str] = []
+        self._standing: set[str] = set()  # GPU problems already told, while they last
+        self._gpu: GpuSnapshot | None = None
         self.reload()
 
     # -- reading -----------------------------------------------------------------------
@@ -54,7 +60,7 @@ class Service:
     def poll(self, now: float | None = None) -> Snapshot:
         with self._lock:
             self.local.reap()
-            gpu = self.gpu_monitor.read()
+            gpu = self._gpu = self.gpu_monitor.read()
             states = {name: watcher.refresh(stall_after_s=self.settings.stall_after_s,
                                             probe=self._docker_probe, now=now)
                       for name, watcher in self.watchers.items()}
@@ -62,7 +68,7 @@ class Service:
             for name in queued:
                 if name in states and states[name].status not in ACTIVE:
                     states[name].status, states[name].detail = QUEUED, "waiting for a free slot"
-            self._start_queued(states, gpu)
+            self._start_queued(states, self._plan(gpu))
             messages, self._messages = self._messages, []
             return Snapshot(self.experiments, self.broken, states, gpu,
                             self._gpu_users(states, gpu), messages)
@@ -113,8 +119,12 @@ class Service:
 
     def save_settings(self, settings: Settings) -> list[str]:
         problems = settings.problems()
-        if not problems:
-            with self._lock:
+        with self._lock:
+            if not problems:
+                gpu = self._gpu or self.gpu_monitor.read()
+                problems = [f"GPUs: {problem}"
+                            for problem in settings_problems(gpu.gpus, settings.gpus, self.environ)]
+            if not problems:
                 self.settings = settings
                 self._docker = None  # the image or data folder may have changed
                 settings.save(self.runs_dir)
@@ -130,9 +140,20 @@ class Service:
         return write_report(groups, out_dir)
 
     # -- scheduling ----------------------------------------------------------------------
-    def _start_queued(self, states: dict[str, RunState], gpu: GpuSnapshot) -> None:
-        gpus = self.settings.gpus if self.settings.gpus is not None else [g.index for g in gpu.gpus]
-        uuids = {g.index: g.uuid for g in gpu.gpus}
+    def _plan(self, gpu: GpuSnapshot) -> Plan:
+        plan = plan_slots(gpu.gpus, self.settings.gpus, self.environ)
+        # Checked every poll, told once: again only after the problem has gone and come back.
+        self._messages += [p for p in plan.problems if p not in self._standing]
+        self._standing = set(plan.problems)
+        return plan
+
+    def _start_queued(self, states: dict[str, RunState], plan: Plan) -> None:
+        if plan.blocked:
+            for name in self.queue.names():
+                if name in states and states[name].status == QUEUED:
+                    states[name].detail = plan.blocked
+            return
+        gpus = [] if plan.cpu else list(plan.gpus)
         running_on = [(s.launch or {}).get("gpu") for s in states.values() if s.status in ACTIVE]
         for name in self.queue.names():
             state = states.get(name)
@@ -144,23 +165,27 @@ class Service:
             if slot == FULL:
                 return
             index = None if slot == CPU else slot
+            self.queue.remove(name)
             try:
-                self._start(self.watchers[name].experiment, index, uuids.get(index))
+                self._start(self.watchers[name].experiment, index, plan.uuids.get(index))
             except Exception as error:  # noqa: BLE001 - shown to the user, the queue goes on
                 self._messages.append(f"{name}: could not start: {error}")
-            self.queue.remove(name)
+                state.detail = f"could not start: {error}"
+                continue
             running_on.append(index)
             state.status, state.detail = RUNNING, "starting"
 
     def _start(self, experiment: Experiment, gpu: int | None, uuid: str | None) -> None:
         if self.settings.mode == "docker":
+            device, _ = device_for(gpu, uuid)
             experiment.base_folder.mkdir(parents=True, exist_ok=True)
             clear_for_launch(experiment.base_folder)
             run = self._docker_runner().start(experiment=experiment.name,
                                               run=experiment.base_folder.name,
-                                              gpus=[] if gpu is None else [gpu])
+                                              gpus=[] if gpu is None else [uuid])
             record_launch(experiment.base_folder, {"mode": "docker", "container": run.container_id,
-                                                   "name": run.name, "gpu": gpu, "gpu_uuid": uuid})
+                                                   "name": run.name, "gpu": gpu, "gpu_uuid": uuid,
+                                                   "device": device})
             return
         self.local.start(experiment, gpu, uuid)
 

@@ -28,7 +28,10 @@ class GpuPanel(Static):
             power = _value(gpu.power, " W")
             if gpu.power is not None and gpu.power_limit:
                 power += f"/{gpu.power_limit:.0f}"
-            table.add_row(f"{gpu.index} {gpu.name}", _value(gpu.utilisation, "%"),
+            label = f"{gpu.index} {gpu.name}"
+            if gpu.mig_enabled:  # the launcher leaves it alone; the reason went out as a message
+                label += f" (MIG, {len(gpu.mig_devices)} slices: not used)"
+            table.add_row(label, _value(gpu.utilisation, "%"),
                           f"{gpu.memory_used / GIB:.1f}/{gpu.memory_total / GIB:.0f} GiB",
                           _value(gpu.temperature, "°C"), power, runs or "-")
         self.update(table)
