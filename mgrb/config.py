@@ -95,6 +95,8 @@ SCHEMA: dict[str, Any] = {
                                "resumed run then equals an uninterrupted one on a GPU too"),
         "num_workers": Field(int, 8, minimum=0, help="DataLoader workers (file data sets)"),
         "checkpoint_every": Field(int, 10, minimum=1, help="epochs between checkpoints"),
+        "checkpoint_minutes": Field(float, 10.0, minimum=0, help="minutes of training between "
+                                    "checkpoints within an epoch as well (0: only by epoch)"),
         "log_every": Field(int, 50, minimum=1, help="iterations between events"),
     },
     "method": {

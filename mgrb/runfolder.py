@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from .errors import RunFolderError
 
 CONFIG, EVENTS, RESULTS, LOCK = "config.yaml", "events.jsonl", "results.json", "run.lock"
 CHECKPOINTS = "checkpoints"
+DIGEST_LINE = 65  # a checkpoint starts with the hex SHA-256 of the rest and a newline
+
+# The background checkpoint writer appends events while the training thread does; one lock for
+# the process, so that two RunFolder objects on one folder cannot interleave either.
+_EVENTS_LOCK = threading.Lock()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -144,7 +150,7 @@ class RunFolder:
         line = json.dumps({"time": round(time.time(), 3), **event}, allow_nan=False,
                           default=float) + "\n"
         try:
-            with open(self.events_path, "a", encoding="utf-8") as handle:
+            with _EVENTS_LOCK, open(self.events_path, "a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()
         except OSError as error:
@@ -157,19 +163,30 @@ class RunFolder:
         """latest.pt replaced atomically; the one before it kept as previous.pt.
 
         The file starts with the SHA-256 of the rest, so a truncated or damaged checkpoint is
-        recognised on loading rather than half-read.
+        recognised on loading rather than half-read. Once this returns, the checkpoint survives
+        a kill and a power cut. Also the body of mgrb.checkpoints.CheckpointWriter's writes.
         """
         import torch
 
+        # The digest's line is reserved in front of the serialised state so that the file is
+        # hashed and written from this one buffer: a GPU run's state is hundreds of MB, and
+        # every further copy of it is host memory the background writer holds.
         buffer = io.BytesIO()
+        buffer.write(bytes(DIGEST_LINE))
         torch.save(state, buffer)
-        payload = buffer.getvalue()
-        latest = self.checkpoints / "latest.pt"
-        staged = self.checkpoints / "latest.pt.new"
-        atomic_write(staged, hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-        if latest.exists():
-            os.replace(latest, self.checkpoints / "previous.pt")
-        os.replace(staged, latest)
+        with buffer.getbuffer() as data:
+            data[:DIGEST_LINE] = hashlib.sha256(data[DIGEST_LINE:]).hexdigest().encode() + b"\n"
+            latest = self.checkpoints / "latest.pt"
+            staged = self.checkpoints / "latest.pt.new"
+            _remove_partial_writes(staged)
+            atomic_write(staged, data)
+        try:
+            if latest.exists():
+                os.replace(latest, self.checkpoints / "previous.pt")
+            os.replace(staged, latest)
+            _fsync_directory(self.checkpoints)  # the renames themselves survive a power cut
+        except OSError as error:
+            raise RunFolderError(_write_failure(latest, error)) from None
 
     def load_checkpoint(self, warn) -> dict | None:
         """The newest intact checkpoint, or None; a damaged latest.pt falls back with a warning."""
@@ -190,11 +207,35 @@ class RunFolder:
         return None
 
 
+def _remove_partial_writes(path: Path) -> None:
+    """Delete what killed processes left of writing `path` (atomic_write's temporaries).
+
+    Each is as large as a checkpoint and named after its dead process, so nothing else would
+    ever replace it; the run lock ensures that no live process is writing one.
+    """
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            leftover.unlink()
+        except OSError:
+            pass  # a failure to tidy up must not cost the checkpoint
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # a file system that cannot sync a directory
+            raise
+    finally:
+        os.close(descriptor)
+
+
 # Settings that change how a run is carried out or described, never its results.
 MAY_CHANGE_ON_RESUME = ("description", "provenance", "reported", "estimate", "seeds",
-                        "dataset.root",
-                        "dataset.download", "train.checkpoint_every", "train.log_every",
-                        "train.num_workers", "train.eval_batch_size")
+                        "dataset.root", "dataset.download", "train.checkpoint_every",
+                        "train.checkpoint_minutes", "train.log_every", "train.num_workers",
+                        "train.eval_batch_size")
 
 
 def _may_change(key: str) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from . import evaluation
+from .checkpoints import CheckpointWriter
 from .class_hierarchies import describe_hierarchy, hierarchy_targets, public_description
 from .config import NUM_CLASSES
 from .data import load_dataset
@@ -140,9 +141,17 @@ class Trainer:
         }
 
     def _save(self, position: Position, optimizer=None) -> None:
-        self.run.save_checkpoint(self._state(position, optimizer))
-        self.run.append_event({"event": "checkpoint", "phase": position.phase,
-                               "stage": position.stage, "epoch": position.epoch})
+        """A host copy now; hashing and writing go on in the background while training
+        continues, and the checkpoint's event follows once it is on disk."""
+        self.checkpoints.submit(self._state(position, optimizer),
+                                {"event": "checkpoint", "phase": position.phase,
+                                 "stage": position.stage, "epoch": position.epoch,
+                                 "iteration": position.iteration})
+        self._last_checkpoint = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        minutes = self.train_cfg["checkpoint_minutes"]
+        return bool(minutes) and time.monotonic() - self._last_checkpoint >= 60 * minutes
 
     def _network_like(self, state: dict) -> IncrementalNet:
         network = copy.deepcopy(self.model)
@@ -177,11 +186,12 @@ class Trainer:
     def train(self) -> dict:
         self.numerics = Numerics.resolve(self.train_cfg, self.device)
         self.compiler = Compiler(self.numerics.compile, self.device.type)
-        with applied(self.numerics):
+        with applied(self.numerics), CheckpointWriter(self.run) as self.checkpoints:
             return self._train()
 
     def _train(self) -> dict:
         self._started, self._time_before = time.monotonic(), 0.0
+        self._last_checkpoint = self._started
         self._load_data()
         self._build_model()
         self.hierarchy, self.phase_results = None, []
@@ -205,6 +215,7 @@ class Trainer:
             if position.phase != phase:
                 position, optimizer_state = Position(phase), None
             self._train_phase(position, optimizer_state)
+        self.checkpoints.flush()  # a failed last write surfaces before results.json exists
         return self._finish()
 
     def _train_phase(self, position: Position, optimizer_state) -> None:
@@ -306,6 +317,14 @@ class Trainer:
                 self._save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
                            None if done else optimizer)
 
+    @staticmethod
+    def _after_batch(phase: int, epoch: int, iteration: int, iterations: int) -> Position:
+        """Where training resumes after this batch: the next batch of this epoch, or, after an
+        epoch's last batch, the next epoch (its draws follow from the generator's state)."""
+        if iteration + 1 < iterations:
+            return Position(phase, "stage1", epoch, iteration + 1)
+        return Position(phase, "stage1", epoch + 1, 0)
+
     def _iterations(self, split) -> int:
         return -(-split.train.numel() // self.train_cfg["batch_size"])
 
@@ -341,9 +360,11 @@ class Trainer:
                 self._log_iteration(phase, epoch, iteration, iterations, sums,
                                     iteration + 1 - resume_at, lr, seen_images, epoch_start)
             if STOP_REQUESTED.is_set():
-                self._save(Position(phase, "stage1", epoch, iteration + 1), optimizer)
+                self._save(self._after_batch(phase, epoch, iteration, iterations), optimizer)
                 raise Interrupted(f"stopped in phase {phase + 1}, epoch {epoch + 1}, batch "
                                   f"{iteration + 1}; a checkpoint was saved there")
+            if self._checkpoint_due():  # train.checkpoint_minutes: long epochs lose little
+                self._save(self._after_batch(phase, epoch, iteration, iterations), optimizer)
         done = max(iterations - resume_at, 1)
         losses = {name: round(float(value) / done, 6) for name, value in sums.items()}
         return losses, lr, seen_images / max(time.monotonic() - epoch_start, 1e-9)

@@ -1,6 +1,7 @@
 """Kill a real run at several points; the resumed run's results equal an uninterrupted run's."""
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -92,3 +93,38 @@ def test_a_checkpoint_write_cut_short_is_ignored(setup, tmp_path, capsys):
     assert main(["run", str(path), "--out", str(out)]) == 0
     assert "latest.pt.new is damaged (checksum mismatch" in capsys.readouterr().err
     assert _results(out) == reference
+
+
+def test_sigkill_at_random_moments_with_checkpoints_every_few_batches_resumes_exactly(setup,
+                                                                                    tmp_path):
+    """train.checkpoint_minutes makes the background writer save mid-epoch every few batches;
+    killed with SIGKILL at random moments (seeded), again and again, the run resumes from
+    whatever the kill left and ends with the uninterrupted run's results."""
+    path, reference = setup
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mgrb.cli", "run", str(path), "--out", str(out), "--quiet",
+               "--set", "train.checkpoint_minutes=0.0005"]  # every 30 ms: most batches
+    chooser = random.Random(7)
+    kills = 0
+    for _ in range(8):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        events = out / "events.jsonl"
+        before = events.read_text().count("\n") if events.exists() else 0
+        deadline = time.monotonic() + 120  # until this attempt has trained a little
+        while process.poll() is None and time.monotonic() < deadline and (
+                not events.exists() or events.read_text().count("\n") <= before + 1):
+            time.sleep(0.01)
+        time.sleep(chooser.uniform(0, 0.5))
+        if process.poll() is not None:
+            break
+        process.kill()
+        process.wait()
+        kills += 1
+        assert RunFolder(out).load_checkpoint(print) is not None
+    assert kills >= 3
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    assert _results(out) == reference
+    text = (out / "events.jsonl").read_text()
+    assert text.count('"resumed"') >= kills
+    mid_epoch = [json.loads(line) for line in text.splitlines() if '"checkpoint"' in line]
+    assert any(e["stage"] == "stage1" and e["iteration"] > 0 for e in mid_epoch)

@@ -1,6 +1,8 @@
 """Run-folder writes are atomic, checkpoints are checked, failures say what to do."""
 
 import errno
+import hashlib
+import io
 import os
 
 import pytest
@@ -22,6 +24,26 @@ def test_checkpoints_round_trip_and_keep_the_previous(tmp_path):
     run.save_checkpoint({"epoch": 2, "weights": torch.arange(3)})
     assert run.load_checkpoint(print)["epoch"] == 2
     assert (run.checkpoints / "previous.pt").exists()
+
+
+def test_a_checkpoint_is_its_digest_then_what_torch_save_writes(tmp_path):
+    # the format recorded runs and older versions of this artifact read
+    state = {"epoch": 1, "weights": torch.arange(5.0), "generator": torch.Generator().get_state()}
+    run = _folder(tmp_path)
+    run.save_checkpoint(state)
+    expected = io.BytesIO()
+    torch.save(state, expected)
+    payload = expected.getvalue()
+    data = (run.checkpoints / "latest.pt").read_bytes()
+    assert data == hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def test_what_a_killed_write_left_goes_with_the_next_checkpoint(tmp_path):
+    run = _folder(tmp_path)
+    partial = run.checkpoints / ".latest.pt.new.99999.tmp"  # atomic_write's, of a dead process
+    partial.write_bytes(b"partial")
+    run.save_checkpoint({"epoch": 1})
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["latest.pt"]
 
 
 def test_a_damaged_checkpoint_falls_back_with_a_warning(tmp_path):
