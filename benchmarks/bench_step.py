@@ -9,8 +9,11 @@ Measured, in one run of this script on one machine:
      class-balanced loss, regulariser; 90 old + 10 new classes): (a) mgrb's fast path, the
      trainer's own MGRBPhase losses on uint8 data held on the device with batch augmentation,
      bf16 autocast and channels-last on a GPU; (b) the reference style of
-     benchmarks/reference_pipeline.py;
-  3. the achieved model FLOP/s and, for a known GPU, the fraction of its dense bf16 peak;
+     benchmarks/reference_pipeline.py. The fast path first runs one whole epoch untimed, then
+     is timed over mid-epoch windows only (see mid_epoch_windows), counting the images its
+     batches really held;
+  3. the achieved model FLOP/s and, for a known GPU, the fraction of its dense bf16 peak (a
+     MIG slice's share of it by its streaming multiprocessors);
   4. the projected stage-1 time of every paper experiment at the measured rate;
   5. on a GPU, the total images/s of 1, 2 and 4 concurrent runs (processes) on the device,
      measured over the same wall-clock window.
@@ -23,10 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -42,6 +47,7 @@ from mgrb.hierarchy import soft_targets  # noqa: E402
 from mgrb.losses import class_balanced_weights, mg_regularizer, negative_entropy  # noqa: E402
 from mgrb.method import MGRBPhase  # noqa: E402
 from mgrb.models import IncrementalNet, build_backbone  # noqa: E402
+from mgrb.numerics import Compiler, Numerics, applied  # noqa: E402
 from mgrb.errors import MGRBError  # noqa: E402
 from mgrb.throughput import Measurement, bench_dir, record  # noqa: E402
 
@@ -50,14 +56,85 @@ N_OLD, N_SEEN = 90, 100
 GROUPS = [c % 20 for c in range(N_SEEN)]          # 20 coarse groups, as CIFAR-100's
 COUNTS = [18] * N_OLD + [500] * (N_SEEN - N_OLD)  # e - v exemplars; full count for new classes
 
-# Dense bf16 tensor-core peaks from the vendors' data sheets (no sparsity), FLOP/s; the first
-# name contained in the device's name wins, so the more specific names come first.
-PEAK_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
-             ("A100", 312e12), ("L40S", 362e12), ("RTX 4090", 165e12))
+# Dense bf16 tensor-core peaks from the vendors' data sheets (no sparsity: half the sheets'
+# "with sparsity" figure), FLOP/s, and the whole chip's streaming multiprocessors, which a MIG
+# slice's share is measured against (None: no MIG on that card). The first name contained in
+# the device's name wins, so the more specific names come first.
+PEAK_BF16 = (("H100 PCIe", 756e12, 114), ("H100 NVL", 835e12, 132), ("H100", 989e12, 132),
+             ("H200 NVL", 835e12, 132), ("H200", 989e12, 132), ("A100", 312e12, 108),
+             ("L40S", 362e12, None), ("RTX 4090", 165e12, None))
+GPU_IMAGES = 20000  # about a CIFAR-100 phase's training set: new classes plus exemplars
 
 
 class BenchError(Exception):
     pass
+
+
+class Peak(NamedTuple):
+    flops: float | None      # dense bf16 FLOP/s of the device this process sees; None: unknown
+    mig_share: float | None  # slice SMs / chip SMs when the chip's peak was scaled for MIG
+
+
+def device_peak(name: str, sm_count: int | None, override_tflops: float | None) -> Peak:
+    """The bf16 peak of the device called `name` with `sm_count` multiprocessors.
+
+    A MIG slice (its name carries the word MIG, as "NVIDIA H100 80GB HBM3 MIG 3g.40gb") gets
+    the chip's peak times its share of the chip's multiprocessors: the tensor cores sit in the
+    SMs, and a slice has only its own. An override is the device's own peak as given, never
+    scaled: whoever passes it for a slice gives the slice's figure.
+    """
+    if override_tflops:
+        return Peak(override_tflops * 1e12, None)
+    found = next(((peak, chip_sms) for key, peak, chip_sms in PEAK_BF16 if key in name), None)
+    if found is None:
+        return Peak(None, None)
+    peak, chip_sms = found
+    if not re.search(r"\bMIG\b", name):
+        return Peak(peak, None)
+    if not chip_sms or not sm_count or sm_count > chip_sms:
+        return Peak(None, None)  # a whole chip's peak would understate a slice's fraction
+    share = sm_count / chip_sms
+    return Peak(peak * share, share)
+
+
+def mid_epoch_windows(dataset_size: int, batch: int, steps: int) -> list[range]:
+    """The batches to time, one window per epoch, in the epochs after the warm-up one: each
+    range holds batch indices within its epoch, and together they hold `steps` batches (the
+    last window may stop short of its epoch's end).
+
+    An epoch's first batch is never timed: it carries the shuffle and the copy of the whole
+    epoch's augmentation draws to the device. A partial last batch is never timed either (its
+    own shapes, its own cuDNN algorithms or compiled graph). A full last batch, when the set is
+    a multiple of the batch, is timed: it is the same work as any mid-epoch batch, and the next
+    epoch's start only runs when the following batch is asked for.
+    """
+    if dataset_size < 1 or batch < 1 or steps < 1:
+        raise ValueError("dataset_size, batch and steps must be positive")
+    per_epoch = -(-dataset_size // batch)
+    exact = dataset_size % batch == 0
+    stop = per_epoch if exact else per_epoch - 1
+    if stop <= 1:
+        needed = 2 if exact else 3
+        raise BenchError(
+            f"the synthetic set of {dataset_size} images gives only {per_epoch} "
+            f"batch{'es' if per_epoch > 1 else ''} an epoch at batch {batch}, none of them "
+            f"timeable (an epoch's first and a partial last one are not); at least {needed} "
+            "are needed: give a smaller --batch")
+    windows = []
+    while steps > 0:
+        taken = min(steps, stop - 1)
+        windows.append(range(1, 1 + taken))
+        steps -= taken
+    return windows
+
+
+def synthetic_size(on_gpu: bool, batch: int, steps: int) -> int:
+    """Images in the synthetic set. On a CPU a step takes about 0.1 s an image, and the warm-up
+    is a whole epoch, so the set is one window of `steps` batches plus the first and a
+    half-size last batch (both batch shapes warm up, as on a GPU)."""
+    if on_gpu:
+        return GPU_IMAGES
+    return batch * (steps + 1) + max(1, batch // 2)
 
 
 def device_name(device: torch.device) -> str:
@@ -66,19 +143,15 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device)
 
 
-def device_peak(name: str, override_tflops: float | None) -> float | None:
-    if override_tflops:
-        return override_tflops * 1e12
-    return next((peak for key, peak in PEAK_BF16 if key in name), None)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def timed_rate(step, device, count: int, batch: int) -> float:
-    """images/s over `count` steps, after two warm-up steps (cuDNN autotuning, allocator)."""
+    """images/s over `count` steps, after two warm-up steps (DataLoader workers, cuDNN, the
+    allocator). For the reference step: its DataLoader drops the last partial batch, so every
+    batch holds `batch` images."""
     step.run(2)
     synchronize(device)
     start = time.perf_counter()
@@ -133,18 +206,28 @@ def synthetic_cifar(n: int):
 
 
 class FastStep:
-    """The trainer's stage-1 step: MGRBPhase's losses on batches from TensorBatches."""
+    """The trainer's stage-1 step: its numerics (mgrb.numerics: bf16 backbone, fp32
+    classifier, compiled backbones when asked) and MGRBPhase's losses, on batches from
+    TensorBatches."""
 
     def __init__(self, config: dict, device, images, labels, *, batch: int, compile: bool):
         self.device, self.batch = device, batch
-        self.on_gpu = device.type == "cuda"
-        model, teacher = make_networks(device, channels_last=self.on_gpu)
+        self.numerics = Numerics.resolve({**config["train"], "compile": compile,
+                                          "deterministic": False}, device)
+        model, teacher = make_networks(device, channels_last=self.numerics.channels_last)
         self.model = model
-        self.forward = torch.compile(model) if compile else model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+        self.compiler = Compiler(compile, device.type)
+        student, teacher_backbone = (self.compiler.wrap(model.backbone),
+                                     self.compiler.wrap(teacher.backbone))
+        self.logits = lambda x: self.numerics.logits(student, model.classifier, x)
+        teacher_logits = lambda x: self.numerics.logits(teacher_backbone,  # noqa: E731
+                                                        teacher.classifier, x)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05,
+                                           fused=self.numerics.fused_optimizer or None)
         self.data = TensorBatches(images, labels, CIFAR100_MEAN, CIFAR100_STD, device)
         targets = soft_targets(beta=config["method"]["beta"], coarse=GROUPS).to(device)
-        self.method = MGRBPhase(config, phase=1, n_old=N_OLD, n_seen=N_SEEN, teacher=teacher,
+        self.method = MGRBPhase(config, phase=1, n_old=N_OLD, n_seen=N_SEEN,
+                                teacher=teacher_logits,
                                 class_weights=class_balanced_weights(COUNTS, N_SEEN).to(device),
                                 targets_stage1=targets, targets_stage2=None)
         self.augment = Augment(crop_padding=4, flip=True, rotation=15)
@@ -152,6 +235,11 @@ class FastStep:
         self.loss_sum = torch.zeros((), device=device)  # summed on the device, as the trainer
         self.batches_per_epoch = -(-len(self.data) // batch)
         self._epoch, self.batch_in_epoch = None, -1  # index of the batch last taken
+
+    @property
+    def next_index(self) -> int:
+        """Index within its epoch of the batch the next step takes."""
+        return (self.batch_in_epoch + 1) % self.batches_per_epoch
 
     def _next_batch(self):
         """The next batch, a new shuffled epoch when one runs out (as the trainer's loop)."""
@@ -172,17 +260,46 @@ class FastStep:
         device) nor its last (a smaller batch)."""
         return 0 <= self.batch_in_epoch < self.batches_per_epoch - 2
 
-    def run(self, count: int) -> None:
+    def run(self, count: int) -> int:
+        """Take `count` steps; the images their batches held (a partial batch counts what it
+        holds; the shape is host-side metadata, read without waiting for the device)."""
+        images = 0
         for _ in range(count):
             x, y = self._next_batch()
-            if self.on_gpu:
+            images += y.shape[0]
+            if self.numerics.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
-                terms = self.method.stage1_loss(self.forward(x), y, x)
+            terms = self.method.stage1_loss(self.logits(x), y, x)
             self.optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             self.optimizer.step()
             self.loss_sum += terms["total"].detach()
+        return images
+
+
+def warm_up(step: FastStep) -> None:
+    """Finish the current epoch, if one is under way, then run a whole one: its first batch
+    (shuffle, the draws' copy), every full batch and the partial last, so cuDNN's autotuning
+    for both batch shapes and any torch.compile graphs happen before a clock starts."""
+    step.run((step.batches_per_epoch - step.next_index) % step.batches_per_epoch
+             + step.batches_per_epoch)
+    synchronize(step.device)
+
+
+def timed_windows(step: FastStep, windows: list[range]) -> tuple[int, float]:
+    """(images, seconds) summed over the windows, one window per epoch: the steps up to each
+    window's first batch run untimed, the clock stops around every epoch boundary, and each
+    window is bracketed by synchronizations so that it owns exactly its own device work."""
+    images, seconds = 0, 0.0
+    for window in windows:
+        per_epoch = step.batches_per_epoch
+        step.run((per_epoch - step.next_index) % per_epoch + window.start)
+        synchronize(step.device)
+        start = time.perf_counter()
+        images += step.run(len(window))
+        synchronize(step.device)
+        seconds += time.perf_counter() - start
+    return images, seconds
 
 
 def host_syncs(step: FastStep, set_mode=None) -> str:
@@ -232,12 +349,15 @@ def projections(measurement: Measurement) -> list[dict]:
     return rows
 
 
-def packed(args, seconds: float) -> dict[int, float]:
-    """Total images/s of 1, 2 and 4 runs sharing the device, each its own process. Every run
-    warms up, then all start timing together and stop after `seconds` of wall-clock time."""
+def packed(args, seconds: float, images: int) -> dict[int, float]:
+    """Total images/s of 1, 2 and 4 runs sharing the device, each its own process on a set of
+    `images`. Every run warms up through a whole epoch, then all start timing together and stop
+    after `seconds` of wall-clock time. The shared window cannot dodge epoch boundaries, so it
+    includes them, as sustained training does."""
     totals = {}
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--device", args.device,
-               "--batch", str(args.batch), "--pack-seconds", str(seconds)]
+               "--batch", str(args.batch), "--pack-seconds", str(seconds),
+               "--images", str(images)]
     command += ["--compile"] if args.compile else []
     for count in args.pack_runs:
         workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -269,23 +389,21 @@ def packed(args, seconds: float) -> dict[int, float]:
 
 def worker(args) -> None:
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    step = FastStep(load_config(EXPERIMENT), device, *synthetic_cifar(20000), batch=args.batch,
+    size = args.images or synthetic_size(device.type == "cuda", args.batch, 3)
+    step = FastStep(load_config(EXPERIMENT), device, *synthetic_cifar(size), batch=args.batch,
                     compile=args.compile)
-    step.run(3)
-    synchronize(device)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    start, steps = time.perf_counter(), 0
-    while True:
-        step.run(5)
-        steps += 5
-        synchronize(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= args.pack_seconds:
-            break
-    print(steps * args.batch / elapsed, flush=True)
+    with applied(step.numerics):  # the trainer's settings: TF32 off, cuDNN autotuning on a GPU
+        warm_up(step)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        start, images = time.perf_counter(), 0
+        while True:
+            images += step.run(5)
+            synchronize(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= args.pack_seconds:
+                break
+    print(images / elapsed, flush=True)
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -313,11 +431,13 @@ def parse(argv):
     parser.add_argument("--pack-seconds", type=float, default=30.0,
                         help="timed window of each packed measurement")
     parser.add_argument("--peak-tflops", type=float,
-                        help="the device's dense bf16 peak, for a GPU this script does not know")
+                        help="the device's dense bf16 peak, for a GPU this script does not know "
+                        "(for a MIG slice, the slice's own peak: it is not scaled)")
     parser.add_argument("--runs-dir", type=Path,
                         default=Path(os.environ.get("MGRB_RUNS") or ROOT / "runs"),
                         help="results go to RUNS_DIR/.bench/ (default: $MGRB_RUNS or runs/)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, help=argparse.SUPPRESS)  # a worker's set size
     args = parser.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -360,42 +480,61 @@ def bench(args) -> int:
     writable_results_folder(args.runs_dir)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
-    if on_gpu:
-        torch.backends.cudnn.benchmark = True
     config = load_config(EXPERIMENT)
     steps = args.steps or (200 if on_gpu else 3)
+    n_images = synthetic_size(on_gpu, args.batch, steps)
+    windows = mid_epoch_windows(n_images, args.batch, steps)  # refused now, not after minutes
     name = device_name(device)
-    peak = device_peak(name, args.peak_tflops)
-    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {steps} steps"
+    sm_count = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else None
+    peak, mig_share = device_peak(name, sm_count, args.peak_tflops)
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {steps} timed steps; "
+          f"synthetic set of {n_images} images"
           + ("; torch.compile" if args.compile else ""), flush=True)
 
     reg = bench_regularizer(device, 200 if on_gpu else 100, config["method"]["beta"])
     print(f"regulariser, 128 x {N_SEEN}: per-sample loop {reg['loop_ms']:.2f} ms, "
           f"vectorised {reg['vectorised_ms']:.3f} ms, {reg['speedup']:.0f}x", flush=True)
 
-    images, labels = synthetic_cifar(20000 if on_gpu else max(4 * args.batch, 256))
+    images, labels = synthetic_cifar(n_images)
     fast_step = FastStep(config, device, images, labels, batch=args.batch, compile=args.compile)
-    fast = timed_rate(fast_step, device, steps, args.batch)
-    syncs = host_syncs(fast_step) if on_gpu else "not checked (CPU)"
+    with applied(fast_step.numerics):  # the trainer's settings: TF32 off, cuDNN autotuning on a GPU
+        warm_up(fast_step)
+        timed_images, timed_seconds = timed_windows(fast_step, windows)
+        syncs = host_syncs(fast_step) if on_gpu else "not checked (CPU)"
+    fast = timed_images / timed_seconds
+    compiled = fast_step.compiler.report()
+    torch.backends.cudnn.benchmark = on_gpu  # the reference gets cuDNN's fastest kernels too
     reference = timed_rate(reference_step(config, device, images, labels, args.batch), device,
                            max(2, steps // 4), args.batch)
     per_image = flops_per_training_image(config)
     achieved = fast * per_image
     print("stage-1 step, ResNet-34 + teacher, CIFAR-100 shapes:")
-    print(f"  fast path       {fast:10.1f} images/s")
+    print(f"  fast path       {fast:10.1f} images/s ({timed_images} images in {len(windows)} "
+          f"timed mid-epoch window{'s' if len(windows) > 1 else ''}, {timed_seconds:.3g} s, "
+          "after a whole warm-up epoch)")
     print(f"  reference style {reference:10.1f} images/s")
     print(f"  ratio           {fast / reference:10.1f}x")
     print(f"  host syncs inside a fast-path step: {syncs}")
+    if compiled["enabled"]:
+        print(f"  torch.compile: {compiled['graphs']} graphs, {compiled['fallbacks_to_eager']} "
+              "fallbacks to eager")
     print(f"  model FLOP/s    {achieved / 1e12:10.3g} TFLOP/s "
           f"({per_image / 1e9:.2f} GFLOP per training image)"
           + (f", {100 * achieved / peak:.1f}% of the {peak / 1e12:.0f} TFLOP/s bf16 peak"
-             if peak else ", no peak known for this device (--peak-tflops)"), flush=True)
+             if peak else ", no peak known for this device (--peak-tflops)")
+          + (f" (the MIG slice's {sm_count} SMs, {100 * mig_share:.0f}% of the chip's)"
+             if mig_share else ""), flush=True)
     results = {"device": name, "device_type": device.type, "torch": torch.__version__,
                "batch": args.batch, "steps": steps, "compile": args.compile,
+               "synthetic_images": n_images, "batches_per_epoch": fast_step.batches_per_epoch,
+               "timed_windows": len(windows), "timed_images": timed_images,
+               "timed_seconds": timed_seconds, "numerics": fast_step.numerics.describe(),
+               "compile_report": compiled,
                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                "regularizer": reg, "fast_images_per_s": fast, "reference_images_per_s": reference,
                "ratio": fast / reference, "host_syncs_in_step": syncs, "model_tflops": achieved / 1e12,
-               "peak_tflops": peak / 1e12 if peak else None,
+               "peak_tflops": peak / 1e12 if peak else None, "sm_count": sm_count,
+               "peak_scaled_for_mig": mig_share is not None, "peak_mig_share": mig_share,
                "peak_fraction": achieved / peak if peak else None,
                "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     measurement = Measurement(name, achieved / 1e12, results["measured_at"], Path())
@@ -406,7 +545,7 @@ def bench(args) -> int:
     path = record(args.runs_dir, results)  # saved now: packing below may fail or be stopped
     if args.pack == "yes" or (args.pack == "auto" and on_gpu):
         print(f"runs packed on one device, {args.pack_seconds:g} s timed together:", flush=True)
-        results["packed_images_per_s"] = packed(args, args.pack_seconds)
+        results["packed_images_per_s"] = packed(args, args.pack_seconds, n_images)
         best = max(results["packed_images_per_s"].values())
         results["packed_best_peak_fraction"] = best * per_image / peak if peak else None
         if peak:

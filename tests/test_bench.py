@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,10 @@ import torch
 from mgrb.throughput import latest_gpu_measurement
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
+sys.path.insert(0, str(SCRIPT.parents[1]))
+
+from benchmarks import bench_step  # noqa: E402
+from benchmarks.bench_step import BenchError, device_peak, mid_epoch_windows  # noqa: E402
 
 
 def _bench(*args, runs):
@@ -25,13 +30,19 @@ def test_bench_on_the_cpu_measures_every_part_and_records_it(tmp_path):
                   "--pack-runs", "1,2", "--pack-seconds", "0.1", runs=tmp_path)
     assert done.returncode == 0, done.stderr
     for part in ("regulariser, 128 x 100", "fast path", "reference style", "ratio",
-                 "model FLOP/s", "c100_ont_10_10", "2 run(s) at once", "written:"):
+                 "model FLOP/s", "c100_ont_10_10", "2 run(s) at once", "written:",
+                 "2 images in 1 timed mid-epoch window"):
         assert part in done.stdout
     [path] = (tmp_path / ".bench").glob("*.json")
     results = json.loads(path.read_text())
     assert results["device_type"] == "cpu" and results["device"].startswith("CPU")
     assert results["fast_images_per_s"] > 0 and results["reference_images_per_s"] > 0
-    assert results["regularizer"]["speedup"] > 1
+    # 5 images at batch 2 are batches of 2, 2, 1: only the middle one is timed
+    assert results["synthetic_images"] == 5 and results["batches_per_epoch"] == 3
+    assert (results["timed_windows"], results["timed_images"]) == (1, 2)
+    assert results["sm_count"] is None and results["peak_scaled_for_mig"] is False
+    # a speed, so not compared: on a loaded CPU the loop can come out ahead
+    assert results["regularizer"]["speedup"] > 0
     assert set(results["packed_images_per_s"]) == {"1", "2"}
     assert all(rate > 0 for rate in results["packed_images_per_s"].values())
     projected = {row["experiment"]: row["projected_hours"] for row in results["projections"]}
@@ -65,9 +76,6 @@ def test_asking_for_cuda_without_one_is_refused(tmp_path):
 def test_the_gpu_sync_check_times_its_steps_inside_an_epoch():
     """host_syncs on the CPU with CUDA's debug-mode switch replaced by a recorder: the checked
     steps are neither an epoch's first (shuffle and draws go to the device) nor its last."""
-    sys.path.insert(0, str(SCRIPT.parents[1]))
-    from benchmarks import bench_step
-
     images, labels = bench_step.synthetic_cifar(40)
     step = bench_step.FastStep(bench_step.load_config(bench_step.EXPERIMENT),
                                torch.device("cpu"), images, labels, batch=8, compile=False)
@@ -87,3 +95,131 @@ def test_the_gpu_sync_check_times_its_steps_inside_an_epoch():
     assert switched == ["error", "default"]
     checked = [index for mode, index in taken if mode == "error"]
     assert checked and all(0 < index < step.batches_per_epoch - 1 for index in checked)
+
+
+def test_a_windows_batches_lie_strictly_inside_an_epoch_and_never_the_partial_one():
+    # 7 images at batch 2: batches 0..3, the last one partial
+    assert mid_epoch_windows(7, 2, 2) == [range(1, 3)]
+    assert mid_epoch_windows(7, 2, 1) == [range(1, 2)]
+    # 8 at batch 2: the last batch is full, the same work as any other, and timed
+    assert mid_epoch_windows(8, 2, 3) == [range(1, 4)]
+    assert mid_epoch_windows(4, 2, 1) == [range(1, 2)]
+    # the GPU default: 156 full batches and a partial one; 155 timed per epoch
+    assert mid_epoch_windows(20000, 128, 200) == [range(1, 156), range(1, 46)]
+
+
+def test_steps_beyond_one_window_take_one_window_an_epoch():
+    windows = mid_epoch_windows(9, 2, 7)  # batches 0..4, the last partial: room for 3
+    assert windows == [range(1, 4), range(1, 4), range(1, 2)]
+    assert sum(map(len, mid_epoch_windows(20000, 128, 1000))) == 1000
+    assert all(window.start == 1 for window in mid_epoch_windows(100, 10, 50))
+
+
+@pytest.mark.parametrize("size, batch, batches, needed", [
+    (5, 4, 2, 3),    # a full batch and a partial one
+    (3, 4, 1, 3),    # the set smaller than one batch
+    (4, 4, 1, 2),    # one full batch: the epoch's first, never timed
+    (20000, 20000, 1, 2),
+])
+def test_an_epoch_with_no_timeable_batch_is_refused_with_its_sizes(size, batch, batches, needed):
+    with pytest.raises(BenchError) as error:
+        mid_epoch_windows(size, batch, 1)
+    message = str(error.value)
+    assert f"the synthetic set of {size} images gives only {batches} batch" in message
+    assert f"at batch {batch}" in message and f"at least {needed} are needed" in message
+
+
+def test_window_arguments_must_be_positive():
+    for arguments in ((0, 2, 1), (4, 0, 1), (4, 2, 0)):
+        with pytest.raises(ValueError):
+            mid_epoch_windows(*arguments)
+
+
+def test_the_cpu_set_holds_one_window_of_the_asked_steps_and_a_partial_batch():
+    for batch, steps in ((2, 1), (128, 3), (1, 1), (7, 10)):
+        size = bench_step.synthetic_size(False, batch, steps)
+        assert mid_epoch_windows(size, batch, steps) == [range(1, 1 + steps)]
+        assert size % batch == (batch // 2 if batch > 1 else 0)
+    assert bench_step.synthetic_size(True, 128, 3) == bench_step.GPU_IMAGES
+
+
+@pytest.mark.parametrize("name, sm_count, tflops, share", [
+    ("NVIDIA H200 NVL", 132, 835, None),
+    ("NVIDIA H200", 132, 989, None),
+    ("NVIDIA H100 80GB HBM3", 132, 989, None),
+    ("NVIDIA H100 PCIe", 114, 756, None),
+    ("NVIDIA H100 NVL", 132, 835, None),
+    ("NVIDIA A100-SXM4-80GB", 108, 312, None),
+    ("NVIDIA H100 80GB HBM3 MIG 3g.40gb", 60, 989 * 60 / 132, 60 / 132),
+    ("NVIDIA H100 80GB HBM3 MIG 7g.80gb", 132, 989, 1.0),
+    ("NVIDIA H100 PCIe MIG 1g.10gb", 14, 756 * 14 / 114, 14 / 114),
+    ("NVIDIA H200 NVL MIG 3g.71gb", 60, 835 * 60 / 132, 60 / 132),
+    ("NVIDIA A100-SXM4-40GB MIG 3g.20gb", 42, 312 * 42 / 108, 42 / 108),
+])
+def test_device_peak_of_known_gpus_and_mig_slices(name, sm_count, tflops, share):
+    peak = device_peak(name, sm_count, None)
+    assert peak.flops == pytest.approx(tflops * 1e12)
+    assert peak.mig_share == (pytest.approx(share) if share else None)
+
+
+def test_device_peak_unknown_gpus_slices_it_cannot_scale_and_the_override():
+    assert device_peak("NVIDIA GeForce GTX 1080", 20, None) == (None, None)
+    assert device_peak("CPU x86_64", None, None) == (None, None)
+    # a slice's SM count unknown, or of a card with no MIG entry: no whole-chip peak for it
+    assert device_peak("NVIDIA H100 80GB HBM3 MIG 3g.40gb", None, None) == (None, None)
+    assert device_peak("NVIDIA L40S MIG 2g", 70, None) == (None, None)
+    # "MIG" only as a word: a name merely containing the letters is a whole chip
+    assert device_peak("NVIDIA H100 MIGHTY", 132, None) == (989e12, None)
+    # the override is the device's own peak, slice or not
+    assert device_peak("NVIDIA H100 80GB HBM3 MIG 3g.40gb", 60, 450.0) == (450e12, None)
+    assert device_peak("NVIDIA GeForce GTX 1080", 20, 8.9) == (pytest.approx(8.9e12), None)
+
+
+@pytest.mark.parametrize("size, steps, sizes_timed", [
+    (5, 2, [[2], [2]]),       # batches 2, 2, 1: one timed an epoch, in two epochs
+    (4, 2, [[2], [2]]),       # batches 2, 2: the full last one is timed
+    (7, 3, [[2, 2], [2]]),    # batches 2, 2, 2, 1: a whole window, then part of one
+])
+def test_timed_windows_take_only_mid_epoch_batches_after_a_whole_warm_up_epoch(size, steps,
+                                                                               sizes_timed):
+    images, labels = bench_step.synthetic_cifar(size)
+    step = bench_step.FastStep(bench_step.load_config(bench_step.EXPERIMENT),
+                               torch.device("cpu"), images, labels, batch=2, compile=False)
+    # which batches are taken is the point here, not the losses: a ResNet-34 step costs
+    # seconds on a loaded CPU, a linear one nothing
+    tiny = torch.nn.Linear(3 * 32 * 32, bench_step.N_SEEN)
+    step.forward = lambda x: tiny(x.flatten(1))
+    step.method = SimpleNamespace(stage1_loss=lambda logits, y, x: {"total": logits.sum()})
+    calls = []
+    taken = []
+    original_next = step._next_batch
+
+    def recording_next():
+        x, y = original_next()
+        taken.append((step.batch_in_epoch, y.shape[0]))
+        return x, y
+
+    original_run = step.run
+
+    def recording_run(count):
+        start = len(taken)
+        counted = original_run(count)
+        calls.append((taken[start:], counted))
+        return counted
+
+    step._next_batch = recording_next
+    step.run = recording_run
+    bench_step.warm_up(step)
+    [(warm, warm_images)] = calls
+    assert [index for index, _ in warm] == list(range(step.batches_per_epoch))
+    assert warm_images == size
+    windows = mid_epoch_windows(size, 2, steps)
+    counted, seconds = bench_step.timed_windows(step, windows)
+    untimed, timed = calls[1::2], calls[2::2]
+    assert len(timed) == len(windows) and seconds > 0
+    for (before, _), (inside, images_in), window in zip(untimed, timed, windows):
+        assert before[-1][0] == window.start - 1 == 0  # the epoch's first, untimed
+        assert [index for index, _ in inside] == list(window)
+        assert images_in == sum(batch for _, batch in inside)
+    assert [[batch for _, batch in inside] for inside, _ in timed] == sizes_timed
+    assert counted == sum(map(sum, sizes_timed))
