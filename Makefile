@@ -22,7 +22,7 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test demo data reproduce tui lock image shell image-tui image-bench lint bench
+.PHONY: help setup test demo data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -38,6 +38,8 @@ help:
 	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
 	@echo "make bench        images/s of a training step: fast path vs the original-style pipeline"
 	@echo "make image-bench  the same inside the image on its GPUs; results land in RUNS/.bench"
+	@echo "make gpu-check    prove the GPU path here (CPU at a small size without one): benchmarks/results/"
+	@echo "make image-gpu-check  the same inside the image on its GPUs; results land in RUNS/gpu-check"
 
 setup: $(VENV)/.installed
 
@@ -90,3 +92,12 @@ lint: $(SETUP)
 # the same measurements with a few steps (slow, and only the ratios are meaningful).
 bench: $(SETUP)
 	$(PY) benchmarks/bench_step.py
+
+# The GPU path end to end: numerics matrix, determinism, SIGKILL and resume, the bench table,
+# an NVML reading. Without CUDA it runs the same steps on the CPU at a small size and says so.
+gpu-check: $(SETUP)
+	$(PY) benchmarks/gpu_check.py
+
+image-gpu-check:
+	mkdir -p $(RUNS)
+	$(DOCKER_RUN) python benchmarks/gpu_check.py --out /runs/gpu-check --nvml-out /runs/gpu-check

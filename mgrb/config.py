@@ -234,7 +234,7 @@ def _apply_override(data: dict, assignment: str) -> None:
 
 
 def _check_consistency(config: dict, source: _Source) -> None:
-    from .protocol import Protocol
+    from .protocol import Protocol, memory_sizes
 
     dataset = config["dataset"]["name"]
     proto = config["protocol"]
@@ -243,6 +243,13 @@ def _check_consistency(config: dict, source: _Source) -> None:
     except ValueError as error:
         raise source.error("protocol", f"impossible for {dataset} "
                            f"({NUM_CLASSES[dataset]} classes): {error}") from None
+    per_class, holdout = memory_sizes(NUM_CLASSES[dataset], proto["memory_total"],
+                                      proto["memory_per_class"], proto["holdout_fraction"])
+    if holdout == 0 and config["method"]["decouple"] and config["train"]["stage2_epochs"]:
+        raise source.error("protocol", f"keeps {per_class} images per old class, and "
+                           f"holdout_fraction {proto['holdout_fraction']:g} of them is none: "
+                           "stage 2 (method.decouple) would have no balanced set to train on; "
+                           "raise memory_total or holdout_fraction, or set train.stage2_epochs: 0")
     kind = config["hierarchy"]["kind"]
     uses_hierarchy = "hierloss" in config["method"]["losses"]
     if uses_hierarchy and kind == "none":

@@ -80,3 +80,11 @@ def test_bad_files_get_one_clear_message(text, expected):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no such experiment file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_memory_too_small_for_a_balanced_set_is_refused_when_stage_2_needs_one():
+    text = ("name: x\ndataset: {name: cifar100}\nprotocol: {initial: 50, increment: 10, "
+            "memory_total: 500}\nhierarchy: {kind: ont}\n")
+    with pytest.raises(ConfigError, match="keeps 5 images per old class.*no balanced set"):
+        parse_config(text, "x.yaml")
+    parse_config(text, "x.yaml", ["train.stage2_epochs=0"])  # no stage 2: nothing to refuse
