@@ -45,8 +45,10 @@ LABEL org.opencontainers.image.title="mgrb-artifact" \
       org.opencontainers.image.source="https://github.com/mgrb-artifact/mgrb-artifact" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="MIT"
+# gcc and g++ at run time: torch.compile (train.compile: true) builds kernels when a run
+# starts, Triton its C launcher on a GPU and Inductor C++ on the CPU.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make \
+    && apt-get install -y --no-install-recommends make gcc g++ libc6-dev \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 1000 mgrb \
     && useradd --uid 1000 --gid mgrb --create-home --shell /bin/bash mgrb \

@@ -232,3 +232,21 @@ def test_mig_gpus_are_refused_with_their_devices_listed():
     empty = _gpus("NVIDIA A100-SXM4-40GB")
     empty = (GpuReading(**{**empty[0].__dict__, "mig_enabled": True}),)
     assert "with no MIG device created" in plan_slots(empty, None, {}).blocked
+
+
+RECORDED = Path(__file__).parent / "data" / "nvml_recorded.json"
+
+
+@pytest.mark.skipif(not RECORDED.exists(), reason="no NVML reading recorded on a GPU yet: "
+                    "`make gpu-check` on a GPU machine writes tests/data/nvml_recorded.json")
+def test_a_reading_recorded_on_a_real_gpu_replays():
+    """What `make gpu-check` recorded from a real driver reads back whole: every GPU with a
+    UUID, a name and memory that add up, in NVML's units."""
+    reading = json.loads(RECORDED.read_text())
+    snapshot = GpuMonitor(nvml=ReplayedNvml(reading)).read()
+    assert snapshot.source == "nvml" and len(snapshot.gpus) == len(reading["devices"]) >= 1
+    for gpu, device in zip(snapshot.gpus, reading["devices"]):
+        assert gpu.uuid.startswith("GPU-") and gpu.name == device["name"]
+        assert 0 <= gpu.memory_used <= gpu.memory_total == device["memory_total"]
+        if device["power_mw"] is not None:
+            assert gpu.power == device["power_mw"] / 1000

@@ -44,7 +44,10 @@ def test_an_oom_and_a_crash_do_not_stop_the_next_run(tmp_path, monkeypatch, caps
     assert (tmp_path / "runs" / "c_fine" / "results.json").exists()
     for name in ("a_oom", "b_crash"):
         assert not (tmp_path / "runs" / name / "results.json").exists()
-        assert RunFolder(tmp_path / "runs" / name).load_checkpoint(print)["phase"] == 1
+    # an error leaves through the trainer, which waits for the checkpoint in writing; an abort
+    # may strike while phase 1's is still being written, leaving phase 0's end
+    assert RunFolder(tmp_path / "runs" / "a_oom").load_checkpoint(print)["phase"] == 1
+    assert RunFolder(tmp_path / "runs" / "b_crash").load_checkpoint(print)["phase"] in (0, 1)
     report = (tmp_path / "reports" / "reproduction.md").read_text()
     assert "**a_oom** failed: the device ran out of memory (CUDA out of memory." in report
     assert "**b_crash** failed: the run's process was killed by SIGABRT" in report

@@ -78,8 +78,8 @@ class MonitorScreen(Screen):
         rate = "-" if progress.images_per_s is None else f"{progress.images_per_s:,.0f}"
         eta = progress.eta(time.time()) if state.status == "running" else None
         gpus = snapshot.gpu_users.get(self.experiment_name)
-        where = f"GPU {', '.join(map(str, gpus))}" if gpus else \
-            ("CPU" if not snapshot.gpu.gpus else "-")
+        on_cpu = (state.launch or {}).get("device") == "cpu" or not snapshot.gpu.gpus
+        where = f"GPU {', '.join(map(str, gpus))}" if gpus else ("CPU" if on_cpu else "-")
         self.query_one("#run-stats", Static).update(Text(
             f"{stage}{epoch}   ETA {duration(eta)}   images/s {rate}   on {where}   "
             f"folder {self._folder_label(state.folder)}"))
