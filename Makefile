@@ -13,6 +13,8 @@ ifdef MGRB_IN_CONTAINER
 MGRB := mgrb
 PY := python
 SETUP :=
+# the container's results must land in the mounted /runs to outlive it
+GPU_CHECK_ARGS := --out /runs/gpu-check --nvml-out /runs/gpu-check
 else
 MGRB := $(VENV)/bin/mgrb
 PY := $(VENV)/bin/python
@@ -96,8 +98,8 @@ bench: $(SETUP)
 # The GPU path end to end: numerics matrix, determinism, SIGKILL and resume, the bench table,
 # an NVML reading. Without CUDA it runs the same steps on the CPU at a small size and says so.
 gpu-check: $(SETUP)
-	$(PY) benchmarks/gpu_check.py
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 image-gpu-check:
 	mkdir -p $(RUNS)
-	$(DOCKER_RUN) python benchmarks/gpu_check.py --out /runs/gpu-check --nvml-out /runs/gpu-check
+	$(DOCKER_RUN) make gpu-check
