@@ -6,6 +6,7 @@ exists only once a run has finished, and every file appears whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -42,7 +43,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder gone or replaced: nothing to tidy
+            temporary.unlink()
         raise RunFolderError(_write_failure(path, error)) from None
 
 

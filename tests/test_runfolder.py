@@ -86,3 +86,13 @@ def test_an_unwritable_folder_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", denied)
     with pytest.raises(RunFolderError, match="f: cannot write here .Permission denied"):
         atomic_write(tmp_path / "f", b"x")
+
+
+def test_a_folder_replaced_by_a_file_gives_the_plain_message(tmp_path):
+    from mgrb.errors import RunFolderError
+    from mgrb.runfolder import atomic_write
+
+    blocked = tmp_path / "folder"
+    blocked.write_text("a file where the folder was")
+    with pytest.raises(RunFolderError, match="cannot be written"):
+        atomic_write(blocked / "results.json", b"{}")
