@@ -340,6 +340,11 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("gpu-check: error: --device cuda, but PyTorch sees no CUDA device", file=sys.stderr)
         return 2
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        # its finished runs would be taken for this check's: a stale result passing as new
+        print(f"gpu-check: error: --keep {args.keep}: the folder is not empty; give a new one",
+              file=sys.stderr)
+        return 2
     on_gpu = device == "cuda"
     profile = PROFILES[device]
     name = torch.cuda.get_device_name(0) if on_gpu else f"CPU {platform.machine()}"

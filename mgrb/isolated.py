@@ -76,7 +76,10 @@ def run_isolated(command: list[str], *, stderr=None) -> Outcome:
 
 def _error_of(code: int, output: str) -> str:
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         return f"the run's process was killed by {name} (its last checkpoint remains; " \
                "run the same command again to resume)"
     lines = [line.strip() for line in output.replace("\r", "\n").splitlines() if line.strip()]

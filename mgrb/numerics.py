@@ -124,8 +124,8 @@ def _check_cublas_workspace() -> None:
     value = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     if value in DETERMINISTIC_WORKSPACES:
         return
-    if not torch.cuda.is_initialized():
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    if not torch.cuda.is_initialized():  # a caller that skipped prepare_process: still in time
+        prepare_process(deterministic=True)
         return
     raise MGRBError(f"train.deterministic: cuBLAS needs CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} "
                     f"set before CUDA starts, and this process started CUDA with "

@@ -87,3 +87,17 @@ def test_an_nvml_reading_is_recorded_in_the_shapes_the_launcher_tests_replay():
     replayed = GpuMonitor(nvml=ReplayedNvml(recorded)).read()
     original = GpuMonitor(nvml=ReplayedNvml(reading)).read()
     assert replayed == original
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--keep", "{used}"], "the folder is not empty"),
+    (["--out", "{file}/results"], "gpu-check: error:"),
+])
+def test_bad_arguments_get_one_line_and_exit_2(tmp_path, args, words):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "runs").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    args = [a.format(used=tmp_path / "used", file=tmp_path / "file") for a in args]
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
