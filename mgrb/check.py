@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
+from . import runfiles
 from .errors import MGRBError
+from .runfolder import RESULTS
 
 METRICS = ("avg_top1", "last_top1")
 VERDICTS = ("reproduced", "above", "below", "no reference")
@@ -24,20 +25,18 @@ def verdict(value: float, reported: float | None, tolerance: float) -> str:
 
 
 def read_results(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "results.json"
+    """A finished run's results.json, checked against its contract (runfiles.RESULTS)."""
+    path = Path(run_dir) / RESULTS
     if not Path(run_dir).is_dir():
         raise MGRBError(f"{run_dir}: no such run folder")
-    if not path.exists():
+    try:
+        results = runfiles.read("results", path)
+    except runfiles.RunFileError as error:
+        raise MGRBError(f"{error}; not a results file this project wrote (damaged, or made "
+                        "elsewhere). Re-run the experiment to regenerate it.") from None
+    if results is None:
         raise MGRBError(f"{path}: missing; the run has not finished (results.json is written "
                         "only at the end). Resume it with `mgrb run` first.")
-    try:
-        results = json.loads(path.read_text())
-        for metric in METRICS:
-            float(results[metric])
-        results["experiment"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise MGRBError(f"{path}: unreadable or incomplete results ({type(error).__name__}: "
-                        f"{error}); re-run the experiment to regenerate it") from None
     return results
 
 

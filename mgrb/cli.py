@@ -87,21 +87,42 @@ def command_run(args) -> int:
 
 
 def _run_one(run, path: Path, device, progress, args) -> int:
-    from .runfolder import RunFolder
-    from .trainer import Interrupted, Trainer
+    from .runfolder import DamagedCheckpoints, RunFolder
 
     folder = RunFolder(run.folder)
     folder.prepare(run.config)
-    if folder.is_finished():
-        results = json.loads(folder.results_path.read_text())
+    results = folder.finished_results()
+    if results is not None:
         print(f"{folder.path} already holds a finished run; nothing to do.\n"
               f"{format_phase_table(results)}")
         return 0
+    folder.restart_if_damaged = args.restart
     folder.acquire_lock()
     try:
         progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}, "
                          f"run folder {folder.path}")
-        results = Trainer(run.config, folder, device, progress).train()
+        try:
+            results = _train(run, folder, device, progress, args)
+        except DamagedCheckpoints as error:
+            if not _agreed_to_start_over(error):
+                raise
+            folder.restart_if_damaged = True
+            results = _train(run, folder, device, progress, args)
+    finally:
+        folder.release_lock()
+    if results is None:
+        return 130
+    print(format_phase_table(results))
+    print(f"results: {folder.results_path}")
+    return 0
+
+
+def _train(run, folder, device, progress, args) -> dict | None:
+    """The run's results, or None when it was stopped (a checkpoint is saved)."""
+    from .trainer import Interrupted, Trainer
+
+    try:
+        return Trainer(run.config, folder, device, progress).train()
     except _out_of_memory() as error:
         raise MGRBError(
             f"the device ran out of memory ({str(error).splitlines()[0][:120]}). Lower the "
@@ -113,12 +134,19 @@ def _run_one(run, path: Path, device, progress, args) -> int:
         where = str(stop) or "stopped at once; the last periodic checkpoint remains"
         print(f"\ninterrupted: {where}. Run the same command again to resume:\n  mgrb {again}",
               file=sys.stderr)
-        return 130
-    finally:
-        folder.release_lock()
-    print(format_phase_table(results))
-    print(f"results: {folder.results_path}")
-    return 0
+        return None
+
+
+def _agreed_to_start_over(error) -> bool:
+    """Asked only at a terminal; a launcher or a batch job gets the error and its advice."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"mgrb: {error}", file=sys.stderr)
+    try:
+        answer = input("Start this run over from the beginning now? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _out_of_memory():
@@ -260,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path,
                      help="run folder (default: $MGRB_RUNS/<name>, else runs/<name>)")
     run.add_argument("--seed", type=int, help="only this seed of an experiment that lists seeds")
-    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress output (warnings and errors are still shown)")
+    run.add_argument("--restart", action="store_true",
+                     help="when every checkpoint of the run folder is damaged, start over "
+                          "instead of stopping (the damaged files are kept as *.damaged)")
     run.set_defaults(handler=command_run)
 
     repro = commands.add_parser(

@@ -31,6 +31,10 @@ class Progress:
         if not self.quiet:
             self._write(text)
 
+    def warn(self, text: str) -> None:
+        """Shown with --quiet too: --quiet silences progress, never what went wrong."""
+        self._write(text)
+
     def epoch(self, *, phase: int, phases: int, stage: str, epoch: int, epochs: int,
               loss: float, images_per_s: float, started: float) -> None:
         """Called after each epoch; `epoch` counts from 1."""

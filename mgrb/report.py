@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .check import check_group, read_results
 from .plots import plot_experiment, plot_summary
+from .errors import MGRBError
+from .runfiles import NAME_PATTERN
 from .runfolder import atomic_write
 
 MARKERS = {"reproduced": "✅ reproduced", "above": "⬆️ above", "below": "❌ below",
@@ -126,6 +128,10 @@ def write_report(groups: dict[str, list[dict]], out_dir: str | Path, *,
                  not_run: dict[str, str] | None = None) -> Path:
     """Write reproduction.md, results.csv and figures/ into out_dir; return the .md path."""
     out_dir = Path(out_dir)
+    for name in groups:  # each becomes a file name under out_dir/figures
+        if not NAME_PATTERN.match(name):
+            raise MGRBError(f"{name!r}: not an experiment name (letters, digits, _ . -); its "
+                            "results were not written by this project")
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     rows = _claims(groups, tolerance)
     figures = {}

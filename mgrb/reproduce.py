@@ -96,9 +96,13 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
                     return INTERRUPTED
                 if not outcome.finished:
                     failed[label] = outcome.error
-                    progress.message(f"{label} failed: {outcome.error}; going on with the next")
+                    progress.warn(f"{label} failed: {outcome.error}; going on with the next")
                     continue
-            groups.setdefault(name, []).append(read_results(run.folder))
+            try:
+                groups.setdefault(name, []).append(read_results(run.folder))
+            except MGRBError as error:  # a results.json damaged or from elsewhere
+                failed[label] = str(error)
+                progress.warn(f"{label}: {error}")
     report = write_report(groups, reports_dir, tolerance=tolerance, failed=failed,
                           not_run=not_run)
     rows = [row for name, runs in groups.items() for row in check_group(name, runs, tolerance)]

@@ -7,6 +7,7 @@ the hierarchy of each phase comes from `class_hierarchies.py`.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from . import evaluation
 from .checkpoints import CheckpointWriter
 from .class_hierarchies import describe_hierarchy, hierarchy_targets, public_description
 from .config import NUM_CLASSES
+from .errors import MGRBError
 from .data import load_dataset
 from .data.batches import Augment, make_batches
 from .environment import device_name, device_uuid, git_commit, library_versions
@@ -55,6 +57,20 @@ class Interrupted(Exception):
 
 # Set by the command line's signal handlers; a trainer honours it between batches.
 STOP_REQUESTED = threading.Event()
+
+
+def require_finite(losses: dict, *, phase: int, stage: str, epoch: int, lr: float) -> None:
+    """A diverged run stops where it diverged, before a NaN reaches a checkpoint or the log.
+
+    Checked where the losses are read anyway (log lines, epoch ends, checkpoints), so the
+    training step itself never waits for the GPU."""
+    bad = {name: float(value) for name, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        terms = ", ".join(f"{name} = {value}" for name, value in bad.items())
+        raise MGRBError(
+            f"training diverged in phase {phase + 1}, {stage}, epoch {epoch + 1} ({terms}; "
+            f"learning rate {lr:g}). The run stops here; its checkpoints are from before. A "
+            "lower train.lr is the usual cure (it changes the experiment: use a new --out).")
 
 
 class Trainer:
@@ -196,7 +212,7 @@ class Trainer:
         self._build_model()
         self.hierarchy, self.phase_results = None, []
         position, optimizer_state = Position(), None
-        state = self.run.load_checkpoint(self.progress.message)
+        state = self.run.load_checkpoint(self.progress.warn)
         if state is not None:
             position, optimizer_state = self._restore(state)
             self.progress.message(f"resuming at phase {position.phase + 1}, {position.stage}, "
@@ -256,7 +272,7 @@ class Trainer:
         self.run.append_event({"event": "compile", "phase": phase, **report})
         if report["fallbacks_to_eager"] > getattr(self, "_fallbacks_said", 0):
             self._fallbacks_said = report["fallbacks_to_eager"]
-            self.progress.message(
+            self.progress.warn(
                 f"warning: torch.compile fell back to eager {report['fallbacks_to_eager']} time(s) "
                 f"by phase {phase + 1} ({report['graphs']} graphs compiled): part of this run "
                 "ran uncompiled. results.json records it under `compile`.")
@@ -304,6 +320,7 @@ class Trainer:
             resume_at = position.iteration if epoch == position.epoch else 0
             losses, lr, rate = self._train_epoch(position.phase, epoch, resume_at, method, split,
                                                  optimizer)
+            require_finite(losses, phase=position.phase, stage="stage 1", epoch=epoch, lr=lr)
             self.run.append_event({"event": "epoch", "phase": position.phase, "stage": "stage1",
                                    "epoch": epoch + 1, "epochs": epochs,
                                    "iteration": self._iterations(split), "losses": losses,
@@ -360,10 +377,12 @@ class Trainer:
                 self._log_iteration(phase, epoch, iteration, iterations, sums,
                                     iteration + 1 - resume_at, lr, seen_images, epoch_start)
             if STOP_REQUESTED.is_set():
+                require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
                 self._save(self._after_batch(phase, epoch, iteration, iterations), optimizer)
                 raise Interrupted(f"stopped in phase {phase + 1}, epoch {epoch + 1}, batch "
                                   f"{iteration + 1}; a checkpoint was saved there")
             if self._checkpoint_due():  # train.checkpoint_minutes: long epochs lose little
+                require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
                 self._save(self._after_batch(phase, epoch, iteration, iterations), optimizer)
         done = max(iterations - resume_at, 1)
         losses = {name: round(float(value) / done, 6) for name, value in sums.items()}
@@ -372,6 +391,7 @@ class Trainer:
     def _log_iteration(self, phase, epoch, iteration, iterations, sums, count, lr, images, start):
         rate = images / max(time.monotonic() - start, 1e-9)
         losses = {name: round(float(value) / count, 6) for name, value in sums.items()}
+        require_finite(losses, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
         # epochs and iterations let a reader (the launcher) draw progress from one line
         self.run.append_event({"event": "iteration", "phase": phase, "stage": "stage1",
                                "epoch": epoch + 1, "epochs": self.train_cfg["epochs"],
@@ -414,6 +434,7 @@ class Trainer:
                 raise Interrupted(f"stopped in stage 2 of phase {phase + 1}; it restarts from "
                                   "the end of stage 1, where a checkpoint is saved")
             losses = {name: round(float(value) / batches, 6) for name, value in sums.items()}
+            require_finite(losses, phase=phase, stage="stage 2", epoch=epoch, lr=lr)
             self.run.append_event({"event": "epoch", "phase": phase, "stage": "stage2",
                                    "epoch": epoch + 1, "epochs": epochs, "iteration": batches,
                                    "losses": losses, "lr": lr})

@@ -12,6 +12,7 @@ def _results(folder, name, avg, last, reported, tolerance=2.0):
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({
         "experiment": name, "avg_top1": avg, "last_top1": last,
+        "phases": [{"phase": 0, "seen_classes": 5, "top1": last}],
         "reported": None if reported is None else {
             "avg_top1": reported[0], "last_top1": reported[1], "tolerance": tolerance}}))
     return str(folder)
@@ -65,5 +66,5 @@ def test_missing_or_broken_results_exit_2(tmp_path, capsys):
     broken.mkdir()
     (broken / "results.json").write_text("{not json")
     assert main(["check", str(broken)]) == 2
-    assert "unreadable or incomplete" in capsys.readouterr().err
+    assert "results.json: not valid JSON" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "nowhere")]) == 2

@@ -1,6 +1,7 @@
 """Faults for `mgrb run` processes started by tests, at the process boundary: Python loads
 this module at start-up when a test puts this folder on PYTHONPATH. MGRB_TEST_FAULTS names an
-experiment and what happens in its second phase: "a=oom,b=crash". Nothing else loads it."""
+experiment and what happens in its second phase: "a=oom,b=crash,c=nan". Nothing else loads
+it."""
 
 import os
 
@@ -24,3 +25,16 @@ if FAULTS:
         return _train_phase(self, position, optimizer_state)
 
     mgrb.trainer.Trainer._train_phase = _faulty_train_phase
+
+    if "nan" in FAULTS.values():
+        import mgrb.method
+
+        _stage1_loss = mgrb.method.MGRBPhase.stage1_loss
+
+        def _diverging_stage1_loss(self, *args, **kwargs):
+            terms = _stage1_loss(self, *args, **kwargs)
+            if self.phase == 1:  # the loss of the second phase turns to NaN
+                terms["total"] = terms["total"] * float("nan")
+            return terms
+
+        mgrb.method.MGRBPhase.stage1_loss = _diverging_stage1_loss
