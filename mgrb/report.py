@@ -51,6 +51,11 @@ def _number(value, digits=2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _one_line(text: str) -> str:
+    """An error message as one list item: its line breaks would end the list."""
+    return " ".join(str(text).split())
+
+
 def _markdown(groups, rows, figures, failed, not_run) -> str:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     counts = {v: sum(r["verdict"] == v for r in rows) for v in MARKERS}
@@ -73,8 +78,8 @@ def _markdown(groups, rows, figures, failed, not_run) -> str:
               "![summary](figures/summary.png)", ""]
     if failed or not_run:
         lines += ["## Not reproduced here", ""]
-        lines += [f"- **{name}** failed: {message}" for name, message in failed.items()]
-        lines += [f"- **{name}** not run: {reason}" for name, reason in not_run.items()]
+        lines += [f"- **{name}** failed: {_one_line(message)}" for name, message in failed.items()]
+        lines += [f"- **{name}** not run: {_one_line(reason)}" for name, reason in not_run.items()]
         lines.append("")
     lines += ["## Per experiment", ""]
     for name, runs in groups.items():

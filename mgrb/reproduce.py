@@ -40,22 +40,33 @@ def planned_runs(config: dict, runs_dir: Path, out: Path | None = None,
     return runs
 
 
-def select_experiments(experiments_dir: Path, patterns: list[str]) -> list[tuple[Path, dict]]:
-    """Experiments whose name matches a pattern (a name or a glob); all when none given."""
-    chosen = []
-    available = {}
+def select_experiments(experiments_dir: Path, patterns: list[str]
+                       ) -> tuple[list[tuple[Path, dict]], dict[str, str]]:
+    """Experiments whose name matches a pattern (a name or a glob); all when none given.
+
+    Also returns the files that cannot run, file -> why (invalid, or a name that an earlier
+    file already has): one bad file among many is reported, and the rest still run."""
+    chosen, available, unusable = [], {}, {}
     for path in sorted(experiments_dir.glob("*.yaml")):
-        config = load_config(path)
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            unusable[str(path)] = f"invalid experiment file: {error}"
+            continue
+        if config["name"] in available:
+            unusable[str(path)] = (f"names itself {config['name']}, as "
+                                   f"{available[config['name']][0]} does; not run")
+            continue
         available[config["name"]] = (path, config)
     if not patterns:
-        return list(available.values())
+        return list(available.values()), unusable
     for pattern in patterns:
         matches = [name for name in available if fnmatch.fnmatch(name, pattern)]
         if not matches:
             raise MGRBError(f"EXPERIMENTS={pattern}: matches no experiment in {experiments_dir}/ "
                             f"(`mgrb list` shows the names)")
         chosen += [available[name] for name in matches if available[name] not in chosen]
-    return chosen
+    return chosen, unusable
 
 
 def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, reports_dir: Path,
@@ -69,10 +80,12 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     from .isolated import run_command, run_isolated
     from .runfolder import RunFolder
 
-    selected = select_experiments(experiments_dir, patterns)
+    selected, unusable = select_experiments(experiments_dir, patterns)
     groups: dict[str, list[dict]] = {}
     failed: dict[str, str] = {}
-    not_run: dict[str, str] = {}
+    not_run: dict[str, str] = dict(unusable)
+    for file, reason in unusable.items():
+        progress.warn(f"skipping {file}: {reason}")
     for path, config in selected:
         name, dataset = config["name"], config["dataset"]["name"]
         # Named explicitly, CIFAR may still be downloaded; the default set takes what is there.

@@ -319,3 +319,20 @@ def test_a_diverging_run_stops_with_a_message_and_no_nan_on_disk(tmp_path):
     assert not (out / "results.json").exists()
     state = RunFolder(out).load_checkpoint(print)
     assert state["phase"] == 0 or (state["phase"] == 1 and state["epoch"] == 0)
+
+
+# -- experiment folders -----------------------------------------------------------------
+def test_reproduce_reports_broken_and_duplicate_files_and_runs_the_rest(tmp_path, capsys):
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "a_tiny.yaml").write_text(TINY)
+    (experiments / "b_same_name.yaml").write_text(TINY)
+    (experiments / "c_broken.yaml").write_text("name: [unclosed\n")
+    code = main(["--experiments-dir", str(experiments), "reproduce", "--runs-dir",
+                 str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"), "--quiet"])
+    assert code == 0
+    error = capsys.readouterr().err
+    assert "b_same_name.yaml: names itself tiny, as" in error and "c_broken.yaml" in error
+    report = (tmp_path / "reports" / "reproduction.md").read_text()
+    assert "| tiny |" in report and "b_same_name.yaml** not run" in report
+    assert (tmp_path / "runs" / "tiny" / "results.json").exists()
