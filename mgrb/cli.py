@@ -184,13 +184,18 @@ def command_list(args) -> int:
     from .throughput import latest_gpu_measurement
 
     measurement = latest_gpu_measurement(args.runs_dir)
-    rows = []
+    rows, files_by_name = [], {}
     for path in sorted(args.experiments_dir.glob("*.yaml")):
         try:
             config = load_config(path)
         except ConfigError as error:
             rows.append({"file": str(path), "error": str(error)})
             continue
+        if config["name"] in files_by_name:  # its run folder would be the other file's
+            rows.append({"file": str(path), "error": f"names itself {config['name']}, as "
+                                                     f"{files_by_name[config['name']]} does"})
+            continue
+        files_by_name[config["name"]] = path
         dataset = config["dataset"]["name"]
         hours, basis = projected_hours(config, measurement)
         rows.append({

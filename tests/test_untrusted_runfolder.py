@@ -336,3 +336,11 @@ def test_reproduce_reports_broken_and_duplicate_files_and_runs_the_rest(tmp_path
     report = (tmp_path / "reports" / "reproduction.md").read_text()
     assert "| tiny |" in report and "b_same_name.yaml** not run" in report
     assert (tmp_path / "runs" / "tiny" / "results.json").exists()
+
+
+def test_list_marks_a_second_file_of_the_same_name(tmp_path, capsys):
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(TINY)
+    assert main(["--experiments-dir", str(tmp_path), "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'b.yaml'}: INVALID: names itself tiny, as {tmp_path / 'a.yaml'}" in out
