@@ -143,8 +143,11 @@ class RunFolder:
             return None
         try:
             # the aliases a safe_load would expand are refused: this file may come from elsewhere
+            # YAML 1.1 as safe_dump wrote it (mgrb.yamlsafe reads 1e-4 as a number, which
+            # safe_dump leaves unquoted as a string); SafeLoader lets a malformed scalar
+            # escape as ValueError and deep nesting as RecursionError.
             stored = yaml.load(data, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
-        except yaml.YAMLError as error:
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError) as error:
             raise RunFolderError(f"{path}: damaged ({str(error).splitlines()[0]}); it is not "
                                  "the file this project wrote. Choose another folder with "
                                  "--out, or delete this one to start over.") from None

@@ -71,10 +71,19 @@ def test_overrides_apply_before_validation():
     ("", r"exp.yaml: the file is empty"),
     ("- a\n- b\n", r"exp.yaml: must be a mapping"),
     (GOOD + "train: 5\n", r"train: must be a mapping of keys"),
+    (GOOD + "train:\n  lr: 0.1\ntrain:\n  epochs: 3\n",
+     r"exp.yaml:11: train: given twice \(first on line 9\)"),
+    (GOOD + "train:\n  lr: 1e30\n", r"exp.yaml:10: train.lr: must be at most 1, got 1e\+30"),
+    (GOOD + "a: &a [1]\nb: *a\n", r"exp.yaml:9: anchors and aliases"),
 ])
 def test_bad_files_get_one_clear_message(text, expected):
     with pytest.raises(ConfigError, match=expected):
         parse_config(text, "exp.yaml")
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    assert parse_config(GOOD + "train:\n  lr: 1e-4\n")["train"]["lr"] == 1e-4
+    assert parse_config(GOOD, overrides=["train.weight_decay=5E-2"])["train"]["weight_decay"] == 0.05
 
 
 def test_missing_file(tmp_path):

@@ -94,7 +94,7 @@ def test_everything_the_trainer_saves_loads_with_weights_only(tmp_path, monkeypa
 
     monkeypatch.setattr(RunFolder, "save_checkpoint", save_and_reload)
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.replace("epochs: 1,", "epochs: 2, checkpoint_every: 1,"))
+    path.write_text(TINY.replace("{epochs: 1,", "{epochs: 2, checkpoint_every: 1,"))
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert any(state["optimizer"] for state in states)
     assert any(state["teacher"] for state in states) and states[-1]["phase_results"]
