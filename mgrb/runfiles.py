@@ -8,9 +8,12 @@ never a crash deep in a table or a plot. Imports nothing heavy: the launcher sta
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -226,8 +229,7 @@ def read(kind: str, path: str | Path):
     """The file's content checked against its contract; None when the file does not exist."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_JSON_BYTES + 1)
+        data = read_bounded(path, MAX_JSON_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -239,6 +241,18 @@ def read(kind: str, path: str | Path):
         raise RunFileError(path, "is empty (a write was cut short, or it is not this "
                                  "project's file)")
     return check(kind, parse_json(data, path), path)
+
+
+def read_bounded(path: Path, limit: int, offset: int = 0) -> bytes:
+    """Up to `limit` bytes of a regular file from `offset`. A FIFO or a device planted in its
+    place would block a reader forever or never end; it is refused without waiting."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.pread(descriptor, limit, offset)
+    finally:
+        os.close(descriptor)
 
 
 def parse_event(line: bytes) -> dict | None:

@@ -344,3 +344,11 @@ def test_list_marks_a_second_file_of_the_same_name(tmp_path, capsys):
     assert main(["--experiments-dir", str(tmp_path), "list"]) == 0
     out = capsys.readouterr().out
     assert f"{tmp_path / 'b.yaml'}: INVALID: names itself tiny, as {tmp_path / 'a.yaml'}" in out
+
+
+def test_a_fifo_in_place_of_results_is_refused_without_waiting(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / "results.json")  # opening it to read would wait for a writer forever
+    assert main(["check", str(run)]) == 2
+    assert "results.json: cannot be read (not a regular file)" in capsys.readouterr().err
