@@ -10,9 +10,13 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from artifact.core.runs import FINISHED
+from artifact.core.runs import BROKEN, FINISHED
 from artifact.core.service import Service, Snapshot
 from artifact.screens.main import MainScreen
+from artifact.widgets.styles import tell
+
+# what a stop may be tried on: a broken run may still have a process the launcher can prove
+STOPPABLE = ("running", "stalled", "queued", "unknown", BROKEN)
 
 
 class ArtifactApp(App):
@@ -50,7 +54,7 @@ class ArtifactApp(App):
     def _show(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         for message in snapshot.messages:
-            self.notify(message, severity="error", timeout=15)
+            tell(self, message, severity="error", timeout=15)
         for screen in self.screen_stack:
             if hasattr(screen, "show_snapshot"):
                 screen.show_snapshot(snapshot)
@@ -58,21 +62,21 @@ class ArtifactApp(App):
     # -- actions shared by the screens -------------------------------------------------
     def stop_run(self, name: str, force: bool = False) -> None:
         state = self.snapshot.states.get(name) if self.snapshot else None
-        if state is None or state.status not in ("running", "stalled", "queued", "unknown"):
-            self.notify(f"{name} is not running", severity="warning")
+        if state is None or state.status not in STOPPABLE:
+            tell(self, f"{name} is not running", severity="warning")
             return
         if state.status == "queued":
             self.service.dequeue(name)
-            self.notify(f"{name}: taken out of the queue")
+            tell(self, f"{name}: taken out of the queue")
         else:
-            self.notify(f"{name}: {self.service.stop(name, state, force=force)}")
+            tell(self, f"{name}: {self.service.stop(name, force=force)}")
         self.request_poll()
 
     def write_report(self, names: list[str]) -> None:
         states = self.snapshot.states if self.snapshot else {}
         finished = [n for n in names if n in states and states[n].status == FINISHED]
         if not finished:
-            self.notify("no finished run among the chosen experiments", severity="warning")
+            tell(self, "no finished run among the chosen experiments", severity="warning")
             return
         self._write_report(finished, states)
 
@@ -81,9 +85,9 @@ class ArtifactApp(App):
         try:
             path = self.service.write_report(names, states, self.reports_dir)
         except (OSError, ValueError) as error:
-            self.call_from_thread(self.notify, f"report not written: {error}", severity="error")
+            self.call_from_thread(tell, self, f"report not written: {error}", severity="error")
             return
-        self.call_from_thread(self.notify, f"{path} ({len(names)} experiments)",
+        self.call_from_thread(tell, self, f"{path} ({len(names)} experiments)",
                               title="report written", timeout=10)
 
     def action_help(self) -> None:

@@ -159,7 +159,7 @@ RESULTS_CONTRACT = mapping({
 
 EVENT_CONTRACT = mapping({
     "event": (text(pattern=EVENT_KIND, what="an event kind (lower-case letters and _)"), True),
-    "time": (number(0), False),
+    "time": (number(0, 1e11), False),  # seconds since 1970, until about the year 5000
     "phase": (integer(0, 10_000), False),
     "phases": (integer(1, 10_000), False),
     "stage": (text(longest=32), False),
@@ -169,7 +169,7 @@ EVENT_CONTRACT = mapping({
     "iterations": (integer(1, 10**9), False),
     "images_per_s": (number(0), False),
     "lr": (number(0), False),
-    "losses": (mapping(values=number()), False),
+    "losses": (mapping(values=number(-1e30, 1e30)), False),  # far beyond any sane loss
     "top1": (PERCENT, False), "top5": (OPTIONAL_PERCENT, False),
     "old_top1": (OPTIONAL_PERCENT, False), "new_top1": (OPTIONAL_PERCENT, False),
     "avg_top1": (PERCENT, False), "last_top1": (PERCENT, False),
@@ -194,7 +194,8 @@ LAUNCH_CONTRACT = mapping({
     "gpu": (integer(0, 1024, nullable=True), False),
     "gpu_uuid": (text(longest=128, nullable=True), False),
     "device": (one_of("cpu", "cuda"), False),
-    "container": (text(longest=128), False),
+    "container": (text(pattern=re.compile(r"^[0-9a-f]{64}$"), what="a full Docker container id"),
+                  False),
     "name": (text(longest=256), False),
     "launched": (number(0), False),
 })
@@ -225,34 +226,59 @@ def parse_json(data: bytes | str, path) -> Any:
         raise RunFileError(path, f"not valid JSON ({str(error)[:80]})") from None
 
 
-def read(kind: str, path: str | Path):
-    """The file's content checked against its contract; None when the file does not exist."""
+def read(contract: str | Check, path: str | Path, *, empty_is_missing: bool = False):
+    """The file's content checked against its contract (a kind of CONTRACTS, or a check);
+    None when the file does not exist (or is empty, with empty_is_missing)."""
     path = Path(path)
-    try:
-        data = read_bounded(path, MAX_JSON_BYTES + 1)
-    except FileNotFoundError:
+    handle = open_regular(path)
+    if handle is None:
         return None
-    except OSError as error:
-        raise RunFileError(path, f"cannot be read ({error.strerror or error})") from None
+    with handle:
+        data = handle.read(MAX_JSON_BYTES + 1)
     if len(data) > MAX_JSON_BYTES:
         raise RunFileError(path, f"larger than {MAX_JSON_BYTES >> 20} MB; not a file this "
                                  "project writes")
     if not data.strip():
+        if empty_is_missing:
+            return None
         raise RunFileError(path, "is empty (a write was cut short, or it is not this "
                                  "project's file)")
-    return check(kind, parse_json(data, path), path)
+    value = parse_json(data, path)
+    problem = (CONTRACTS[contract] if isinstance(contract, str) else contract)(value)
+    if problem:
+        raise RunFileError(path, problem)
+    return value
 
 
-def read_bounded(path: Path, limit: int, offset: int = 0) -> bytes:
-    """Up to `limit` bytes of a regular file from `offset`. A FIFO or a device planted in its
-    place would block a reader forever or never end; it is refused without waiting."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular(path: Path):
+    """A binary file object for a regular file, None when there is none. A run folder's
+    files are read in place only: a link may point anywhere (/dev/zero never ends), and a FIFO
+    would block its reader for ever, so both are refused without waiting."""
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return os.pread(descriptor, limit, offset)
-    finally:
+        descriptor = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RunFileError(path, "is a symbolic link; a run folder's files are read in "
+                                     "place only (a link may point anywhere)") from None
+        raise RunFileError(path, f"cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
+        raise RunFileError(path, "is not a regular file (a FIFO, device or folder)")
+    return os.fdopen(descriptor, "rb")
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """Up to `limit` bytes of a regular file read in place; OSError or RunFileError if not."""
+    handle = open_regular(path)
+    if handle is None:
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+    with handle:
+        return handle.read(limit)
 
 
 def parse_event(line: bytes) -> dict | None:

@@ -85,7 +85,8 @@ def read_regular(path: Path, limit: int | None = None) -> bytes | None:
     """The bytes of a regular file, None when absent. A link, a device or a FIFO in a run
     folder is refused: `latest.pt -> /dev/zero` would never end."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                             | getattr(os, "O_CLOEXEC", 0))  # a FIFO must not block the open
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -401,7 +402,7 @@ def _live_holder(folder: Path, owner: dict | None) -> str | None:
                 f"dead, delete {folder / LOCK} and try again.")
     process = owner.get("process")
     holder_alive = is_recorded_process(process) if process else pid_alive(owner["pid"])
-    if holder_alive and owner["pid"] != os.getpid():
+    if holder_alive:
         return _in_use(folder, owner)
     return None
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .runfiles import RunFileError, parse_json, read_bounded
 from .runfolder import atomic_write
 
 BENCH_DIR = ".bench"
@@ -50,15 +51,15 @@ def record(runs_dir: Path, results: dict) -> Path:
 
 def _read(path: Path) -> Measurement | None:
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        results = parse_json(read_bounded(path, 1024 * 1024), path)
         if results.get("device_type") != "cuda":
             return None
         tflops = float(results["model_tflops"])
         if not tflops > 0:
             return None
         return Measurement(str(results["device"]), tflops, str(results["measured_at"]), path)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
+    except (OSError, RunFileError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # not a measurement of make bench: the projection falls back to its assumption
 
 
 def latest_gpu_measurement(runs_dir: Path) -> Measurement | None:

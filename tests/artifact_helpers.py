@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pynvml
+
+from mgrb.processes import identity, pid_alive
 
 NVML_READING = Path(__file__).parent / "data" / "nvml_reading.json"
 # A "mig_devices" entry for a GPU of the reading: three slots, the middle one empty.
@@ -48,6 +53,16 @@ def write_experiments(folder: Path, *, epochs: int = 2, names=("tiny",)) -> Path
     return folder
 
 
+def tiny_experiment(tmp_path: Path):
+    """The tiny experiment, loaded as the launcher loads it, with its run folder made."""
+    from artifact.core.experiments import load_experiments
+
+    folder = write_experiments(tmp_path / "experiments")
+    (experiment,) = load_experiments(folder, tmp_path / "runs")
+    experiment.base_folder.mkdir(parents=True)
+    return experiment
+
+
 def write_broken_cifar(folder: Path, data_root: Path) -> None:
     """CIFAR-10 that looks present but is not readable: the run starts, then fails."""
     batches = data_root / "cifar-10-batches-py"
@@ -65,6 +80,59 @@ def wait_for(condition, timeout: float = 120.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"not reached within {timeout} s")
+
+
+# -- processes that are not the run's, and one that passes for its trainer ---------------------
+def start_sleeper() -> subprocess.Popen:
+    """An unrelated process in a session of its own, as a supervisor would be: a stop that
+    signals it has been fooled by a planted pid."""
+    return subprocess.Popen(["sleep", "600"], start_new_session=True)
+
+
+FAKE_TRAINER = """\
+import os
+import subprocess
+import sys
+import time
+
+if len(sys.argv) > 2:  # a child in the trainer's process group, as its data workers are
+    child = subprocess.Popen(["sleep", "600"])
+    with open(sys.argv[2] + ".tmp", "w") as handle:
+        handle.write(str(child.pid))
+    os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+time.sleep(600)
+"""
+
+
+def start_fake_trainer(folder: Path, child_pid_file: Path | None = None) -> subprocess.Popen:
+    """A process whose command line is the `mgrb` console script's, as a trainer started
+    with `mgrb run` in another terminal: the lock may name it. With child_pid_file, it
+    starts a child in its process group and writes the child's pid there."""
+    script = Path(folder) / "mgrb"
+    script.write_text(FAKE_TRAINER)
+    extra = [str(child_pid_file)] if child_pid_file else []
+    return subprocess.Popen([sys.executable, str(script), "run", *extra], start_new_session=True)
+
+
+def write_lock(folder: Path, pid: int, *, process="same", host: str | None = None) -> None:
+    """The trainer's run.lock for `pid`; process: "same" for its true identity, None for a
+    lock without one (an older trainer), or any record to plant."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"pid": pid, "host": host or socket.gethostname(), "since": time.time()}
+    if process is not None:
+        record["process"] = identity(pid) if process == "same" else process
+    (folder / "run.lock").write_text(json.dumps(record))
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)
+
+
+def still_alive(process: subprocess.Popen) -> bool:
+    """Alive and never signalled: a sleep that got SIGTERM or SIGKILL would have ended."""
+    return process.poll() is None and pid_alive(process.pid)
 
 
 class ReplayedNvml:

@@ -14,8 +14,9 @@ from artifact.core.records import read_exit, read_launch
 from artifact.core.runs import (FAILED, FINISHED, INTERRUPTED, KILLED, NOT_RUN, RUNNING, STALLED,
                                 EventTail, RunWatcher)
 from artifact.core.settings import Settings, parse_gpus
-from artifact_helpers import (MIG_SLICES, ReplayedNvml, nvml_reading, wait_for, write_broken_cifar,
-                              write_experiments)
+from artifact_helpers import (MIG_SLICES, ReplayedNvml, nvml_reading, start_fake_trainer,
+                              stop_process, wait_for, write_broken_cifar, write_experiments,
+                              write_lock)
 
 FAKE_UUID = "GPU-00000000-1111-2222-3333-444444444444"
 
@@ -149,9 +150,9 @@ def test_a_run_killed_from_outside_says_so_and_stop_checkpoints(tmp_path):
     state = RunWatcher(experiment).refresh(stall_after_s=600)
     assert state.status == KILLED and "SIGKILL" in state.detail
 
-    record = launcher.start(experiment, gpu=None)  # resumes; then a stop from the launcher
+    launcher.start(experiment, gpu=None)  # resumes; then a stop from the launcher
     wait_for(lambda: events.read_text().count('"resumed"') == 1)
-    assert "asked to stop" in launcher.stop(record)
+    assert "asked to stop" in launcher.stop(experiment)
     wait_for(lambda: read_exit(experiment.base_folder))
     state = RunWatcher(experiment).refresh(stall_after_s=600)
     assert state.status == INTERRUPTED and "resume" in state.detail
@@ -161,10 +162,10 @@ def test_a_run_killed_from_outside_says_so_and_stop_checkpoints(tmp_path):
 def test_a_supervisor_gone_without_a_record_counts_as_killed(tmp_path):
     experiment = _experiment(tmp_path, epochs=40)
     launcher = LocalLauncher(tmp_path / "runs")
-    record = launcher.start(experiment, gpu=None)
+    launcher.start(experiment, gpu=None)
     events = experiment.base_folder / "events.jsonl"
     wait_for(lambda: events.exists() and '"iteration"' in events.read_text())
-    launcher.stop(record, force=True)  # SIGKILL to the whole session
+    launcher.stop(experiment, force=True)  # SIGKILL to the whole session
     launcher.reap()
     state = wait_for(lambda: (s := RunWatcher(experiment).refresh(stall_after_s=600)).status
                      == KILLED and s)
@@ -177,15 +178,16 @@ def test_stalled_and_started_elsewhere(tmp_path):
     folder.mkdir(parents=True)
     assert RunWatcher(experiment).refresh(stall_after_s=60).status == NOT_RUN
     # a trainer started with `mgrb run` in another terminal holds the lock
-    (folder / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    trainer = start_fake_trainer(tmp_path)
+    write_lock(folder, trainer.pid)
     (folder / "events.jsonl").write_text(json.dumps({"time": time.time() - 3600,
                                                      "event": "started", "phases": 3}) + "\n")
     watcher = RunWatcher(experiment)
     state = watcher.refresh(stall_after_s=60)
     assert state.status == STALLED and "no events for 60 min" in state.detail
     assert watcher.refresh(stall_after_s=7200).status == RUNNING
-    (folder / "run.lock").unlink()
-    assert watcher.refresh(stall_after_s=60).status == INTERRUPTED
+    stop_process(trainer)
+    assert watcher.refresh(stall_after_s=60).status == INTERRUPTED  # its lock stays behind
 
 
 @pytest.mark.parametrize("running, gpus, per_gpu, expected", [
@@ -248,7 +250,7 @@ def test_docker_mode_through_the_service(tmp_path):
         assert "CUDA_VISIBLE_DEVICES=" in body["Env"] and launch["device"] == "cpu"
         state = service.poll().states["tiny"]
         assert state.status == RUNNING
-        assert "asked the container to stop" in service.stop("tiny", state)
+        assert "asked the container to stop" in service.stop("tiny")
         state = service.poll().states["tiny"]
         assert state.status == INTERRUPTED
     finally:

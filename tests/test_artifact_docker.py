@@ -55,7 +55,8 @@ def test_start_sends_command_gpus_mounts_shm_labels_and_user(engine, make_runner
     assert body["Cmd"] == ["mgrb", "run", "c100_ont_10_10", "--out", "/runs/c100_ont_10_10/seed-1",
                            "--device", "cuda"]
     assert body["Labels"] == {"org.mgrb.experiment": "c100_ont_10_10",
-                              "org.mgrb.run": "c100_ont_10_10/seed-1", "org.mgrb.launcher": "mgrb-tui"}
+                              "org.mgrb.run": "c100_ont_10_10/seed-1", "org.mgrb.launcher": "mgrb-tui",
+                              "org.mgrb.runs": str(tmp_path / "runs")}
     assert sorted(body["Env"]) == [f"CUDA_VISIBLE_DEVICES={GPU_A},{GPU_B}", "MGRB_DATA=/data",
                                    "MGRB_RUNS=/runs"]
     assert body["User"] == f"{os.getuid()}:{os.getgid()}"

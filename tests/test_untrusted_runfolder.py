@@ -351,4 +351,14 @@ def test_a_fifo_in_place_of_results_is_refused_without_waiting(tmp_path, capsys)
     run.mkdir()
     os.mkfifo(run / "results.json")  # opening it to read would wait for a writer forever
     assert main(["check", str(run)]) == 2
-    assert "results.json: cannot be read (not a regular file)" in capsys.readouterr().err
+    assert "results.json: is not a regular file (a FIFO, device or folder)" in capsys.readouterr().err
+
+
+def test_a_linked_results_file_is_not_read(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("{}")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").symlink_to(elsewhere)
+    assert main(["check", str(run)]) == 2
+    assert "results.json: is a symbolic link" in capsys.readouterr().err

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .owners import CONTAINER_ID, NotOurs, container_problem
 
 LABEL = "org.mgrb.experiment"
 RUN_LABEL = "org.mgrb.run"
 LAUNCHER_LABEL = "org.mgrb.launcher"
+RUNS_LABEL = "org.mgrb.runs"  # the runs folder on the host: two launchers' runs stay apart
 LAUNCHER = "mgrb-tui"
 NO_DAEMON = ("No Docker daemon answers ({reason}). Is Docker running? Is DOCKER_HOST right? "
              "Local-process mode (settings) works without Docker.")
@@ -37,6 +40,7 @@ class ContainerRun:
     status: str  # docker's state: created / running / exited / dead / ...
     exit_code: int | None
     host_pid: int | None  # NVML reports host pids: this lets the GPU panel match the run
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def _sdk():
@@ -141,7 +145,7 @@ class DockerRunner:
                 self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}", *device_args,
                                      *extra_args],
                 name=_container_name(run), detach=True, shm_size=self.shm_size,
-                labels={LABEL: experiment, RUN_LABEL: run, LAUNCHER_LABEL: LAUNCHER},
+                labels=self.labels(experiment, run),
                 volumes={str(self.data_dir): {"bind": "/data", "mode": "ro"},
                          str(self.runs_dir): {"bind": "/runs", "mode": "rw"}},
                 user=f"{os.getuid()}:{os.getgid()}",  # run folders on the host stay the user's
@@ -156,6 +160,27 @@ class DockerRunner:
             return _describe(container)
 
         return self._call(start)
+
+    def labels(self, experiment: str, run: str) -> dict[str, str]:
+        """What marks a container as the one this launcher started for a run."""
+        return {LABEL: experiment, RUN_LABEL: run, LAUNCHER_LABEL: LAUNCHER,
+                RUNS_LABEL: str(self.runs_dir)}
+
+    def owned(self, container_id, *, experiment: str, run: str) -> ContainerRun | None:
+        """The container a launch.json names, only if this launcher started it for that run
+        (a launch.json from elsewhere may name any container of the user's); None when it is
+        gone; NotOurs says why it is not the run's."""
+        if not isinstance(container_id, str) or not CONTAINER_ID.match(container_id):
+            raise NotOurs(f"launch.json names container {str(container_id)[:70]!r}, which is "
+                          "not a container id this launcher records")
+        found = self.state(container_id)
+        if found is None:
+            return None
+        problem = container_problem(found.labels, self.labels(experiment, run))
+        if problem:
+            raise NotOurs(f"launch.json names container {container_id[:12]}, which this "
+                          f"launcher did not start for this run ({problem})")
+        return found
 
     def list_runs(self) -> list[ContainerRun]:
         return self._call(lambda client: [_describe(c) for c in client.containers.list(
@@ -202,4 +227,5 @@ def _describe(container) -> ContainerRun:
         container_id=container.id, name=container.name, experiment=labels.get(LABEL, ""),
         run=labels.get(RUN_LABEL, ""), status=status,
         exit_code=state.get("ExitCode") if ended else None,
-        host_pid=(state.get("Pid") or None) if running else None)
+        host_pid=(state.get("Pid") or None) if running else None,
+        labels={str(k): str(v) for k, v in labels.items()})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from mgrb.data import data_present, default_root
 from mgrb.errors import ConfigError
 from mgrb.estimate import projected_hours
 from mgrb.reproduce import planned_runs
-from mgrb.throughput import latest_gpu_measurement
+from mgrb.throughput import bench_dir, latest_gpu_measurement
 
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "miniimagenet": "miniImageNet",
                   "imagenet100": "ImageNet-100", "digits": "digits"}
@@ -48,17 +50,62 @@ def data_help(dataset: str, root) -> str:
             "automatically. `mgrb data` prints the folder layout to put there; or set MGRB_DATA.")
 
 
+MAX_EXPERIMENT_BYTES = 1024 * 1024  # the largest of the project's files is a few kB
+
+
 def load_experiments(experiments_dir: Path, runs_dir: Path) -> list[Experiment | BrokenExperiment]:
+    """One row per *.yaml file. A file that cannot be used is a BrokenExperiment with the
+    reason, whatever is wrong with it: experiment folders come from elsewhere too."""
     rows: list[Experiment | BrokenExperiment] = []
-    measurement = latest_gpu_measurement(runs_dir)
+    measurement = _measurement(Path(runs_dir))
+    first_with: dict[str, Path] = {}  # name -> the file that has it
     for path in sorted(Path(experiments_dir).glob("*.yaml")):
-        try:
-            config = load_config(path)
-        except ConfigError as error:
-            rows.append(BrokenExperiment(path, str(error)))
-            continue
-        rows.append(_experiment(path, config, Path(runs_dir), measurement))
+        row = _load(path, Path(runs_dir), measurement)
+        if isinstance(row, Experiment):
+            if row.name in first_with:  # both would share runs/<name>: one run folder
+                row = BrokenExperiment(path, f"duplicate name {row.name}, also used by "
+                                             f"{first_with[row.name]}")
+            else:
+                first_with[row.name] = path
+        rows.append(row)
     return rows
+
+
+def _load(path: Path, runs_dir: Path, measurement) -> Experiment | BrokenExperiment:
+    problem = _unreadable(path)
+    if problem:
+        return BrokenExperiment(path, problem)
+    try:
+        return _experiment(path, load_config(path), runs_dir, measurement)
+    except ConfigError as error:
+        return BrokenExperiment(path, str(error))
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the launcher
+        return BrokenExperiment(path, f"cannot be loaded ({type(error).__name__}: {error})")
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the file is not one to read at all: a FIFO would block the launcher's start."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a FIFO, device or folder)"
+    if info.st_size > MAX_EXPERIMENT_BYTES:
+        return f"is larger than {MAX_EXPERIMENT_BYTES >> 20} MB; not an experiment file"
+    return None
+
+
+def _measurement(runs_dir: Path):
+    """`make bench`'s newest GPU measurement: only a convenience for the hours column, so
+    any trouble reading it (files planted in <runs>/.bench) means none."""
+    folder = bench_dir(runs_dir)
+    try:
+        if any(not path.is_file() for path in folder.glob("*.json")):
+            return None  # a FIFO there would block the reader
+        return latest_gpu_measurement(runs_dir)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _experiment(path: Path, config: dict, runs_dir: Path, measurement) -> Experiment:

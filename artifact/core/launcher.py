@@ -1,7 +1,8 @@
 """Starting and stopping runs as local processes, and the queue that waits for a free slot.
 
 A run is `mgrb run EXPERIMENT` under `supervise.py`, in a session of its own: closing the
-launcher never stops training, and the run folder records how the process ended.
+launcher never stops training, and the run folder records how the process ended. A stop
+signals only a process proven to be the run's (owners.py), whatever its files say.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from mgrb import runfiles
+from mgrb.processes import identity
+from mgrb.runfiles import RunFileError
+
 from .experiments import Experiment
-from .records import LOG, clear_for_launch, read_json, record_launch, write_json
+from .owners import SUPERVISOR, Ended, NotOurs, supervisor_pid, trainer_pid
+from .records import (LAUNCH, check_launch, clear_for_launch, open_log_for_append, read_checked,
+                      read_launch, read_lock, record_launch, write_json)
 
 CPU = "cpu"
 FULL = "full"
+QUEUE = runfiles.mapping({"queued": (runfiles.list_of(runfiles.text(
+    pattern=runfiles.NAME_PATTERN), longest=10_000), True)})
 
 
 class Queue:
@@ -26,11 +35,18 @@ class Queue:
 
     def __init__(self, runs_dir: Path):
         self.path = Path(runs_dir) / ".launcher" / "queue.json"
+        self.damage: str | None = None  # why the stored queue was not used, while it lasts
 
     def names(self) -> list[str]:
-        stored = read_json(self.path) or {}
-        names = stored.get("queued", [])
-        return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+        """A damaged queue file counts as an empty queue (and says so in `damage`); the next
+        change to the queue writes a good one."""
+        try:
+            stored = read_checked(self.path, QUEUE)
+        except RunFileError as error:
+            self.damage = f"{error}; the launch queue starts empty"
+            return []
+        self.damage = None
+        return list(stored["queued"]) if stored else []
 
     def _store(self, names: list[str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,20 +96,27 @@ class LocalLauncher:
         with the trainer's error instead of training on the CPU."""
         device, visible = device_for(gpu, gpu_uuid)
         base = experiment.base_folder
-        base.mkdir(parents=True, exist_ok=True)
-        clear_for_launch(base)
         command = [self.python, "-m", "mgrb.cli", "run", str(Path(experiment.path).resolve()),
                    "--device", device, *extra_args]
+        record = {"mode": "local", "command": command, "gpu": gpu, "gpu_uuid": gpu_uuid,
+                  "device": device}
+        check_launch(base, record)  # before the process starts: no run without its record
+        base.mkdir(parents=True, exist_ok=True)
+        clear_for_launch(base)
         env = {**self.environ, "MGRB_RUNS": str(self.runs_dir), "PYTHONUNBUFFERED": "1",
                "CUDA_VISIBLE_DEVICES": visible}
-        with open(base / LOG, "ab") as log:
+        log = open_log_for_append(base)
+        try:
+            # Popen returns once the child has exec'd: its command line is the supervisor's,
+            # which is what stop() checks (with the resolved folder) before signalling it.
             child = subprocess.Popen(
-                [self.python, "-m", "artifact.core.supervise", str(base), "--", *command],
+                [self.python, "-m", SUPERVISOR, str(base.resolve()), "--", *command],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)
+        finally:
+            os.close(log)
         self._children.append(child)
-        record = {"mode": "local", "pid": child.pid, "command": command, "gpu": gpu,
-                  "gpu_uuid": gpu_uuid, "device": device}
+        record.update(pid=child.pid, process=identity(child.pid))
         record_launch(base, record)
         return record
 
@@ -101,20 +124,60 @@ class LocalLauncher:
         """Collect children that have ended, so that they do not linger as zombies."""
         self._children = [child for child in self._children if child.poll() is None]
 
-    @staticmethod
-    def stop(record: dict, force: bool = False) -> str:
+    def stop(self, experiment: Experiment, force: bool = False) -> str:
         """SIGTERM: the trainer saves a checkpoint at the current batch and exits; force:
-        SIGKILL to the whole session (the last periodic checkpoint remains)."""
-        pid = record.get("pid")
-        if not pid:
-            return "no process recorded for this run"
+        SIGKILL to the supervisor's whole session (the last periodic checkpoint remains), or
+        to the trainer alone when only its run.lock is known. Only a process proven to be
+        the run's is signalled; otherwise the answer says why not."""
         try:
-            if force:
-                os.killpg(int(pid), signal.SIGKILL)
-            else:
-                os.kill(int(pid), signal.SIGTERM)
-        except ProcessLookupError:
+            pid, whole_session = self._target(experiment)
+        except Ended:
             return "the run's process has already ended"
-        except PermissionError:
-            return f"not allowed to signal process {pid} (another user's run?)"
-        return "killed" if force else "asked to stop; it saves a checkpoint first"
+        except NotOurs as why:
+            return f"cannot be stopped from here: {why}"
+        return _signal(pid, whole_session=whole_session, force=force)
+
+    @staticmethod
+    def _target(experiment: Experiment) -> tuple[int, bool]:
+        """(pid, whether it leads the run's session): the supervisor the launch record names,
+        else a trainer holding a run.lock; NotOurs with every reason when neither is proven."""
+        base = experiment.base_folder
+        reasons: list = []  # texts, and NotOurs (Ended: that process is gone) to tell apart
+        try:
+            launch = read_launch(base)
+        except RunFileError as error:
+            launch, reasons = None, [f"{LAUNCH}: {error.reason}"]
+        if launch is not None and launch["mode"] == "local":
+            try:
+                return supervisor_pid(launch, base), True
+            except NotOurs as why:
+                reasons.append(why)
+        for folder in experiment.run_folders:
+            try:
+                lock = read_lock(folder)
+                if lock is not None:
+                    return trainer_pid(lock), False
+            except RunFileError as error:
+                reasons.append(f"run.lock: {error.reason}")
+            except NotOurs as why:
+                reasons.append(why)
+        if not reasons:
+            raise NotOurs("no process is recorded for this run")
+        if all(isinstance(reason, Ended) for reason in reasons):
+            raise Ended(reasons[0])
+        raise NotOurs("; ".join(str(r) for r in reasons if not isinstance(r, Ended)))
+
+
+def _signal(pid: int, *, whole_session: bool, force: bool) -> str:
+    if pid < 2:  # not reached (the contracts refuse 0 and 1): kill(0)/kill(-1) hit everything
+        return f"cannot be stopped from here: refusing to signal process {pid}"
+    try:
+        if force and whole_session:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+    except ProcessLookupError:
+        return "the run's process has already ended"
+    except PermissionError:
+        return f"not allowed to signal process {pid} (another user's run?)"
+    return "killed" if force else "asked to stop; it saves a checkpoint first"

@@ -1,58 +1,80 @@
 """What a run folder says about its run: status, progress, curves, verdicts.
 
 Everything here reads files (events.jsonl as it grows, results.json, the launcher's records,
-the trainer's lock) and never blocks on a process; the UI calls it from a worker thread.
+the trainer's lock) and never blocks on a process; the UI calls it from a worker thread. Run
+folders may come from elsewhere: a file that breaks its contract makes the run "broken", with
+the file and the field in its detail, and never stops the launcher.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgrb import runfiles
 from mgrb.check import check_group
-from mgrb.runfolder import EVENTS, LOCK, RESULTS
+from mgrb.runfiles import RunFileError, open_regular
+from mgrb.runfolder import EVENTS, RESULTS
 
 from .experiments import Experiment
-from .records import LOG, log_tail, pid_alive, read_exit, read_json, read_launch
+from .owners import NotOurs, supervisor_pid, trainer_pid
+from .records import LOG, log_tail, read_exit, read_launch, read_lock, read_record
 
-# status words, in the order a run passes through them
-NOT_RUN, QUEUED, RUNNING, STALLED, FINISHED, FAILED, INTERRUPTED, KILLED, UNKNOWN = (
+# status words, in the order a run passes through them; broken: a file of its run folder
+# breaks its contract (made elsewhere, or damaged), so the launcher cannot tell
+NOT_RUN, QUEUED, RUNNING, STALLED, FINISHED, FAILED, INTERRUPTED, KILLED, UNKNOWN, BROKEN = (
     "not run", "queued", "running", "stalled", "finished", "failed", "interrupted", "killed",
-    "unknown")
+    "unknown", "broken")
+STATUSES = (NOT_RUN, QUEUED, RUNNING, STALLED, FINISHED, FAILED, INTERRUPTED, KILLED, UNKNOWN,
+            BROKEN)
+LOSSES_KEPT = 2_000  # the monitor draws the last 400; a long run must not grow without end
 
 
 class EventTail:
     """Reads the new complete lines of an events.jsonl on each call; a line still being
-    written is left for the next call, a damaged line is skipped."""
+    written is left for the next call, a line that breaks the event contract is skipped and
+    counted in `skipped`."""
+
+    CHUNK = 8 * 1024 * 1024  # per call: a huge file is read over several polls, never at once
 
     def __init__(self, path: Path):
         self.path, self.offset, self._partial = Path(path), 0, b""
+        self.skipped = 0
+        self._overlong = False  # inside a line longer than any event: skipped to its end
 
     def read_new(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as handle:
-                size = handle.seek(0, 2)
-                if size < self.offset:  # the file was replaced: start over
-                    self.offset, self._partial = 0, b""
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except OSError:
+        """RunFileError for a file that is not a regular one (a link, a FIFO)."""
+        handle = open_regular(self.path)
+        if handle is None:
             return []
+        with handle:
+            size = handle.seek(0, 2)
+            if size < self.offset:  # the file was replaced: start over
+                self.offset, self._partial, self._overlong = 0, b"", False
+            handle.seek(self.offset)
+            chunk = handle.read(self.CHUNK)
         self.offset += len(chunk)
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
-        events = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
+        events = [event for event in map(self._parse, lines) if event is not None]
+        if len(self._partial) > runfiles.MAX_EVENT_BYTES:
+            self._partial, self._overlong = b"", True
         return events
+
+    def _parse(self, line: bytes) -> dict | None:
+        if self._overlong:  # the end of a line already too long to be an event
+            self._overlong = False
+            self.skipped += 1
+            return None
+        if not line.strip():
+            return None
+        event = runfiles.parse_event(line)
+        if event is None:
+            self.skipped += 1
+        return event
 
 
 @dataclass
@@ -73,33 +95,42 @@ class Progress:
     session_start: tuple[float, float] | None = None  # (time, fraction) when this process began
     finished: bool = False
 
-    def fold(self, event: dict) -> None:
-        kind, now = event.get("event"), event.get("time")
-        self.last_event = now if isinstance(now, (int, float)) else self.last_event
+    def fold(self, event) -> None:
+        """Never raises: anything but an event that meets the contract is passed over (the
+        tail checks what it reads; other callers may not)."""
+        if not isinstance(event, dict) or runfiles.CONTRACTS["event"](event):
+            return
+        kind, now = event["event"], event.get("time")
+        self.last_event = now if now is not None else self.last_event
         if kind in ("started", "resumed"):
             self.phases = event.get("phases", self.phases)
-            self.phase = event.get("phase", self.phase) or 0
+            self.phase = event.get("phase", self.phase)
             self.session_start = (now, self.fraction) if now else None
         elif kind in ("iteration", "epoch"):
-            self.phase, self.stage = event.get("phase", self.phase), event.get("stage", self.stage)
-            self.epochs = event.get("epochs", self.epochs)
-            if kind == "epoch":
-                self.epoch, self.iteration = event.get("epoch", 0), 0
-            else:
-                self.epoch = event.get("epoch", 1) - 1
-                self.iteration = event.get("iteration", 0)
-                self.iterations = event.get("iterations", self.iterations)
-            if event.get("images_per_s") is not None:
-                self.images_per_s = event["images_per_s"]
-            loss = (event.get("losses") or {}).get("total")
-            if loss is not None and self.stage == "stage1":
-                self.losses.append((self.phase + self.phase_fraction, float(loss)))
+            self._fold_training(kind, event)
         elif kind == "eval":
             phase = event.get("phase", len(self.top1))
             self.top1 = self.top1[:phase] + [float(event.get("top1", 0.0))]
             self.phase, self.stage, self.epoch = phase, "evaluated", 0
         elif kind == "finished":
             self.finished = True
+
+    def _fold_training(self, kind: str, event: dict) -> None:
+        self.phase, self.stage = event.get("phase", self.phase), event.get("stage", self.stage)
+        self.epochs = event.get("epochs", self.epochs)
+        if kind == "epoch":
+            self.epoch, self.iteration = event.get("epoch", 0), 0
+        else:
+            self.epoch = max(event.get("epoch", 1) - 1, 0)
+            self.iteration = event.get("iteration", 0)
+            self.iterations = event.get("iterations", self.iterations)
+        if event.get("images_per_s") is not None:
+            self.images_per_s = event["images_per_s"]
+        loss = (event.get("losses") or {}).get("total")
+        if loss is not None and self.stage == "stage1":
+            self.losses.append((self.phase + self.phase_fraction, float(loss)))
+            if len(self.losses) > 2 * LOSSES_KEPT:
+                del self.losses[:-LOSSES_KEPT]
 
     @property
     def phase_fraction(self) -> float:
@@ -108,7 +139,7 @@ class Progress:
         if not self.epochs:
             return 0.0
         within = self.iteration / self.iterations if self.iterations else 0.0
-        return min((self.epoch + within) / self.epochs, 1.0)
+        return _share(self.epoch + within, self.epochs)
 
     @property
     def fraction(self) -> float:
@@ -117,7 +148,7 @@ class Progress:
         if not self.phases:
             return 0.0
         done = len(self.top1) if self.stage == "evaluated" else self.phase + self.phase_fraction
-        return min(done / self.phases, 1.0)
+        return _share(done, self.phases)
 
     def eta(self, now: float) -> float | None:
         """Seconds left at the pace of the current process (resumed runs start afresh)."""
@@ -127,7 +158,13 @@ class Progress:
         gained = self.fraction - start_fraction
         if gained <= 0.005:
             return None
-        return (now - start_time) / gained * (1.0 - self.fraction)
+        seconds = (now - start_time) / gained * (1.0 - self.fraction)
+        # a clock in the events that is off (or made up) gives no estimate rather than a wild one
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _share(done: float, total: float) -> float:
+    return min(max(done / total, 0.0), 1.0)
 
 
 @dataclass
@@ -138,9 +175,10 @@ class RunState:
     results: list[dict] = field(default_factory=list)     # results.json of each finished seed
     verdicts: list[dict] = field(default_factory=list)    # mgrb check rows when all finished
     log: list[str] = field(default_factory=list)
-    pid: int | None = None
+    pid: int | None = None                                # proven to be the run's, else None
     launch: dict | None = None
     folder: Path | None = None                            # the run folder being shown
+    skipped_events: int = 0                               # damaged lines of events.jsonl
 
     @property
     def verdict(self) -> str | None:
@@ -149,6 +187,19 @@ class RunState:
             if word in words:
                 return word
         return "no reference" if words else None
+
+
+@dataclass
+class _Reading:
+    """What one refresh read from the run folders, and what was wrong with them."""
+    launch: dict | None = None
+    exit_record: dict | None = None
+    log: list[str] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+    locks: list[dict] = field(default_factory=list)  # the trainers' run.lock records
+    alive: bool | None = False
+    pid: int | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 class RunWatcher:
@@ -160,34 +211,94 @@ class RunWatcher:
         self._progress = {folder: Progress() for folder in experiment.run_folders}
 
     def refresh(self, *, stall_after_s: float, probe=None, now: float | None = None) -> RunState:
-        """probe(launch record) -> (alive, exit code or None, log lines) for runs the local
-        process table cannot see (containers); alive None: cannot tell (no daemon)."""
+        """probe(experiment, launch record) -> (alive, exit code or None, log lines) for runs
+        the local process table cannot see (containers); alive None: cannot tell (no daemon);
+        NotOurs: launch.json names a container that is not this run's."""
         now = time.time() if now is None else now
-        for folder, tail in self._tails.items():
-            for event in tail.read_new():
-                self._progress[folder].fold(event)
-        base = self.experiment.base_folder
-        launch, exit_record = read_launch(base), read_exit(base)
-        log = log_tail(base / LOG)
-        alive, pid = False, None
-        if launch and launch.get("mode") == "docker" and probe is not None:
-            alive, code, log = probe(launch)
-            if code is not None and exit_record is None:
-                exit_record = {"code": code}
-        elif launch:
-            pid = launch.get("pid")
-            alive = pid_alive(pid)
-        lock_pid = self._trainer_lock_pid()
-        if not alive and lock_pid:  # started outside the launcher: `mgrb run`, make reproduce
-            alive, pid = True, lock_pid
-        return self._state(now, stall_after_s, alive, pid, launch, exit_record, log)
+        reading = _Reading()
+        self._read_events(reading)
+        self._read_records(reading)
+        self._find_process(reading, probe)
+        state = self._state(now, stall_after_s, reading)
+        state.skipped_events = sum(tail.skipped for tail in self._tails.values())
+        if reading.problems:
+            state.status, state.detail = BROKEN, "; ".join(reading.problems)
+        if state.skipped_events:
+            state.detail = "; ".join(filter(None, [
+                state.detail, f"{state.skipped_events} damaged line(s) of events.jsonl skipped"]))
+        return state
 
-    def _trainer_lock_pid(self) -> int | None:
+    # -- reading -------------------------------------------------------------------------
+    def _problem(self, reading: _Reading, error: RunFileError) -> None:
+        reading.problems.append(f"{self._where(error.path)}: {error.reason}")
+
+    def _where(self, path) -> str:
+        """A file as the user finds it: relative to the experiment's folder."""
+        try:
+            return str(Path(path).relative_to(self.experiment.base_folder))
+        except ValueError:
+            return str(path)
+
+    def _read_events(self, reading: _Reading) -> None:
+        for folder, tail in self._tails.items():
+            try:
+                events = tail.read_new()
+            except RunFileError as error:
+                self._problem(reading, error)
+                continue
+            for event in events:
+                self._progress[folder].fold(event)
+
+    def _read_records(self, reading: _Reading) -> None:
+        base = self.experiment.base_folder
+        reading.launch = self._read(reading, read_launch, base)
+        reading.exit_record = self._read(reading, read_exit, base)
+        reading.log = self._read(reading, log_tail, base / LOG) or []
         for folder in self.experiment.run_folders:
-            owner = read_json(folder / LOCK) or {}
-            if owner.get("pid") and pid_alive(owner["pid"]):
-                return int(owner["pid"])
-        return None
+            results = self._read(reading, lambda f: read_record("results", f / RESULTS), folder)
+            if results is None:
+                continue
+            if results["experiment"] != self.experiment.name:
+                reading.problems.append(
+                    f"{self._where(folder / RESULTS)}: experiment: {results['experiment']!r} is "
+                    f"not this experiment ({self.experiment.name})")
+                continue
+            reading.results.append(results)
+        for folder in self.experiment.run_folders:
+            lock = self._read(reading, read_lock, folder)
+            reading.locks += [lock] if lock else []
+
+    def _read(self, reading: _Reading, read, path):
+        try:
+            return read(path)
+        except RunFileError as error:
+            self._problem(reading, error)
+            return None
+
+    def _find_process(self, reading: _Reading, probe) -> None:
+        """Alive only when a process or container is proven to be the run's (owners.py)."""
+        launch = reading.launch
+        if launch and launch["mode"] == "docker":
+            if probe is not None:
+                self._probe_container(reading, probe)
+        elif launch:
+            try:
+                reading.pid = supervisor_pid(launch, self.experiment.base_folder)
+                reading.alive = True
+            except NotOurs:
+                pass
+        if not reading.alive:  # started outside the launcher: `mgrb run`, make reproduce
+            reading.pid = _proven_trainer(reading.locks)
+            reading.alive = True if reading.pid else reading.alive
+
+    def _probe_container(self, reading: _Reading, probe) -> None:
+        try:
+            reading.alive, code, reading.log = probe(self.experiment, reading.launch)
+        except NotOurs as why:
+            reading.problems.append(str(why))
+            return
+        if code is not None and reading.exit_record is None:
+            reading.exit_record = {"code": code}
 
     def _current(self) -> tuple[Path, Progress]:
         """The seed being trained: the first unfinished folder with events, else the last."""
@@ -197,21 +308,22 @@ class RunWatcher:
                 return folder, self._progress[folder]
         return folders[-1], self._progress[folders[-1]]
 
-    def _state(self, now, stall_after_s, alive, pid, launch, exit_record, log) -> RunState:
+    # -- the status ----------------------------------------------------------------------
+    def _state(self, now: float, stall_after_s: float, reading: _Reading) -> RunState:
         folder, progress = self._current()
-        results = [r for r in (read_json(f / RESULTS) for f in self.experiment.run_folders) if r]
-        state = RunState(NOT_RUN, progress=progress, results=results, log=log, pid=pid,
-                         launch=launch, folder=folder)
-        if len(results) == len(self.experiment.run_folders):
+        launch, log = reading.launch, reading.log
+        state = RunState(NOT_RUN, progress=progress, results=reading.results, log=log,
+                         pid=reading.pid, launch=launch, folder=folder)
+        if len(reading.results) == len(self.experiment.run_folders):
             state.status = FINISHED
-            state.verdicts = check_group(self.experiment.name, results)
+            state.verdicts = check_group(self.experiment.name, reading.results)
             state.detail = ", ".join(f"{row['metric']} {row['reproduced']:.2f}: {row['verdict']}"
                                      for row in state.verdicts)
-        elif exit_record is not None:  # written as the supervisor ends: final even if the
-            state.status, state.detail = _ended(exit_record.get("code"), log)  # pid lingers
-        elif alive is None:
+        elif reading.exit_record is not None:  # written as the supervisor ends: final even if
+            state.status, state.detail = _ended(reading.exit_record["code"], log)  # pid lingers
+        elif reading.alive is None:
             state.status, state.detail = UNKNOWN, " ".join(log[-1:]) or "cannot tell"
-        elif alive:
+        elif reading.alive:
             quiet = now - (progress.last_event or (launch or {}).get("launched") or now)
             state.status = STALLED if quiet > stall_after_s else RUNNING
             if state.status == STALLED:
@@ -224,6 +336,15 @@ class RunWatcher:
             state.status = INTERRUPTED
             state.detail = "stopped before the end; launch again to resume from its checkpoint"
         return state
+
+
+def _proven_trainer(locks: list[dict]) -> int | None:
+    for lock in locks:
+        try:
+            return trainer_pid(lock)
+        except NotOurs:
+            continue
+    return None
 
 
 def _ended(code, log: list[str]) -> tuple[str, str]:

@@ -8,11 +8,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgrb.runfiles import RunFileError
+
 from .experiments import BrokenExperiment, Experiment, load_experiments
 from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
-from .records import clear_for_launch, record_launch
 from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot, device_for
-from .runs import FINISHED, QUEUED, RUNNING, STALLED, UNKNOWN, RunState, RunWatcher
+from .owners import NotOurs
+from .records import clear_for_launch, read_launch, record_launch
+from .runs import BROKEN, FINISHED, QUEUED, RUNNING, STALLED, UNKNOWN, RunState, RunWatcher
 from .settings import Settings
 from .visibility import Plan, plan_slots, settings_problems
 
@@ -33,7 +36,7 @@ class Service:
     def __init__(self, *, experiments_dir: Path, runs_dir: Path, gpu_monitor: GpuMonitor | None = None,
                  docker_runner_factory=None, environ=None):
         self.experiments_dir, self.runs_dir = Path(experiments_dir), Path(runs_dir)
-        self.settings = Settings.load(self.runs_dir)
+        self.settings, self._settings_damage = Settings.read(self.runs_dir)
         self.queue = Queue(self.runs_dir)
         # CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER inherited from a job scheduler live here
         self.environ = os.environ if environ is None else environ
@@ -61,9 +64,7 @@ class Service:
         with self._lock:
             self.local.reap()
             gpu = self._gpu = self.gpu_monitor.read()
-            states = {name: watcher.refresh(stall_after_s=self.settings.stall_after_s,
-                                            probe=self._docker_probe, now=now)
-                      for name, watcher in self.watchers.items()}
+            states = {name: self._refresh(watcher, now) for name, watcher in self.watchers.items()}
             queued = self.queue.names()
             for name in queued:
                 if name in states and states[name].status not in ACTIVE:
@@ -72,6 +73,14 @@ class Service:
             messages, self._messages = self._messages, []
             return Snapshot(self.experiments, self.broken, states, gpu,
                             self._gpu_users(states, gpu), messages)
+
+    def _refresh(self, watcher: RunWatcher, now: float | None) -> RunState:
+        try:
+            return watcher.refresh(stall_after_s=self.settings.stall_after_s,
+                                   probe=self._docker_probe, now=now)
+        except Exception as error:  # noqa: BLE001 - one run folder must not blank the table
+            return RunState(BROKEN, detail=f"the launcher cannot read this run's folder "
+                                           f"({type(error).__name__}: {error})")
 
     def _gpu_users(self, states: dict[str, RunState], gpu: GpuSnapshot) -> dict[str, list[int]]:
         runs = []
@@ -103,19 +112,33 @@ class Service:
         with self._lock:
             self.queue.remove(name)
 
-    def stop(self, name: str, state: RunState, force: bool = False) -> str:
-        launch = state.launch or {}
-        if launch.get("mode") == "docker":
-            from .docker_runner import DockerUnavailable
+    def stop(self, name: str, force: bool = False) -> str:
+        """Signals only what is proven to be the run's, from the run folder as it is now (not
+        as the last poll saw it); otherwise the answer says why it cannot be stopped."""
+        experiment = self.experiment(name)
+        try:
+            launch = read_launch(experiment.base_folder)
+        except RunFileError:
+            launch = None  # the local launcher says what is wrong with it, and tries the lock
+        if launch is not None and launch["mode"] == "docker":
+            return self._stop_container(experiment, launch)
+        return self.local.stop(experiment, force=force)
 
-            try:
-                self._docker_runner().stop(launch["container"])
-            except DockerUnavailable as error:
-                return str(error)
-            return "asked the container to stop; it saves a checkpoint first"
-        if state.pid and not launch.get("pid"):
-            launch = {"pid": state.pid}  # started outside the launcher: signal the trainer
-        return self.local.stop(launch, force=force)
+    def _stop_container(self, experiment: Experiment, launch: dict) -> str:
+        from .docker_runner import DockerUnavailable
+
+        try:
+            runner = self._docker_runner()
+            run = runner.owned(launch.get("container"), experiment=experiment.name,
+                               run=experiment.base_folder.name)
+            if run is None:
+                return "the run's container is gone"
+            runner.stop(run.container_id)
+        except NotOurs as why:
+            return f"cannot be stopped from here: {why}"
+        except DockerUnavailable as error:
+            return str(error)
+        return "asked the container to stop; it saves a checkpoint first"
 
     def save_settings(self, settings: Settings) -> list[str]:
         problems = settings.problems()
@@ -125,7 +148,7 @@ class Service:
                 problems = [f"GPUs: {problem}"
                             for problem in settings_problems(gpu.gpus, settings.gpus, self.environ)]
             if not problems:
-                self.settings = settings
+                self.settings, self._settings_damage = settings, None
                 self._docker = None  # the image or data folder may have changed
                 settings.save(self.runs_dir)
         return problems
@@ -142,9 +165,11 @@ class Service:
     # -- scheduling ----------------------------------------------------------------------
     def _plan(self, gpu: GpuSnapshot) -> Plan:
         plan = plan_slots(gpu.gpus, self.settings.gpus, self.environ)
+        damaged = [d for d in (self._settings_damage, self.queue.damage) if d]
         # Checked every poll, told once: again only after the problem has gone and come back.
-        self._messages += [p for p in plan.problems if p not in self._standing]
-        self._standing = set(plan.problems)
+        standing = list(plan.problems) + damaged
+        self._messages += [p for p in standing if p not in self._standing]
+        self._standing = set(standing)
         return plan
 
     def _start_queued(self, states: dict[str, RunState], plan: Plan) -> None:
@@ -203,17 +228,20 @@ class Service:
                                             shm_size=self.settings.shm_size)
         return self._docker
 
-    def _docker_probe(self, launch: dict):
+    def _docker_probe(self, experiment: Experiment, launch: dict):
+        """NotOurs (for the run's detail) when launch.json names a container that this
+        launcher did not start for the run."""
         from .docker_runner import DockerUnavailable
 
         try:
             runner = self._docker_runner()
-            run = runner.state(launch["container"])
+            run = runner.owned(launch.get("container"), experiment=experiment.name,
+                               run=experiment.base_folder.name)
             if run is None:
                 return False, None, ["the container is gone"]
             alive = run.status in ("created", "running", "restarting")
             launch["host_pid"] = run.host_pid
             return alive, (run.exit_code if not alive else None), \
-                runner.logs_tail(launch["container"]).splitlines()
+                runner.logs_tail(run.container_id).splitlines()
         except DockerUnavailable as error:
             return None, None, [str(error)]

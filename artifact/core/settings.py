@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .records import read_json, write_json
+from mgrb import runfiles
+from mgrb.runfiles import RunFileError
+
+from .records import read_checked, write_json
 
 MODES = ("local", "docker")
+
+
+def _gpu_indices(value) -> str | None:
+    return None if value is None else runfiles.list_of(runfiles.integer(0, 1023), longest=64)(value)
+
+
+# What settings.json may hold: a runs folder from elsewhere brings its own, and each value
+# reaches a process or a container. Keys this version does not know are left alone.
+CONTRACT = runfiles.mapping({
+    "mode": (runfiles.one_of(*MODES), False),
+    "gpus": (_gpu_indices, False),
+    "runs_per_gpu": (runfiles.integer(1, 16), False),
+    "stall_after_s": (runfiles.number(10, 10**7), False),
+    "image": (runfiles.text(longest=256), False),
+    "data_dir": (runfiles.text(longest=4096), False),
+    "shm_size": (runfiles.text(longest=32), False),
+})
 
 
 @dataclass
@@ -23,10 +44,17 @@ class Settings:
 
     @classmethod
     def load(cls, runs_dir: Path) -> Settings:
-        stored = read_json(settings_path(runs_dir)) or {}
-        known = {f.name for f in fields(cls)}
-        settings = cls(**{k: v for k, v in stored.items() if k in known})
-        return settings if settings.problems() == [] else cls()
+        return cls.read(runs_dir)[0]
+
+    @classmethod
+    def read(cls, runs_dir: Path) -> tuple[Settings, str | None]:
+        """The stored settings, or the defaults and why the stored ones were not used."""
+        try:
+            stored = read_checked(settings_path(runs_dir), CONTRACT) or {}
+        except RunFileError as error:
+            return cls(), f"{error}; the launcher uses its default settings"
+        known = set(asdict(cls()))
+        return cls(**{k: v for k, v in stored.items() if k in known}), None
 
     def save(self, runs_dir: Path) -> None:
         settings_path(runs_dir).parent.mkdir(parents=True, exist_ok=True)
@@ -41,8 +69,9 @@ class Settings:
             found.append("gpus: GPU indices such as 0,1 (empty: all)")
         if not isinstance(self.runs_per_gpu, int) or not 1 <= self.runs_per_gpu <= 16:
             found.append("runs per GPU: a whole number from 1 to 16")
-        if not isinstance(self.stall_after_s, (int, float)) or self.stall_after_s < 10:
-            found.append("stalled after: at least 10 seconds")
+        if isinstance(self.stall_after_s, bool) or not isinstance(self.stall_after_s, (int, float)) \
+                or not math.isfinite(self.stall_after_s) or not 10 <= self.stall_after_s <= 10**7:
+            found.append("stalled after: 10 seconds to 10,000,000")
         return found
 
 

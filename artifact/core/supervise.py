@@ -20,8 +20,9 @@ from .records import record_exit
 def supervise(folder: Path, command: list[str]) -> int:
     child = subprocess.Popen(command)
 
-    # The launcher stops a run by signalling the whole session: the trainer checkpoints and
-    # exits; this process must outlive it to write the record, so it only passes signals on.
+    # The launcher asks a run to stop with SIGTERM to this process: the trainer checkpoints
+    # and exits; this process must outlive it to write the record, so it only passes signals
+    # on. (A forced stop kills the whole session, and the record stays unwritten.)
     def pass_on(signum, frame):
         if child.poll() is None:
             child.send_signal(signum)

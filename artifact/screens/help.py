@@ -37,7 +37,11 @@ The mouse works too: click rows, and the keys in the footer.
 training events for the time set in settings); *finished* with the verdict of `mgrb check`:
 *reproduced* (inside reported ± tolerance), *above*, *below* or *no reference*; *failed*
 (the trainer's error is shown); *interrupted* (stopped with a checkpoint: launch to resume);
-*killed* (ended from outside: launch to resume from the last checkpoint).
+*killed* (ended from outside: launch to resume from the last checkpoint); *broken* (a file of
+the run folder is damaged or was made elsewhere: the detail names the file and the field).
+
+The launcher stops only a process it can prove is the run's (the one it started, or the
+trainer holding the run's lock on this machine); otherwise it says why it cannot.
 
 Runs are separate processes (`mgrb run`), writing to `runs/<experiment>/`; the launcher only
 reads those folders, so it can be closed and reopened at any time.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -11,7 +10,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from artifact.widgets.experiment_table import ExperimentTable
 from artifact.widgets.gpu_panel import GpuPanel
-from artifact.widgets.styles import line
+from artifact.widgets.styles import line, plain, tell
 
 NOT_FOR_FILTER = " ?"
 
@@ -47,8 +46,8 @@ class MainScreen(Screen):
         table.focus()
         broken = self.app.service.broken
         if broken:
-            self.notify("\n".join(f"{b.path}: {b.error}" for b in broken),
-                        title="experiment files with errors", severity="error", timeout=15)
+            tell(self, [f"{b.path}: {b.error}" for b in broken],
+                 title="experiment files with errors", severity="error", timeout=15)
 
     @property
     def table(self) -> ExperimentTable:
@@ -68,14 +67,14 @@ class MainScreen(Screen):
             return
         experiment = self.app.service.experiment(name)
         state = (self.app.snapshot.states.get(name) if self.app.snapshot else None)
-        lines = [line(Text(name, style="bold"), experiment.description)]
+        lines = [line(plain(name, "bold"), experiment.description)]
         if experiment.gpu_hours is not None:
-            lines.append(Text(f"GPU h {experiment.gpu_hours:.2f}: {experiment.hours_basis}",
-                              style="dim"))
+            lines.append(plain(f"GPU h {experiment.gpu_hours:.2f}: {experiment.hours_basis}",
+                               "dim"))
         if state is not None and state.detail:
             lines.append(f"{state.status}: {state.detail}")
         if experiment.data_help:
-            lines.append(Text(experiment.data_help, style="dark_orange"))
+            lines.append(plain(experiment.data_help, "dark_orange"))
         selected = len(self.table.selected)
         if selected:
             lines.append(f"{selected} selected (space toggles; ctrl+l launches them)")
@@ -123,9 +122,9 @@ class MainScreen(Screen):
         problems = self.app.service.launch(names)
         launched = [n for n in names if not any(p.startswith(f"{n}:") for p in problems)]
         for problem in problems:
-            self.notify(problem, title="not launched", severity="warning", timeout=12)
+            tell(self, problem, title="not launched", severity="warning", timeout=12)
         if launched:
-            self.notify(", ".join(launched), title="queued for launch")
+            tell(self, ", ".join(launched), title="queued for launch")
         self.table.selected.clear()
         self.table.set_filter(self.table.filter_text)
         self.app.request_poll()

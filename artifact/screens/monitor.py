@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -14,7 +13,10 @@ from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkli
 
 from artifact.core.runs import RunState
 from artifact.widgets.accuracy_plot import AccuracyPlot
-from artifact.widgets.styles import duration, line, status_text
+from artifact.widgets.styles import duration, line, plain, plain_text, status_text, tell
+
+
+LOSS_SHOWN = 1e100
 
 
 class MonitorScreen(Screen):
@@ -63,7 +65,7 @@ class MonitorScreen(Screen):
             return
         experiment = self.app.service.experiment(self.experiment_name)
         progress = state.progress
-        title = line(Text(self.experiment_name, style="bold"), status_text(state.status, state.verdict))
+        title = line(plain(self.experiment_name, "bold"), status_text(state.status, state.verdict))
         if state.detail:
             title = line(title, state.detail, sep="\n")
         self.query_one("#run-title", Static).update(title)
@@ -80,11 +82,13 @@ class MonitorScreen(Screen):
         gpus = snapshot.gpu_users.get(self.experiment_name)
         on_cpu = (state.launch or {}).get("device") == "cpu" or not snapshot.gpu.gpus
         where = f"GPU {', '.join(map(str, gpus))}" if gpus else ("CPU" if on_cpu else "-")
-        self.query_one("#run-stats", Static).update(Text(
+        self.query_one("#run-stats", Static).update(plain(
             f"{stage}{epoch}   ETA {duration(eta)}   images/s {rate}   on {where}   "
             f"folder {self._folder_label(state.folder)}"))
         self.query_one(AccuracyPlot).show(progress.top1, progress.phases, experiment.reported)
-        losses = [loss for _, loss in progress.losses][-400:]
+        # clipped: Textual's Sparkline fails on a range wider than a float holds (±1e308,
+        # which an events.jsonl from elsewhere may claim)
+        losses = [min(max(loss, -LOSS_SHOWN), LOSS_SHOWN) for _, loss in progress.losses][-400:]
         self.query_one("#loss", Sparkline).data = losses
         if losses:
             self.query_one("#loss-range", Static).update(
@@ -93,6 +97,8 @@ class MonitorScreen(Screen):
 
     def _folder_label(self, folder) -> str:
         runs_dir = self.app.service.runs_dir
+        if folder is None:  # a run folder the launcher could not read at all
+            return "-"
         try:
             return f"{runs_dir.name}/{folder.relative_to(runs_dir)}"
         except ValueError:
@@ -113,7 +119,7 @@ class MonitorScreen(Screen):
         if not overlap:
             log.clear()
         for entry in lines[overlap:]:
-            log.write(entry)
+            log.write(plain_text(entry))
         self._log_lines = list(lines)
 
     def action_results(self) -> None:
@@ -123,7 +129,7 @@ class MonitorScreen(Screen):
 
     def action_launch(self) -> None:
         for problem in self.app.service.launch([self.experiment_name]):
-            self.notify(problem, severity="warning", timeout=12)
+            tell(self, problem, severity="warning", timeout=12)
         self.app.request_poll()
 
     def action_stop(self) -> None:

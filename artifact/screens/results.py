@@ -8,11 +8,16 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from artifact.widgets.styles import line, status_text, verdict_text
+from artifact.widgets.styles import line, plain, plain_text, status_text, verdict_text
 
 
 def _number(value) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _row(*cells) -> list:
+    """A str cell of a DataTable is read as markup: every cell goes in as plain text."""
+    return [cell if isinstance(cell, Text) else plain_text(cell) for cell in cells]
 
 
 class ResultsScreen(Screen):
@@ -51,7 +56,7 @@ class ResultsScreen(Screen):
         if key == self._shown:
             return
         self._shown = key
-        title = line(Text(self.experiment_name, style="bold"), status_text(state.status, state.verdict))
+        title = line(plain(self.experiment_name, "bold"), status_text(state.status, state.verdict))
         if state.status != "finished":
             title = line(title, "the verdict comes when every run of this experiment has finished",
                          sep="\n")
@@ -60,19 +65,21 @@ class ResultsScreen(Screen):
         verdicts.clear()
         for row in state.verdicts:
             value = _number(row["reproduced"]) + (f" ± {row['std']:.2f}" if row["std"] else "")
-            verdicts.add_row(row["metric"], _number(row["reported"]), f"±{row['tolerance']:.1f}",
-                             value, str(row["runs"]), verdict_text(row["verdict"]))
+            verdicts.add_row(*_row(row["metric"], _number(row["reported"]),
+                                   f"±{row['tolerance']:.1f}", value, row["runs"],
+                                   verdict_text(row["verdict"])))
         phases = self.query_one("#phases", DataTable)
         phases.clear()
         for results in state.results:
-            seed = str(results.get("seed", "-"))
-            for phase in results["phases"]:
-                phases.add_row(seed, str(phase["phase"] + 1), str(phase["seen_classes"]),
-                               _number(phase["top1"]), _number(phase["top5"]),
-                               _number(phase["old_top1"]), _number(phase["new_top1"]))
+            seed = results.get("seed", "-")
+            for phase in results["phases"]:  # top5, old and new top-1 are optional
+                phases.add_row(*_row(seed, phase["phase"] + 1, phase["seen_classes"],
+                                     _number(phase["top1"]), _number(phase.get("top5")),
+                                     _number(phase.get("old_top1")),
+                                     _number(phase.get("new_top1"))))
         if not state.results:  # not finished: what the evaluations so far gave
             for index, top1 in enumerate(state.progress.top1):
-                phases.add_row("-", str(index + 1), "-", _number(top1), "-", "-", "-")
+                phases.add_row(*_row("-", index + 1, "-", _number(top1), "-", "-", "-"))
 
     def action_report(self) -> None:
         self.app.write_report([self.experiment_name])

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from artifact.core.settings import parse_gpus
+from artifact.widgets.styles import line, tell
 
 
 class SettingsScreen(ModalScreen):
@@ -57,7 +58,7 @@ class SettingsScreen(ModalScreen):
                            image=value["image"].strip(), data_dir=value["data-dir"].strip())
         errors += [] if errors else self.app.service.save_settings(settings)
         if errors:
-            self.query_one("#settings-errors", Static).update("\n".join(errors))
+            self.query_one("#settings-errors", Static).update(line(*errors, sep="\n"))
             return
-        self.app.notify("settings saved")
+        tell(self.app, "settings saved")
         self.app.pop_screen()

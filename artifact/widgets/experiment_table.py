@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 from artifact.core.experiments import DATASET_TITLES, Experiment
 from artifact.core.runs import RunState
 
-from .styles import status_text
+from .styles import plain_text, status_text
 
 # (key, label, width): fixed widths, so that a status that grows later still fits
 COLUMNS = (("mark", " ", 1), ("name", "experiment", 31), ("dataset", "data set", 13),
@@ -66,8 +66,11 @@ class ExperimentTable(DataTable):
             Text("missing", style="dark_orange")
         hours = "-" if experiment.gpu_hours is None else f"{experiment.gpu_hours:.2f}"
         mark = "✓" if experiment.name in self.selected else " "
-        return [mark, experiment.name, DATASET_TITLES[experiment.dataset], experiment.protocol,
-                experiment.hierarchy, reported_text(experiment), status, data, hours]
+        # a str cell would be read as markup: every value from a file goes in as plain text
+        shown = [plain_text(value) for value in (
+            experiment.name, DATASET_TITLES[experiment.dataset], experiment.protocol,
+            experiment.hierarchy, reported_text(experiment))]
+        return [mark, *shown, status, data, plain_text(hours)]
 
     def show_states(self, states: dict[str, RunState]) -> None:
         self._states = states

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from rich.table import Table
-from rich.text import Text
 from textual.widgets import Static
 
 from artifact.core.gpu import GpuSnapshot
+
+from .styles import plain_text
 
 GIB = 1024 ** 3
 
@@ -18,7 +19,7 @@ def _value(value, unit: str, digits: int = 0) -> str:
 class GpuPanel(Static):
     def show(self, snapshot: GpuSnapshot, users: dict[str, list[int]]) -> None:
         if not snapshot.gpus:
-            self.update(Text(snapshot.message or "No GPU visible.", style="dark_orange"))
+            self.update(plain_text(snapshot.message or "No GPU visible.", "dark_orange"))
             return
         table = Table(box=None, expand=True, padding=(0, 1), header_style="bold")
         for column in ("GPU", "util", "memory", "temp", "power", "runs"):
@@ -31,7 +32,8 @@ class GpuPanel(Static):
             label = f"{gpu.index} {gpu.name}"
             if gpu.mig_enabled:  # the launcher leaves it alone; the reason went out as a message
                 label += f" (MIG, {len(gpu.mig_devices)} slices: not used)"
-            table.add_row(label, _value(gpu.utilisation, "%"),
+            # a str cell of a Rich table is read as markup: names go in as plain text
+            table.add_row(plain_text(label), _value(gpu.utilisation, "%"),
                           f"{gpu.memory_used / GIB:.1f}/{gpu.memory_total / GIB:.0f} GiB",
-                          _value(gpu.temperature, "°C"), power, runs or "-")
+                          _value(gpu.temperature, "°C"), power, plain_text(runs or "-"))
         self.update(table)

@@ -1,7 +1,18 @@
-"""One colour per status and verdict. Plain ANSI colour names: the terminal's own palette
-maps them, so they read in dark and light themes alike."""
+"""One colour per status and verdict, and the one way text from files reaches the screen.
+
+Colours are plain ANSI colour names: the terminal's own palette maps them, so they read in
+dark and light themes alike.
+
+Names, descriptions, errors and log lines come from files that may have been made elsewhere.
+Shown through `plain` (or `plain_text`, or `tell` for notifications) they are only ever text:
+console markup is not interpreted (`[@click=app.quit]` would be a button), and control
+characters are shown, not sent (an escape sequence would reach the terminal: retitle it,
+rewrite the screen).
+"""
 
 from __future__ import annotations
+
+import re
 
 from rich.text import Text
 from textual.content import Content
@@ -9,10 +20,46 @@ from textual.content import Content
 STATUS_STYLE = {
     "not run": "bright_black", "queued": "blue", "running": "yellow", "stalled": "magenta",
     "finished": "green", "failed": "bold red", "interrupted": "dark_orange", "killed": "bold red",
-    "unknown": "magenta",
+    "unknown": "magenta", "broken": "bold red",
 }
 VERDICT_STYLE = {"reproduced": "bold green", "above": "bold cyan", "below": "bold red",
                  "no reference": "bright_black"}
+
+
+# C0 controls, DEL and C1 controls (0x9b alone starts an escape sequence on some terminals),
+# and the bidirectional overrides that make text read other than it is.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(value) -> str:
+    """`value` as a string in which every control character is written out: ESC as \\x1b,
+    a newline as \\n (a cell or a title is one line)."""
+    return _UNSHOWABLE.sub(_written_out, str(value))
+
+
+def _written_out(match: re.Match) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) <= 0xff else
+                                f"\\u{ord(char):04x}")
+
+
+def plain(value, style: str = "") -> Content:
+    """Text from a file as Textual Content: no markup, control characters written out."""
+    return Content.styled(printable(value), style) if style else Content(printable(value))
+
+
+def plain_text(value, style: str = "") -> Text:
+    """The same as a Rich Text, for tables and logs that take Rich renderables."""
+    return Text(printable(value), style=style, end="")
+
+
+def tell(widget, message: str | list[str], *, title: str = "", **options) -> None:
+    """A notification whose message (or lines) and title are shown as they are: markup off,
+    control characters written out."""
+    lines = message if isinstance(message, list) else [message]
+    widget.notify("\n".join(map(printable, lines)), title=printable(title), markup=False,
+                  **options)
 
 
 def status_text(status: str, verdict: str | None = None) -> Text:
@@ -26,7 +73,7 @@ def verdict_text(verdict: str) -> Text:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not 0 <= seconds < 10**9:  # no estimate rather than a wild one
         return "-"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -35,11 +82,17 @@ def duration(seconds: float | None) -> str:
 
 
 def line(*parts, sep: str = "  ") -> Content:
-    """Parts (str, Rich Text or Content) joined by `sep` as Textual Content, which keeps the
-    spaces between differently styled parts (a converted Rich Text drops them)."""
+    """Parts joined by `sep` as Textual Content, which keeps the spaces between differently
+    styled parts (a converted Rich Text drops them). A str part is text from a file, shown
+    through `plain`; Rich Text and Content parts are the launcher's own."""
     pieces = []
     for index, part in enumerate(parts):
         if index:
             pieces.append(sep)
-        pieces.append(Content.from_rich_text(part) if isinstance(part, Text) else part)
+        if isinstance(part, Text):
+            pieces.append(Content.from_rich_text(part))
+        elif isinstance(part, Content):
+            pieces.append(part)
+        else:
+            pieces.append(plain(part))
     return Content.assemble(*pieces)
