@@ -12,17 +12,8 @@ from mgrb import yamlsafe
 from mgrb.config import MAX_SEED, SCHEMA, Field, load_config, parse_config
 from mgrb.defaults import DATASET_DEFAULTS
 from mgrb.errors import ConfigError
+from test_config import GOOD
 
-GOOD = """\
-name: tiny
-dataset:
-  name: digits
-protocol:
-  initial: 5
-  increment: 1
-hierarchy:
-  kind: vis
-"""
 
 BILLION_LAUGHS = """\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]

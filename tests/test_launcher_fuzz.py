@@ -89,19 +89,6 @@ def template(tmp_path_factory):
     return tiny_experiment(tmp_path_factory.mktemp("fuzz"))
 
 
-@pytest.fixture
-def signals(monkeypatch):
-    sent, kill = [], os.kill
-
-    def record_kill(pid, signum):
-        if signum == 0:
-            return kill(pid, 0)
-        sent.append((pid, signum))
-
-    monkeypatch.setattr(os, "kill", record_kill)
-    monkeypatch.setattr(os, "killpg", lambda group, signum: sent.append((-group, signum)))
-    return sent
-
 
 def _write(folder: Path, name: str, content) -> None:
     if content is not None:

@@ -8,7 +8,6 @@ import json
 import os
 import time
 
-import pytest
 
 from artifact.app import ArtifactApp
 from artifact.core.gpu import GpuMonitor
@@ -16,7 +15,7 @@ from artifact.core.service import Service
 from artifact.screens.monitor import MonitorScreen
 from artifact.screens.results import ResultsScreen
 from artifact.widgets.experiment_table import ExperimentTable
-from artifact_helpers import start_sleeper, still_alive, stop_process, write_experiments, write_lock
+from artifact_helpers import still_alive, write_experiments, write_lock
 from mgrb.processes import identity
 
 SIZE = (150, 45)
@@ -24,26 +23,6 @@ HOSTILE = "[/bold] [@click=app.quit]quit[/] \x1b]0;pwned\x07\x1b[2J\x9b31m"
 ESCAPES = ("\x1b", "\x07", "\x9b")
 
 
-@pytest.fixture
-def sleeper():
-    process = start_sleeper()
-    yield process
-    stop_process(process)
-
-
-@pytest.fixture
-def signals(monkeypatch):
-    """Signals the launcher sends (not the liveness probe, 0): caught, never sent."""
-    sent, kill = [], os.kill
-
-    def record_kill(pid, signum):
-        if signum == 0:
-            return kill(pid, 0)
-        sent.append((pid, signum))
-
-    monkeypatch.setattr(os, "kill", record_kill)
-    monkeypatch.setattr(os, "killpg", lambda group, signum: sent.append((-group, signum)))
-    return sent
 
 
 def _workspace(tmp_path, sleeper) -> None:

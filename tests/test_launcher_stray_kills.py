@@ -14,7 +14,7 @@ import pytest
 from artifact.core.launcher import LocalLauncher
 from artifact.core.records import read_exit, record_launch
 from artifact.core.runs import BROKEN, KILLED, NOT_RUN, RUNNING, RunWatcher
-from artifact_helpers import (start_fake_trainer, start_sleeper, still_alive, stop_process,
+from artifact_helpers import (start_fake_trainer, still_alive, stop_process,
                               tiny_experiment, wait_for, write_experiments, write_lock)
 from mgrb.processes import identity, pid_alive
 from mgrb.runfiles import RunFileError
@@ -25,27 +25,6 @@ def experiment(tmp_path):
     return tiny_experiment(tmp_path)
 
 
-@pytest.fixture
-def sleeper():
-    process = start_sleeper()
-    yield process
-    stop_process(process)
-
-
-@pytest.fixture
-def signals(monkeypatch):
-    """Every signal the launcher sends (other than 0, the liveness probe), caught instead of
-    sent: a planted pid 1 must not reach anything even if a check were missed."""
-    sent, kill = [], os.kill
-
-    def record_kill(pid, signum):
-        if signum == 0:
-            return kill(pid, 0)
-        sent.append(("kill", pid, signum))
-
-    monkeypatch.setattr(os, "kill", record_kill)
-    monkeypatch.setattr(os, "killpg", lambda group, signum: sent.append(("killpg", group, signum)))
-    return sent
 
 
 def _plant_launch(experiment, **record):

@@ -1,0 +1,31 @@
+"""Fixtures shared by the launcher's tests of hostile run folders."""
+
+import os
+
+import pytest
+
+from artifact_helpers import start_sleeper, stop_process
+
+
+@pytest.fixture
+def sleeper():
+    """A real process that no run owns: what a planted pid would name."""
+    process = start_sleeper()
+    yield process
+    stop_process(process)
+
+
+@pytest.fixture
+def signals(monkeypatch):
+    """Every signal the launcher sends (other than 0, the liveness probe), caught instead of
+    sent: a planted pid 1 must not reach anything even if a check were missed."""
+    sent, kill = [], os.kill
+
+    def record_kill(pid, signum):
+        if signum == 0:
+            return kill(pid, 0)
+        sent.append(("kill", pid, signum))
+
+    monkeypatch.setattr(os, "kill", record_kill)
+    monkeypatch.setattr(os, "killpg", lambda group, signum: sent.append(("killpg", group, signum)))
+    return sent
