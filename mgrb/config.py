@@ -183,6 +183,7 @@ class _Source:
 
     def __init__(self, path: str, node: yaml.Node | None = None):
         self.path, self.lines = path, {}
+        self.overridden: set[str] = set()  # keys given with --set: blamed on --set, not a line
         if node is not None:
             self._walk(node, "")
 
@@ -207,6 +208,8 @@ class _Source:
         return None
 
     def error(self, key: str, message: str) -> ConfigError:
+        if key in self.overridden:
+            return ConfigError(f"--set {key}: {message} (in {self.path})")
         line = self._line(key)
         where = f"{self.path}:{line}" if line else self.path
         key = key if len(key) <= 80 else key[:80] + "..."  # an unknown key may be any text
@@ -390,6 +393,7 @@ def parse_config(text: str, path: str = "<string>", overrides: list[str] = ()) -
         raise ConfigError(f"{path}: must be a mapping of keys (name:, dataset:, ...)")
     for assignment in overrides:
         _apply_override(data, assignment)
+        source.overridden.add(assignment.split("=", 1)[0].strip())
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and isinstance(dataset.get("name"), str) \
             and dataset["name"] in DATASET_DEFAULTS:

@@ -258,3 +258,11 @@ def test_non_finite_numbers_are_refused():
     for value in (".nan", ".inf", "-.inf", "1e400"):
         _refused(GOOD + f"train:\n  lr: {value}\n", r"exp.yaml:10: train.lr: must be a finite")
     assert math.isinf(yamlsafe.load("1e400"))
+
+
+def test_a_bad_set_value_is_blamed_on_set_not_on_a_line_of_the_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(GOOD + "train:\n  lr: 0.001\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, ["train.lr=1e30"])
+    assert str(raised.value) == f"--set train.lr: must be at most 1, got 1e+30 (in {path})"
