@@ -36,7 +36,7 @@ help:
 	@echo "make image        build the container image $(IMAGE):$(VERSION)"
 	@echo "make shell        a shell in the image with GPUs, /data and /runs mounted"
 	@echo "make image-tui    the launcher inside the image (local-process mode, GPUs mounted)"
-	@echo "make lint         hadolint on the Dockerfile, ruff on the Python code"
+	@echo "make lint         hadolint on the Dockerfile, ruff, and the import contracts between layers"
 	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
 	@echo "make bench        images/s of a training step: fast path vs the original-style pipeline"
 	@echo "make image-bench  the same inside the image on its GPUs; results land in RUNS/.bench"
@@ -89,6 +89,7 @@ image-bench:
 lint: $(SETUP)
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/ruff check mgrb tests $(wildcard artifact benchmarks)
+	$(PY) -m pytest -q tests/test_layers.py
 
 # Speed is measured here, never asserted in unit tests. On a GPU: the full table; on a CPU:
 # the same measurements with a few steps (slow, and only the ratios are meaningful).

@@ -40,16 +40,16 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,  # noqa: E402
                                            ReferenceStep, loop_regularizer)
-from mgrb.config import load_config  # noqa: E402
+from mgrb.config.experiment import load_config  # noqa: E402
 from mgrb.data.batches import Augment, TensorBatches  # noqa: E402
-from mgrb.estimate import PAPER_DATASETS, forward_flops, projected_hours  # noqa: E402
-from mgrb.hierarchy import soft_targets  # noqa: E402
-from mgrb.losses import class_balanced_weights, mg_regularizer, negative_entropy  # noqa: E402
-from mgrb.method import MGRBPhase  # noqa: E402
-from mgrb.models import IncrementalNet, build_backbone  # noqa: E402
-from mgrb.numerics import Compiler, Numerics, applied  # noqa: E402
+from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours  # noqa: E402
+from mgrb.method.soft_targets import soft_targets  # noqa: E402
+from mgrb.method.losses import class_balanced_weights, mg_regularizer, negative_entropy  # noqa: E402
+from mgrb.method.phase import MGRBPhase  # noqa: E402
+from mgrb.training.models import IncrementalNet, build_backbone  # noqa: E402
+from mgrb.training.numerics import Compiler, Numerics, applied  # noqa: E402
 from mgrb.errors import MGRBError  # noqa: E402
-from mgrb.throughput import Measurement, bench_dir, record  # noqa: E402
+from mgrb.perf.throughput import Measurement, bench_dir, record  # noqa: E402
 
 EXPERIMENT = ROOT / "experiments" / "c100_ont_10_10.yaml"
 N_OLD, N_SEEN = 90, 100
@@ -206,7 +206,7 @@ def synthetic_cifar(n: int):
 
 
 class FastStep:
-    """The trainer's stage-1 step: its numerics (mgrb.numerics: bf16 backbone, fp32
+    """The trainer's stage-1 step: its numerics (mgrb.training.numerics: bf16 backbone, fp32
     classifier, compiled backbones when asked) and MGRBPhase's losses, on batches from
     TensorBatches."""
 
@@ -335,7 +335,7 @@ def reference_step(config: dict, device, images, labels, batch: int) -> Referenc
 # -- 3-5 -----------------------------------------------------------------------------------
 def flops_per_training_image(config: dict) -> float:
     """Model FLOPs of one image in an incremental phase: forward, backward (2x forward) and
-    the teacher's forward, as mgrb.estimate counts them."""
+    the teacher's forward, as mgrb.perf.estimate counts them."""
     return 4 * forward_flops(config)
 
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.synthetic_cifar import write_cifar100  # noqa: E402
-from mgrb.throughput import file_name  # noqa: E402
+from mgrb.perf.throughput import file_name  # noqa: E402
 
 CHANCE_PHASE_1 = 100 / 60  # top-1 % of a guess among the first phase's 60 classes
 PROFILES = {

@@ -1,7 +1,7 @@
 """A stage-1 step written the way the original code runs it, for `make bench` to compare
 against: PIL transforms through torchvision in a DataLoader with 2 workers, float32, and per
 batch a Python loop over samples and classes that builds soft labels and class weights from
-`.item()` values. Written for this benchmark from the description in method.md and the issue;
+`.item()` values. Written for this benchmark from the description in docs/method.md and the issue;
 it is deliberately slow in the same places the original is, and nowhere else.
 """
 

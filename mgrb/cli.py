@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, MGRBError
+from mgrb.errors import ConfigError, MGRBError
 
 EXPERIMENTS_DIR = Path("experiments")
 
@@ -46,7 +46,7 @@ def format_phase_table(results: dict) -> str:
 def _install_stop_handlers() -> None:
     """SIGTERM and a first Ctrl-C ask the trainer to checkpoint and stop after the current
     batch; a second Ctrl-C stops at once (the last checkpoint remains)."""
-    from .trainer import STOP_REQUESTED
+    from mgrb.training.trainer import STOP_REQUESTED
 
     STOP_REQUESTED.clear()
 
@@ -63,11 +63,11 @@ def _install_stop_handlers() -> None:
 
 
 def command_run(args) -> int:
-    from .config import load_config
-    from .environment import resolve_device
-    from .numerics import prepare_process
-    from .progress import Progress
-    from .reproduce import planned_runs
+    from mgrb.config.experiment import load_config
+    from mgrb.training.environment import resolve_device
+    from mgrb.training.numerics import prepare_process
+    from mgrb.training.progress import Progress
+    from mgrb.pipeline.reproduce import planned_runs
 
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
@@ -87,7 +87,7 @@ def command_run(args) -> int:
 
 
 def _run_one(run, path: Path, device, progress, args) -> int:
-    from .runfolder import DamagedCheckpoints, RunFolder
+    from mgrb.store.runfolder import DamagedCheckpoints, RunFolder
 
     folder = RunFolder(run.folder)
     folder.prepare(run.config)
@@ -119,7 +119,7 @@ def _run_one(run, path: Path, device, progress, args) -> int:
 
 def _train(run, folder, device, progress, args) -> dict | None:
     """The run's results, or None when it was stopped (a checkpoint is saved)."""
-    from .trainer import Interrupted, Trainer
+    from mgrb.training.trainer import Interrupted, Trainer
 
     try:
         return Trainer(run.config, folder, device, progress).train()
@@ -156,8 +156,8 @@ def _out_of_memory():
 
 
 def command_reproduce(args) -> int:
-    from .progress import Progress
-    from .reproduce import reproduce
+    from mgrb.training.progress import Progress
+    from mgrb.pipeline.reproduce import reproduce
 
     patterns = [p for item in args.experiments for p in item.replace(",", " ").split()]
     code = reproduce(experiments_dir=args.experiments_dir, patterns=patterns,
@@ -170,7 +170,7 @@ def command_reproduce(args) -> int:
 
 
 def command_report(args) -> int:
-    from .report import collect, write_report
+    from mgrb.reporting.report import collect, write_report
 
     path = write_report(collect(args.runs), args.out, tolerance=args.tolerance)
     print(f"report: {path}")
@@ -178,10 +178,10 @@ def command_report(args) -> int:
 
 
 def command_list(args) -> int:
-    from .config import load_config
-    from .data import data_present
-    from .estimate import ASSUMED_SUSTAINED_TFLOPS, projected_hours
-    from .throughput import latest_gpu_measurement
+    from mgrb.config.experiment import load_config
+    from mgrb.data import data_present
+    from mgrb.perf.estimate import ASSUMED_SUSTAINED_TFLOPS, projected_hours
+    from mgrb.perf.throughput import latest_gpu_measurement
 
     measurement = latest_gpu_measurement(args.runs_dir)
     rows, files_by_name = [], {}
@@ -246,7 +246,7 @@ def _reported(config: dict) -> dict | None:
 
 
 def command_check(args) -> int:
-    from .check import check_runs, format_table
+    from mgrb.reporting.check import check_runs, format_table
 
     rows = check_runs(args.runs, args.tolerance)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
@@ -273,7 +273,7 @@ def command_tui(args) -> int:
 
 
 def command_data(args) -> int:
-    from .datacheck import check_data
+    from mgrb.data.check import check_data
 
     return check_data(args.root, download=not args.no_download)
 

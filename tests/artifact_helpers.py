@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pynvml
 
-from mgrb.processes import identity, pid_alive
+from mgrb.store.processes import identity, pid_alive
 
 NVML_READING = Path(__file__).parent / "data" / "nvml_reading.json"
 # A "mig_devices" entry for a GPU of the reading: three slots, the middle one empty.

@@ -1,5 +1,5 @@
 """The fast path's batch augmentation against what torchvision's PIL transforms do: random
-crop with zero padding, horizontal flip, rotation (method.md section 3), and the order of the
+crop with zero padding, horizontal flip, rotation (docs/method.md section 3), and the order of the
 random draws that a resumed epoch relies on."""
 
 import pytest

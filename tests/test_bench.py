@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mgrb.throughput import latest_gpu_measurement
+from mgrb.perf.throughput import latest_gpu_measurement
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
 sys.path.insert(0, str(SCRIPT.parents[1]))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mgrb.check import verdict
+from mgrb.reporting.check import verdict
 from mgrb.cli import main
 
 

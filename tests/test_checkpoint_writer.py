@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from mgrb.checkpoints import CheckpointWriter, host_copy
+from mgrb.training.checkpoints import CheckpointWriter, host_copy
 from mgrb.errors import RunFolderError
-from mgrb.runfolder import RunFolder
+from mgrb.store.runfolder import RunFolder
 
 
 def _folder(tmp_path):
@@ -228,8 +228,8 @@ def test_events_from_two_threads_never_interleave(tmp_path):
 TRAINER = """
 import io, os, random, sys, time
 import torch
-from mgrb.checkpoints import CheckpointWriter
-from mgrb.runfolder import RunFolder
+from mgrb.training.checkpoints import CheckpointWriter
+from mgrb.store.runfolder import RunFolder
 
 def train(folder, trial, seed):
     run = RunFolder(folder)

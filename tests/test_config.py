@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mgrb.config import load_config, parse_config
+from mgrb.config.experiment import load_config, parse_config
 from mgrb.errors import ConfigError
 
 EXPERIMENTS = sorted(Path(__file__).parents[1].glob("experiments/*.yaml"))

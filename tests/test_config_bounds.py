@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from mgrb import yamlsafe
-from mgrb.config import MAX_SEED, SCHEMA, Field, load_config, parse_config
-from mgrb.defaults import DATASET_DEFAULTS
+from mgrb.config import yamlsafe
+from mgrb.config.experiment import MAX_SEED, SCHEMA, Field, load_config, parse_config
+from mgrb.config.defaults import DATASET_DEFAULTS
 from mgrb.errors import ConfigError
 from test_config import GOOD
 

@@ -8,7 +8,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mgrb.config import SCHEMA, Field, parse_config
+from mgrb.config.experiment import SCHEMA, Field, parse_config
 from mgrb.errors import ConfigError
 
 BASE = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "digits_5_1.yaml").read_text())

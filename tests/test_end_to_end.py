@@ -200,7 +200,7 @@ def test_run_by_name_from_the_experiments_folder(tmp_path, experiment, capsys):
 def test_out_of_memory_is_one_clear_message(experiment, tmp_path, capsys, monkeypatch):
     import torch
 
-    from mgrb.trainer import Trainer
+    from mgrb.training.trainer import Trainer
 
     def exhausted(self):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

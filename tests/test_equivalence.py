@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from mgrb.config import parse_config
+from mgrb.config.experiment import parse_config
 from mgrb.data.batches import TensorBatches
-from mgrb.hierarchy import soft_targets
-from mgrb.losses import class_balanced_weights
-from mgrb.method import MGRBPhase
-from mgrb.models import IncrementalNet, build_backbone
+from mgrb.method.soft_targets import soft_targets
+from mgrb.method.losses import class_balanced_weights
+from mgrb.method.phase import MGRBPhase
+from mgrb.training.models import IncrementalNet, build_backbone
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 GROUPS = [0, 0, 1, 1, 1]  # two-level hierarchy over 5 seen classes

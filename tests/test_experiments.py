@@ -1,13 +1,13 @@
-"""The experiment files encode the paper (method.md) and carry an honest GPU-time projection."""
+"""The experiment files encode the paper (docs/method.md) and carry an honest GPU-time projection."""
 
 from pathlib import Path
 
 import pytest
 
-from mgrb.config import NUM_CLASSES, load_config
-from mgrb.estimate import (forward_flops, gpu_hours, training_flops, training_image_steps,
+from mgrb.config.experiment import NUM_CLASSES, load_config
+from mgrb.perf.estimate import (forward_flops, gpu_hours, training_flops, training_image_steps,
                            write_estimate)
-from mgrb.protocol import Protocol
+from mgrb.data.protocol import Protocol
 
 PATHS = sorted(Path(__file__).parents[1].glob("experiments/*.yaml"))
 CONFIGS = {path.stem: load_config(path) for path in PATHS}
@@ -15,7 +15,7 @@ CONFIGS = {path.stem: load_config(path) for path in PATHS}
 PAPER = {name: config for name, config in CONFIGS.items()
          if config["dataset"]["name"] != "digits"}
 
-# The spec: method.md section 7, CIFAR-100 top-1 %, as (avg, last).
+# The spec: docs/method.md section 7, CIFAR-100 top-1 %, as (avg, last).
 REPORTED = {
     "c100_ont_10_10": (61.02, 45.81), "c100_vis_10_10": (62.38, 47.72),
     "c100_ont_20_20": (66.45, 56.03), "c100_vis_20_20": (68.27, 57.00),
@@ -106,7 +106,7 @@ def test_cifar100_files_carry_exactly_the_reported_numbers():
         reported = CONFIGS[name]["reported"]
         assert (reported["avg_top1"], reported["last_top1"]) == (avg, last), name
         assert reported["tolerance"] == 2.0
-        assert "method.md section 7" in reported["source"]
+        assert "docs/method.md section 7" in reported["source"]
 
 
 @pytest.mark.parametrize("name", sorted(set(CONFIGS) - set(REPORTED)))

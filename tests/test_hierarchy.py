@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mgrb.hierarchy import soft_targets, tree_distances, tree_height, visual_groups
+from mgrb.method.soft_targets import soft_targets, tree_distances, tree_height, visual_groups
 
 
 def _softmax(values):

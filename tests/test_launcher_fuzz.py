@@ -1,7 +1,7 @@
 """Property-based: whatever a run folder holds (results.json, events.jsonl, launch.json,
 exit.json, run.lock), reading it never raises, the status is one the launcher knows, and a
 stop signals nothing; Progress.fold takes any object; results that meet their contract always
-get a verdict (mgrb.check.check_group is safe on them)."""
+get a verdict (mgrb.reporting.check.check_group is safe on them)."""
 
 import dataclasses
 import json
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from artifact.core.launcher import LocalLauncher
 from artifact.core.runs import FINISHED, STATUSES, Progress, RunWatcher
-from mgrb.check import VERDICTS
-from mgrb.processes import identity
-from mgrb.runfiles import EVENT_KINDS
+from mgrb.reporting.check import VERDICTS
+from mgrb.store.processes import identity
+from mgrb.store.contracts import EVENT_KINDS
 from artifact_helpers import tiny_experiment
 
 FUZZ = settings(max_examples=150, deadline=None,

@@ -16,7 +16,7 @@ from artifact.screens.monitor import MonitorScreen
 from artifact.screens.results import ResultsScreen
 from artifact.widgets.experiment_table import ExperimentTable
 from artifact_helpers import still_alive, write_experiments, write_lock
-from mgrb.processes import identity
+from mgrb.store.processes import identity
 
 SIZE = (150, 45)
 HOSTILE = "[/bold] [@click=app.quit]quit[/] \x1b]0;pwned\x07\x1b[2J\x9b31m"

@@ -16,8 +16,8 @@ from artifact.core.records import read_exit, record_launch
 from artifact.core.runs import BROKEN, KILLED, NOT_RUN, RUNNING, RunWatcher
 from artifact_helpers import (start_fake_trainer, still_alive, stop_process,
                               tiny_experiment, wait_for, write_experiments, write_lock)
-from mgrb.processes import identity, pid_alive
-from mgrb.runfiles import RunFileError
+from mgrb.store.processes import identity, pid_alive
+from mgrb.store.contracts import RunFileError
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Each formula of method.md sections 3-4 against values worked out by hand."""
+"""Each formula of docs/method.md sections 3-4 against values worked out by hand."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgrb.losses import (balanced_cross_entropy, class_balanced_weights,
+from mgrb.method.losses import (balanced_cross_entropy, class_balanced_weights,
                          classifier_retrain_loss, distillation, mg_regularizer, phase_loss)
 
 

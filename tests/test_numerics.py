@@ -9,8 +9,8 @@ import torch
 
 from mgrb.cli import main
 from mgrb.errors import MGRBError
-from mgrb.models import IncrementalNet, build_backbone
-from mgrb.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applied, deterministic_refusal,
+from mgrb.training.models import IncrementalNet, build_backbone
+from mgrb.training.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applied, deterministic_refusal,
                            prepare_process)
 
 TRAIN = {"precision": "auto", "channels_last": "auto", "compile": False, "deterministic": False}
@@ -86,7 +86,7 @@ def test_an_operation_without_a_deterministic_kernel_stops_the_block_naming_it()
 def test_a_run_in_deterministic_mode_refuses_such_an_operation(tmp_path, monkeypatch, capsys):
     """Through the real entry point: a backbone that calls an operation PyTorch flags (put_,
     flagged on the CPU as well) ends the run with exit 2 and the operation's name."""
-    from mgrb import models
+    from mgrb.training import models
 
     forward = models.ResNet.forward
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mgrb.protocol import (EXEMPLAR, HOLDOUT, REST, Protocol, class_order, memory_roles,
+from mgrb.data.protocol import (EXEMPLAR, HOLDOUT, REST, Protocol, class_order, memory_roles,
                            memory_sizes, phase_split)
 
 

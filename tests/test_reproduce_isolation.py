@@ -11,7 +11,7 @@ from pathlib import Path
 
 from artifact_helpers import wait_for
 from mgrb.cli import main
-from mgrb.runfolder import RunFolder
+from mgrb.store.runfolder import RunFolder
 
 FAULTS = Path(__file__).parent / "faults"
 TINY = """\

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mgrb.cli import main
-from mgrb.runfolder import RunFolder
+from mgrb.store.runfolder import RunFolder
 
 EXPERIMENT = """\
 name: exact

@@ -9,9 +9,9 @@ import pytest
 
 from artifact.core.experiments import Experiment, load_experiments
 from mgrb.cli import main
-from mgrb.config import load_config
-from mgrb.estimate import projected_hours, training_flops
-from mgrb.throughput import latest_gpu_measurement, record
+from mgrb.config.experiment import load_config
+from mgrb.perf.estimate import projected_hours, training_flops
+from mgrb.perf.throughput import latest_gpu_measurement, record
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

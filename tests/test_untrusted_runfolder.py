@@ -16,10 +16,10 @@ import torch
 
 from mgrb.cli import main
 from mgrb.errors import MGRBError, RunFolderError
-from mgrb.processes import boot_id, identity
-from mgrb.report import write_report
-from mgrb.runfolder import DamagedCheckpoints, RunFolder, atomic_write
-from mgrb.trainer import require_finite
+from mgrb.store.processes import boot_id, identity
+from mgrb.reporting.report import write_report
+from mgrb.store.runfolder import DamagedCheckpoints, RunFolder, atomic_write
+from mgrb.training.trainer import require_finite
 
 FAULTS = Path(__file__).parent / "faults"
 
@@ -130,7 +130,7 @@ def test_mgrb_run_on_damaged_checkpoints_asks_for_restart_and_quiet_keeps_warnin
     path.write_text(TINY)
     out = tmp_path / "out"
     run = RunFolder(out)
-    from mgrb.config import load_config
+    from mgrb.config.experiment import load_config
     run.prepare(load_config(path))
     (run.checkpoints / "latest.pt").write_bytes(b"damaged")
     command = [sys.executable, "-m", "mgrb.cli", "run", str(path), "--out", str(out), "--quiet"]

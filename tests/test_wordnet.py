@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mgrb import wordnet
+from mgrb.method import wordnet
 from mgrb.errors import WordNetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_hypernym_path_does_not_depend_on_nltk_hypernym_order(nltk_data, monkeyp
 def _load_in_fresh_process(tmp_path: Path, given: Path) -> subprocess.CompletedProcess:
     # A fresh process because NLTK keeps a loaded corpus for the life of the process; every
     # other place WordNet could be found (NLTK's defaults, the project's .nltk_data) is cut off.
-    code = ("import sys, nltk; from pathlib import Path; from mgrb import wordnet; "
+    code = ("import sys, nltk; from pathlib import Path; from mgrb.method import wordnet; "
             "from mgrb.errors import WordNetError\n"
             "nltk.data.path[:] = []; wordnet.PROJECT_DATA_DIR = Path(sys.argv[2])\n"
             "try:\n    wordnet.ensure_wordnet(sys.argv[1])\n"

@@ -7,12 +7,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgrb.config import load_config
+from mgrb.config.experiment import load_config
 from mgrb.data import data_present, default_root
 from mgrb.errors import ConfigError
-from mgrb.estimate import projected_hours
-from mgrb.reproduce import planned_runs
-from mgrb.throughput import bench_dir, latest_gpu_measurement
+from mgrb.perf.estimate import projected_hours
+from mgrb.pipeline.reproduce import planned_runs
+from mgrb.perf.throughput import bench_dir, latest_gpu_measurement
 
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "miniimagenet": "miniImageNet",
                   "imagenet100": "ImageNet-100", "digits": "digits"}

@@ -14,9 +14,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from mgrb import runfiles
-from mgrb.processes import identity
-from mgrb.runfiles import RunFileError
+from mgrb.store import contracts as runfiles
+from mgrb.store.processes import identity
+from mgrb.store.contracts import RunFileError
 
 from .experiments import Experiment
 from .owners import SUPERVISOR, Ended, NotOurs, supervisor_pid, trainer_pid

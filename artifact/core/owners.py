@@ -5,7 +5,7 @@ A run folder may come from elsewhere (a colleague's archive, a reviewer's downlo
 in its launch.json or run.lock proves nothing by itself: after a reboot, or once the run has
 ended, the number belongs to some other process, and a planted 1 would reach every process
 the user has. A process is taken to be the run's only when the kernel's own account of it
-(start time and boot, see mgrb.processes) matches what was recorded when the run started,
+(start time and boot, see mgrb.store.processes) matches what was recorded when the run started,
 and its command line is the one the run was started with.
 """
 
@@ -15,7 +15,7 @@ import re
 import socket
 from pathlib import Path
 
-from mgrb.processes import command_line, is_recorded_process, pid_alive, process_group
+from mgrb.store.processes import command_line, is_recorded_process, pid_alive, process_group
 
 SUPERVISOR = "artifact.core.supervise"
 # What Docker itself returns for a container; a name or a short prefix would let a planted

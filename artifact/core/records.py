@@ -10,7 +10,7 @@ They are plain files so that a closed and reopened launcher, or a user with `cat
 what happened; the trainer's own files (events.jsonl, results.json) stay the source of truth.
 
 Run folders travel (archives, downloads, shared disks), so nothing read here is trusted: each
-JSON file is checked against its contract in mgrb.runfiles, and a file that is a link, a FIFO
+JSON file is checked against its contract in mgrb.store.contracts, and a file that is a link, a FIFO
 or a device is refused before it is read (a FIFO would block the reader for ever, a link to
 /dev/zero would never end).
 """
@@ -22,9 +22,9 @@ import os
 import time
 from pathlib import Path
 
-from mgrb import runfiles
-from mgrb.runfiles import open_regular
-from mgrb.runfolder import LOCK, atomic_write
+from mgrb.store import contracts as runfiles
+from mgrb.store.contracts import open_regular
+from mgrb.store.runfolder import LOCK, atomic_write
 
 LAUNCH, EXIT, LOG = "launch.json", "exit.json", "launcher.log"
 
@@ -36,7 +36,7 @@ def read_checked(path: Path, contract: runfiles.Check, *, empty_is_missing: bool
 
 
 def read_record(kind: str, path: Path):
-    """A run folder's JSON file of a kind that mgrb.runfiles has a contract for."""
+    """A run folder's JSON file of a kind that mgrb.store.contracts has a contract for."""
     return read_checked(path, runfiles.CONTRACTS[kind])
 
 

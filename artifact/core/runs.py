@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mgrb import runfiles
-from mgrb.check import check_group
-from mgrb.runfiles import RunFileError, open_regular
-from mgrb.runfolder import EVENTS, RESULTS
+from mgrb.store import contracts as runfiles
+from mgrb.reporting.check import check_group
+from mgrb.store.contracts import RunFileError, open_regular
+from mgrb.store.runfolder import EVENTS, RESULTS
 
 from .experiments import Experiment
 from .owners import NotOurs, supervisor_pid, trainer_pid

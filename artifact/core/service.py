@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mgrb.runfiles import RunFileError
+from mgrb.store.contracts import RunFileError
 
 from .experiments import BrokenExperiment, Experiment, load_experiments
 from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
@@ -154,7 +154,7 @@ class Service:
         return problems
 
     def write_report(self, names: list[str], states: dict[str, RunState], out_dir: Path) -> Path:
-        from mgrb.report import write_report
+        from mgrb.reporting.report import write_report
 
         groups = {n: states[n].results for n in names
                   if n in states and states[n].status == FINISHED}

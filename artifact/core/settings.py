@@ -7,8 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mgrb import runfiles
-from mgrb.runfiles import RunFileError
+from mgrb.store import contracts as runfiles
+from mgrb.store.contracts import RunFileError
 
 from .records import read_checked, write_json
 

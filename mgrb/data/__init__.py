@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import ClassIncrementalData
+from mgrb.data.base import ClassIncrementalData
 
 DATASETS = ("cifar10", "cifar100", "miniimagenet", "imagenet100", "digits")
 
@@ -17,20 +17,20 @@ def default_root(root: str | Path | None) -> Path:
 def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False,
                  image_size: int | None = None) -> ClassIncrementalData:
     if name == "digits":
-        from .digits import load_digits_data
+        from mgrb.data.digits import load_digits_data
 
         return load_digits_data()
     base = default_root(root)
     if name in ("cifar10", "cifar100"):
-        from .cifar import load_cifar
+        from mgrb.data.cifar import load_cifar
 
         return load_cifar(base, 10 if name == "cifar10" else 100, download=download)
     if name == "miniimagenet":
-        from .folder import load_miniimagenet
+        from mgrb.data.folder import load_miniimagenet
 
         return load_miniimagenet(_subfolder(base, name), image_size=image_size or 84)
     if name == "imagenet100":
-        from .folder import load_imagenet100
+        from mgrb.data.folder import load_imagenet100
 
         return load_imagenet100(_subfolder(base, name))
     raise ValueError(f"unknown data set {name!r}")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the data set names and the layout checks are read without torch
+    import torch
 
 
 @dataclass
@@ -34,7 +36,7 @@ class ClassIncrementalData:
 
     @property
     def in_memory(self) -> bool:
-        return isinstance(self.train_images, torch.Tensor)
+        return not isinstance(self.train_images, list)
 
     @property
     def channels(self) -> int:
@@ -42,4 +44,6 @@ class ClassIncrementalData:
 
     def train_counts(self) -> torch.Tensor:
         """Training images per data set class id (the n_c of new classes in the CB loss)."""
+        import torch
+
         return torch.bincount(self.train_labels, minlength=self.num_classes)

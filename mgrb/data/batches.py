@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Augment:
-    """Random crop with zero padding, horizontal flip and rotation, as in method.md section 3."""
+    """Random crop with zero padding, horizontal flip and rotation, as in docs/method.md section 3."""
 
     crop_padding: int = 0
     flip: bool = False

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .base import ClassIncrementalData
+from mgrb.errors import DataError
+from mgrb.data.base import ClassIncrementalData
 
 CIFAR_LAYOUT = """\
   <root>/cifar-10-batches-py/   data_batch_1 ... data_batch_5, test_batch, batches.meta

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import ClassIncrementalData
+from mgrb.data.base import ClassIncrementalData
 
 TEST_PER_CLASS = 30
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

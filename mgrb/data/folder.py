@@ -1,4 +1,4 @@
-"""miniImageNet and ImageNet-100 from folders of image files (method.md section 1)."""
+"""miniImageNet and ImageNet-100 from folders of image files (docs/method.md section 1)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .base import ClassIncrementalData
+from mgrb.errors import DataError
+from mgrb.data.base import ClassIncrementalData
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}

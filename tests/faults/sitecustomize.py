@@ -11,9 +11,9 @@ FAULTS = dict(item.split("=", 1) for item in os.environ.get("MGRB_TEST_FAULTS", 
 if FAULTS:
     import torch
 
-    import mgrb.trainer
+    import mgrb.training.trainer
 
-    _train_phase = mgrb.trainer.Trainer._train_phase
+    _train_phase = mgrb.training.trainer.Trainer._train_phase
 
     def _faulty_train_phase(self, position, optimizer_state):
         fault = FAULTS.get(self.config["name"]) if position.phase == 1 else None
@@ -24,12 +24,12 @@ if FAULTS:
             os.abort()
         return _train_phase(self, position, optimizer_state)
 
-    mgrb.trainer.Trainer._train_phase = _faulty_train_phase
+    mgrb.training.trainer.Trainer._train_phase = _faulty_train_phase
 
     if "nan" in FAULTS.values():
-        import mgrb.method
+        import mgrb.method.phase
 
-        _stage1_loss = mgrb.method.MGRBPhase.stage1_loss
+        _stage1_loss = mgrb.method.phase.MGRBPhase.stage1_loss
 
         def _diverging_stage1_loss(self, *args, **kwargs):
             terms = _stage1_loss(self, *args, **kwargs)
@@ -37,4 +37,4 @@ if FAULTS:
                 terms["total"] = terms["total"] * float("nan")
             return terms
 
-        mgrb.method.MGRBPhase.stage1_loss = _diverging_stage1_loss
+        mgrb.method.phase.MGRBPhase.stage1_loss = _diverging_stage1_loss

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MGRBError
+from mgrb.errors import MGRBError
 
 # cuBLAS reads this when it creates its first handle; a fixed workspace makes it deterministic.
 CUBLAS_WORKSPACE = ":4096:8"

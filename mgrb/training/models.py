@@ -1,4 +1,4 @@
-"""Backbones (method.md section 2) and the network whose classifier is renewed each phase."""
+"""Backbones (docs/method.md section 2) and the network whose classifier is renewed each phase."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def build_backbone(name: str, in_channels: int = 3, stem: str = "cifar") -> ResN
 
 
 def new_classifier(feature_dim: int, num_classes: int) -> nn.Linear:
-    """Linear classifier with Xavier-normal weights and zero bias (method.md section 2)."""
+    """Linear classifier with Xavier-normal weights and zero bias (docs/method.md section 2)."""
     layer = nn.Linear(feature_dim, num_classes)
     nn.init.xavier_normal_(layer.weight)
     nn.init.zeros_(layer.bias)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .defaults import FULL_TRAIN_PER_CLASS
-from .losses import (class_balanced_weights, classifier_retrain_loss, negative_entropy,
+from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
+from mgrb.method.losses import (class_balanced_weights, classifier_retrain_loss, negative_entropy,
                      phase_loss)
 
 

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runfiles import RunFileError, parse_json, read_bounded
-from .runfolder import atomic_write
+from mgrb.store.contracts import RunFileError, parse_json, read_bounded
+from mgrb.store.runfolder import atomic_write
 
 BENCH_DIR = ".bench"
 

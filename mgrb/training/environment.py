@@ -16,7 +16,7 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():
-        from .errors import MGRBError
+        from mgrb.errors import MGRBError
 
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise MGRBError(

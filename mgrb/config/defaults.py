@@ -1,4 +1,4 @@
-"""Per-data-set settings of method.md (sections 1-4) that an experiment file may leave out.
+"""Per-data-set settings of docs/method.md (sections 1-4) that an experiment file may leave out.
 
 These are the paper's numbers, kept here as data so that method code holds none of them.
 """
@@ -37,6 +37,6 @@ DATASET_DEFAULTS = {
 }
 
 # Training images per class in the full data sets: the n_c that the original code gives new
-# classes in the class-balanced loss (method.md section 3), whatever the phase holds.
+# classes in the class-balanced loss (docs/method.md section 3), whatever the phase holds.
 FULL_TRAIN_PER_CLASS = {"cifar10": 5000, "cifar100": 500, "miniimagenet": 500,
                         "imagenet100": 1300}

@@ -11,11 +11,13 @@ from typing import Any
 
 import yaml
 
-from . import yamlsafe
-from .defaults import DATASET_DEFAULTS
-from .errors import ConfigError
-from .losses import LOSS_SETS
-from .runfiles import NAME_PATTERN
+from mgrb.config import yamlsafe
+from mgrb.config.defaults import DATASET_DEFAULTS
+from mgrb.errors import ConfigError
+from mgrb.store.contracts import NAME_PATTERN
+
+# The original code's -setloss values: which of L_cls, L_KD and L_MG a phase trains with.
+LOSS_SETS = ("ce", "ce+distill", "ce+hierloss", "distill+hierloss", "ce+distill+hierloss")
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "miniimagenet": 100, "imagenet100": 100,
                "digits": 10}
@@ -319,7 +321,7 @@ def _apply_override(data: dict, assignment: str) -> None:
 
 
 def _check_consistency(config: dict, source: _Source) -> None:
-    from .protocol import Protocol, memory_sizes
+    from mgrb.data.protocol import Protocol, memory_sizes
 
     dataset = config["dataset"]["name"]
     proto = config["protocol"]

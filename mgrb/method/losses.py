@@ -1,4 +1,4 @@
-"""The loss terms of method.md sections 3 and 4, each a pure function of tensors.
+"""The loss terms of docs/method.md sections 3 and 4, each a pure function of tensors.
 
 Nothing here loops over samples or reads a tensor back to the host: per-class weights and
 soft targets are (K,) and (K, K) tensors built once per phase and indexed by label.
@@ -9,11 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_SETS = ("ce", "ce+distill", "ce+hierloss", "distill+hierloss", "ce+distill+hierloss")
-
-
 def class_balanced_weights(counts, num_classes: int) -> torch.Tensor:
-    """Effective-number weights of Cui et al. (method.md section 3):
+    """Effective-number weights of Cui et al. (docs/method.md section 3):
 
         w_c = (1 - eta) / (1 - eta ** n_c),   eta = (C - 1) / C
 
@@ -49,7 +46,7 @@ def mg_regularizer(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Te
                    target_neg_entropy: torch.Tensor | None = None) -> torch.Tensor:
     """L_MG = KL(s_y || softmax(z)), averaged over the batch ("batchmean").
 
-    `targets` is the (K, K) soft-target matrix of `mgrb.hierarchy.soft_targets`; row y is s_y.
+    `targets` is the (K, K) soft-target matrix of `mgrb.method.soft_targets.soft_targets`; row y is s_y.
     KL = sum_j s_j log s_j - sum_j s_j log p_j: the first sum depends on the class alone, so
     a phase computes it once (`target_neg_entropy`, see `negative_entropy`); the second is a
     cross-entropy with probability targets, one fused operation.
@@ -69,7 +66,7 @@ def phase_loss(logits: torch.Tensor, labels: torch.Tensor, *, loss_set: str, n_o
                targets: torch.Tensor | None, temperature: float, dscale: float, scale: float,
                cb_reduction: str, target_neg_entropy: torch.Tensor | None = None
                ) -> dict[str, torch.Tensor]:
-    """Stage-1 loss of an incremental phase t > 0 (method.md section 3):
+    """Stage-1 loss of an incremental phase t > 0 (docs/method.md section 3):
 
         L = L_KD + (1 - alpha) * L_cls + lambda * L_MG,   alpha = n_old / n_seen
 
@@ -105,7 +102,7 @@ def classifier_retrain_loss(logits: torch.Tensor, labels: torch.Tensor, *, n_old
                             targets: torch.Tensor | None, scale: float,
                             target_neg_entropy: torch.Tensor | None = None
                             ) -> dict[str, torch.Tensor]:
-    """Stage-2 loss (method.md section 4): (1 - alpha) * CE + lambda * L_MG.
+    """Stage-2 loss (docs/method.md section 4): (1 - alpha) * CE + lambda * L_MG.
 
     The original adds a distillation term whose teacher is the classifier itself under
     no-grad; teacher equals student at every step, so its gradient is zero and it is dropped.

@@ -1,6 +1,6 @@
 """Class hierarchies and the soft targets of the multi-granularity regulariser.
 
-method.md section 3: for class y, s_y = softmax(l_y) with l_y[y] = 0 and
+docs/method.md section 3: for class y, s_y = softmax(l_y) with l_y[y] = 0 and
   two-level (coarse groups): l_y[j] = -beta/2 if j is in y's group, else -beta;
   tree (root-to-leaf paths):  l_y[j] = -beta * d(y, j) / (D - 1),
   d(y, j) = length of the longer path minus the length of the common prefix.
@@ -74,7 +74,7 @@ def soft_targets(*, beta: float, coarse: Sequence[int] | None = None,
 
 
 def visual_groups(features: torch.Tensor, clusters: int, random_state: int = 0) -> list[int]:
-    """Two-level 'vis' hierarchy: k-means of class-mean features (method.md section 5).
+    """Two-level 'vis' hierarchy: k-means of class-mean features (docs/method.md section 5).
 
     Fewer classes than clusters -> one group per class. n_init=10 is scikit-learn's
     historical default, which the original code ran with.

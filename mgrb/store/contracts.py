@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from .errors import MGRBError
+from mgrb.errors import MGRBError
 
 # An experiment's name becomes a folder and a file name: no separators, no leading dot.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

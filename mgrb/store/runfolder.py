@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from . import runfiles
-from .errors import RunFolderError
-from .processes import identity, is_recorded_process, pid_alive
+from mgrb.store import contracts as runfiles
+from mgrb.errors import RunFolderError
+from mgrb.store.processes import identity, is_recorded_process, pid_alive
 
 CONFIG, EVENTS, RESULTS, LOCK = "config.yaml", "events.jsonl", "results.json", "run.lock"
 CHECKPOINTS = "checkpoints"
@@ -144,7 +144,7 @@ class RunFolder:
             return None
         try:
             # the aliases a safe_load would expand are refused: this file may come from elsewhere
-            # YAML 1.1 as safe_dump wrote it (mgrb.yamlsafe reads 1e-4 as a number, which
+            # YAML 1.1 as safe_dump wrote it (mgrb.config.yamlsafe reads 1e-4 as a number, which
             # safe_dump leaves unquoted as a string); SafeLoader lets a malformed scalar
             # escape as ValueError and deep nesting as RecursionError.
             stored = yaml.load(data, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
@@ -257,7 +257,7 @@ class RunFolder:
 
         The file starts with the SHA-256 of the rest, so a truncated or damaged checkpoint is
         recognised on loading rather than half-read. Once this returns, the checkpoint survives
-        a kill and a power cut. Also the body of mgrb.checkpoints.CheckpointWriter's writes.
+        a kill and a power cut. Also the body of mgrb.training.checkpoints.CheckpointWriter's writes.
         """
         import torch
 

@@ -1,4 +1,4 @@
-"""Where each phase's hierarchy comes from (method.md section 5): ont, vis, sem.
+"""Where each phase's hierarchy comes from (docs/method.md section 5): ont, vis, sem.
 
 A hierarchy is described by plain data (groups or paths and depths) so that a checkpoint can
 carry it and a resumed run rebuilds exactly the same soft targets.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
-from .hierarchy import soft_targets, tree_height, visual_groups
+from mgrb.errors import ConfigError
+from mgrb.method.soft_targets import soft_targets, tree_height, visual_groups
 
 
 def _synset_names(dataset: str, data) -> list[str] | None:
-    from . import wordnet
+    from mgrb.method import wordnet
 
     if data.wnids is not None:
         return list(data.wnids)
@@ -34,12 +34,12 @@ def describe_hierarchy(config: dict, data, order: list[int], n_seen: int,
         clusters = config["hierarchy"]["clusters"]
         forced = config["quirks"]["cifar10_vis_clusters"]
         if dataset == "cifar10" and forced is not None:
-            clusters = forced  # the original ignores -cluster on CIFAR-10 (method.md section 5)
+            clusters = forced  # the original ignores -cluster on CIFAR-10 (docs/method.md section 5)
         return {"kind": "vis", "source": "k-means of class-mean features (balanced set)",
                 "clusters": min(clusters, n_seen),
                 "groups": visual_groups(class_features, clusters)}
     if kind == "sem":
-        from . import wordnet
+        from mgrb.method import wordnet
 
         names = _synset_names(dataset, data)
         if names is None:
@@ -53,7 +53,7 @@ def describe_hierarchy(config: dict, data, order: list[int], n_seen: int,
         return {"kind": "ont", "source": f"{dataset} superclasses",
                 "groups": [data.coarse_labels[c] for c in classes]}
     if data.wnids is not None:
-        from . import wordnet
+        from mgrb.method import wordnet
 
         paths = [wordnet.hypernym_path(data.wnids[c]) for c in classes]
         height = tree_height(paths)

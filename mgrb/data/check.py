@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
+from mgrb.errors import DataError
 
 EXPECTED_COUNTS = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}
 
@@ -16,8 +16,8 @@ def data_root(root: Path | None) -> Path:
 
 def check_data(root: Path | None, download: bool = True) -> int:
     """Print the state of every data set; exit status 1 if a present data set is damaged."""
-    from .data import data_present, load_dataset
-    from .data.folder import IMAGENET100_LAYOUT, MINIIMAGENET_LAYOUT
+    from mgrb.data import data_present, load_dataset
+    from mgrb.data.folder import IMAGENET100_LAYOUT, MINIIMAGENET_LAYOUT
 
     root = data_root(root)
     status = 0

@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from .runfolder import RunFolder
+from mgrb.store.runfolder import RunFolder
 
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
 

@@ -1,11 +1,14 @@
-"""The class-incremental protocol of method.md section 1: class order, phases, memory split."""
+"""The class-incremental protocol of docs/method.md section 1: class order, phases, memory split."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the phase arithmetic is used without torch (validation, mgrb list)
+    import torch
 
 ORDER_NAME = "seed-1993 numpy shuffle (the LUCIR / AANets / PyCIL / FACIL order)"
 
@@ -76,6 +79,8 @@ def memory_roles(labels: torch.Tensor, per_class: int, holdout: int, selection: 
     images form the balanced hold-out and the next `per_class - holdout` the exemplars.
     "random": the same counts drawn by a seeded permutation.
     """
+    import torch
+
     n = labels.numel()
     if selection == "first":
         position = torch.arange(n)
@@ -106,6 +111,7 @@ class PhaseSplit:
 def phase_split(protocol: Protocol, phase: int, train_labels: torch.Tensor, roles: torch.Tensor,
                 test_labels: torch.Tensor) -> PhaseSplit:
     """Training, balanced and test indices of `phase`; labels are incremental labels."""
+
     old, seen = protocol.old(phase), protocol.seen(phase)
     new = (train_labels >= old) & (train_labels < seen)
     old_mask = train_labels < old

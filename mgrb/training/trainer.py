@@ -1,7 +1,7 @@
 """The trainer: phases, the two stages of each, evaluation, checkpoints and the event log.
 
-Method-specific work (teacher, class weights, soft targets, losses) lives in `method.py`;
-the hierarchy of each phase comes from `class_hierarchies.py`.
+Method-specific work (teacher, class weights, soft targets, losses) lives in
+`mgrb/method/phase.py`; the hierarchy of each phase comes from `mgrb/method/hierarchies.py`.
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ from dataclasses import dataclass
 
 import torch
 
-from . import evaluation
-from .checkpoints import CheckpointWriter
-from .class_hierarchies import describe_hierarchy, hierarchy_targets, public_description
-from .config import NUM_CLASSES
-from .errors import MGRBError
-from .data import load_dataset
-from .data.batches import Augment, make_batches
-from .environment import device_name, device_uuid, git_commit, library_versions
-from .method import MGRBPhase, balanced_weights_for_phase, phase_class_counts
-from .models import IncrementalNet, build_backbone
-from .numerics import Compiler, Numerics, applied
-from .progress import Progress
-from .protocol import ORDER_NAME, Protocol, class_order, memory_roles, memory_sizes, phase_split
-from .runfolder import RunFolder
+from mgrb.training import evaluation
+from mgrb.training.checkpoints import CheckpointWriter
+from mgrb.method.hierarchies import describe_hierarchy, hierarchy_targets, public_description
+from mgrb.config.experiment import NUM_CLASSES
+from mgrb.errors import MGRBError
+from mgrb.data import load_dataset
+from mgrb.data.batches import Augment, make_batches
+from mgrb.training.environment import device_name, device_uuid, git_commit, library_versions
+from mgrb.method.phase import MGRBPhase, balanced_weights_for_phase, phase_class_counts
+from mgrb.training.models import IncrementalNet, build_backbone
+from mgrb.training.numerics import Compiler, Numerics, applied
+from mgrb.training.progress import Progress
+from mgrb.data.protocol import ORDER_NAME, Protocol, class_order, memory_roles, memory_sizes, phase_split
+from mgrb.store.runfolder import RunFolder
 
 CHECKPOINT_VERSION = 1
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from . import runfiles
-from .errors import MGRBError
-from .runfolder import RESULTS
+from mgrb.store import contracts as runfiles
+from mgrb.errors import MGRBError
+from mgrb.store.runfolder import RESULTS
 
 METRICS = ("avg_top1", "last_top1")
 VERDICTS = ("reproduced", "above", "below", "no reference")

@@ -6,8 +6,8 @@ model. Only the last step, FLOPs -> hours, rests on an assumed sustained rate; u
 benchmark measures the real rate on the real trainer, every number here is labelled a
 projection.
 
-    python -m mgrb.estimate            table of PFLOP and projected GPU hours per experiment
-    python -m mgrb.estimate --write    also rewrite the `estimate:` block of the paper files
+    python -m mgrb.perf.estimate            table of PFLOP and projected GPU hours per experiment
+    python -m mgrb.perf.estimate --write    also rewrite the `estimate:` block of the paper files
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import re
 import sys
 from pathlib import Path
 
-from .config import NUM_CLASSES, load_config
-from .defaults import FULL_TRAIN_PER_CLASS
-from .protocol import Protocol, memory_sizes
+from mgrb.config.experiment import NUM_CLASSES, load_config
+from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
+from mgrb.data.protocol import Protocol, memory_sizes
 
 # ASSUMPTION, not a measurement: 50 TFLOP/s sustained. The trainer runs in fp32 (cuDNN
 # convolutions in TF32, about 495 TFLOP/s dense peak on an H100) on 32x32 images at batch
@@ -29,11 +29,11 @@ from .protocol import Protocol, memory_sizes
 # rate and replace this figure.
 ASSUMED_SUSTAINED_TFLOPS = 50.0
 
-# Training images per class (method.md section 1). The digits demo is scikit-learn's 1797
+# Training images per class (docs/method.md section 1). The digits demo is scikit-learn's 1797
 # 8x8 images, about 180 per class of which roughly 150 are left for training.
 TRAIN_PER_CLASS = {**FULL_TRAIN_PER_CLASS, "digits": 150}
 
-# (height = width, channels) of the images the backbone sees (method.md sections 1 and 3).
+# (height = width, channels) of the images the backbone sees (docs/method.md sections 1 and 3).
 INPUT_SHAPE = {"cifar10": (32, 3), "cifar100": (32, 3), "miniimagenet": (84, 3),
                "imagenet100": (224, 3), "digits": (8, 1)}
 
@@ -45,7 +45,7 @@ def training_image_steps(config: dict) -> dict:
     """Images through the network in stage 1, per phase and in total.
 
     Phase 0 trains on `initial` classes minus their hold-out images; phase t > 0 on the new
-    classes minus their hold-out plus the e - v exemplars of every old class (method.md
+    classes minus their hold-out plus the e - v exemplars of every old class (docs/method.md
     section 1), each for `train.epochs` epochs. From phase 1 on, every stage-1 image also
     goes through the frozen teacher (forward only) for the distillation term.
 
@@ -86,7 +86,7 @@ def _backbone_flops(backbone: str, stem: str, size: int, channels: int) -> float
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .models import build_backbone
+    from mgrb.training.models import build_backbone
 
     with torch.device("meta"):
         model = build_backbone(backbone, channels, stem).eval()
@@ -119,7 +119,7 @@ def gpu_hours(config: dict, sustained_tflops: float = ASSUMED_SUSTAINED_TFLOPS) 
 
 def projected_hours(config: dict, measurement=None) -> tuple[float | None, str]:
     """(GPU hours, how they were obtained): from a measured rate when `make bench` has run on
-    a GPU here (a `mgrb.throughput.Measurement`), else the experiment file's `estimate:`."""
+    a GPU here (a `mgrb.perf.throughput.Measurement`), else the experiment file's `estimate:`."""
     if measurement is None or config["dataset"]["name"] not in PAPER_DATASETS:
         estimate = config["estimate"]
         return estimate["gpu_hours"], estimate["basis"] or "no estimate"
@@ -168,7 +168,7 @@ def write_estimate(path: Path, block: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mgrb.estimate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mgrb.perf.estimate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true",
                         help="rewrite the estimate: block of every paper experiment file")

@@ -8,9 +8,9 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import load_config
-from .errors import ConfigError, MGRBError
-from .isolated import INTERRUPTED
+from mgrb.config.experiment import load_config
+from mgrb.errors import ConfigError, MGRBError
+from mgrb.pipeline.isolated import INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,11 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     """Every run in its own `mgrb run` process (isolated.py): a run that fails, crashes or runs
     out of memory is listed in the report with its message, and the batch goes on. Returns
     0, 1 when a run failed, or 130 when stopped (the stopped run resumes next time)."""
-    from .data import data_present
-    from .report import write_report
-    from .check import check_group, format_table, read_results
-    from .isolated import run_command, run_isolated
-    from .runfolder import RunFolder
+    from mgrb.data import data_present
+    from mgrb.reporting.report import write_report
+    from mgrb.reporting.check import check_group, format_table, read_results
+    from mgrb.pipeline.isolated import run_command, run_isolated
+    from mgrb.store.runfolder import RunFolder
 
     selected, unusable = select_experiments(experiments_dir, patterns)
     groups: dict[str, list[dict]] = {}

@@ -1,7 +1,7 @@
 """WordNet through NLTK: synsets of ImageNet ids, hypernym paths, semantic groups.
 
 Used by the 'ont' hierarchy (root-to-leaf hypernym paths of miniImageNet/ImageNet-100
-classes) and the 'sem' hierarchy (Wu-Palmer clusters, method.md section 5). The database
+classes) and the 'sem' hierarchy (Wu-Palmer clusters, docs/method.md section 5). The database
 is set up offline by scripts/setup_wordnet.sh; nothing here downloads.
 """
 
@@ -13,7 +13,7 @@ import re
 import warnings
 from pathlib import Path
 
-from .errors import WordNetError
+from mgrb.errors import WordNetError
 
 SOURCE = "WordNet 3.0 via NLTK, Wu-Palmer similarity, average-linkage clustering"
 

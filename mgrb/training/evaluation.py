@@ -1,4 +1,4 @@
-"""Accuracy after each phase (method.md section 6)."""
+"""Accuracy after each phase (docs/method.md section 6)."""
 
 from __future__ import annotations
 

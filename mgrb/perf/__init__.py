@@ -1,0 +1,1 @@
+"""Performance: projected GPU hours from the protocol's arithmetic and measured throughput."""

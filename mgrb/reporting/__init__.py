@@ -1,0 +1,2 @@
+"""Reporting: verdicts against the paper (`mgrb check`), the reproduction report and its
+figures."""
