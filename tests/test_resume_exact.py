@@ -110,9 +110,10 @@ def test_sigkill_at_random_moments_with_checkpoints_every_few_batches_resumes_ex
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         events = out / "events.jsonl"
         before = events.read_text().count("\n") if events.exists() else 0
-        deadline = time.monotonic() + 120  # until this attempt has trained a little
-        while process.poll() is None and time.monotonic() < deadline and (
-                not events.exists() or events.read_text().count("\n") <= before + 1):
+        deadline = time.monotonic() + 120  # until this attempt has trained a little and
+        while process.poll() is None and time.monotonic() < deadline and not (  # a checkpoint
+                events.exists() and events.read_text().count("\n") > before + 1  # exists
+                and '"checkpoint"' in events.read_text()):
             time.sleep(0.01)
         time.sleep(chooser.uniform(0, 0.5))
         if process.poll() is not None:

@@ -362,3 +362,15 @@ def test_a_linked_results_file_is_not_read(tmp_path, capsys):
     (run / "results.json").symlink_to(elsewhere)
     assert main(["check", str(run)]) == 2
     assert "results.json: is a symbolic link" in capsys.readouterr().err
+
+
+def test_results_of_a_newer_format_are_refused_and_those_without_one_read(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    results = {"experiment": "x", "avg_top1": 50.0, "last_top1": 40.0,
+               "phases": [{"phase": 0, "seen_classes": 5, "top1": 50.0}]}
+    (run / "results.json").write_text(json.dumps(results))  # older folders carry no format
+    assert main(["check", str(run)]) == 0
+    (run / "results.json").write_text(json.dumps({**results, "format": 99}))
+    assert main(["check", str(run)]) == 2
+    assert "format: is format 99, newer than this version" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
+from mgrb.method.hierarchies import hierarchy_targets
 from mgrb.method.losses import (class_balanced_weights, classifier_retrain_loss, negative_entropy,
                      phase_loss)
 
@@ -79,3 +80,24 @@ def balanced_weights_for_phase(config: dict, num_classes: int, counts: torch.Ten
     if not config["method"]["cbloss"]:
         return None
     return class_balanced_weights(counts, num_classes)
+
+
+def begin_phase(config: dict, *, phase: int, n_old: int, n_seen: int, hierarchy: dict,
+                teacher, num_classes: int, per_class: int, holdout: int,
+                data_counts: torch.Tensor, phase_counts: torch.Tensor,
+                device: torch.device) -> MGRBPhase:
+    """The method's state for one phase (mammoth's begin_task): the soft targets of the
+    phase's hierarchy at beta (section 3), the class-balanced weights of its class counts,
+    and the frozen teacher of the previous phase (a logits function, or None in phase 0)."""
+    targets1, targets2 = hierarchy_targets(hierarchy, config["method"]["beta"])
+    counts = phase_class_counts(config, n_old=n_old, n_seen=n_seen, per_class=per_class,
+                                holdout=holdout, data_counts_by_label=data_counts,
+                                phase_counts_by_label=phase_counts)
+    weights = balanced_weights_for_phase(config, num_classes, counts)
+
+    def on_device(tensor):
+        return None if tensor is None else tensor.to(device)
+
+    return MGRBPhase(config, phase=phase, n_old=n_old, n_seen=n_seen, teacher=teacher,
+                     class_weights=on_device(weights), targets_stage1=on_device(targets1),
+                     targets_stage2=on_device(targets2))

@@ -18,7 +18,7 @@ from mgrb.errors import WordNetError
 SOURCE = "WordNet 3.0 via NLTK, Wu-Palmer similarity, average-linkage clustering"
 
 # Where `make setup` puts WordNet; a module constant so that tests can point it elsewhere.
-PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / ".nltk_data"
+PROJECT_DATA_DIR = Path(__file__).resolve().parents[2] / ".nltk_data"  # the checkout's
 
 ROOT_WNID = "n00001740"  # entity.n.01, the single root of WordNet's noun hierarchy
 

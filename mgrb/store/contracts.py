@@ -131,7 +131,23 @@ def _shown(value) -> str:
     return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
+def format_version(newest: int) -> Check:
+    """A file's format number: a file without one is of format 1, the first; a newer one than
+    this code knows is refused rather than half-understood."""
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"must be a format number (1, 2, ...), got {_shown(value)}"
+        if value > newest:
+            return (f"is format {value}, newer than this version of the project reads (up to "
+                    f"{newest}); update the project to read it")
+        return None
+    return check
+
+
 # -- the files ----------------------------------------------------------------------------
+# The format of results.json and events.jsonl; raise it when a field changes meaning, and
+# teach the readers the older formats they still accept.
+RUN_FILES_FORMAT = 1
 PERCENT = number(0, 100)
 OPTIONAL_PERCENT = number(0, 100, nullable=True)
 PHASE = mapping({"phase": (integer(0, 10_000), True), "seen_classes": (integer(1, 1_000_000), True),
@@ -141,6 +157,7 @@ REPORTED = mapping({"avg_top1": (OPTIONAL_PERCENT, False), "last_top1": (OPTIONA
                     "tolerance": (number(0, 100), False)}, nullable=True)
 
 RESULTS_CONTRACT = mapping({
+    "format": (format_version(RUN_FILES_FORMAT), False),
     "experiment": (text(pattern=NAME_PATTERN), True),
     "avg_top1": (PERCENT, True),
     "last_top1": (PERCENT, True),
@@ -159,6 +176,7 @@ RESULTS_CONTRACT = mapping({
 
 EVENT_CONTRACT = mapping({
     "event": (text(pattern=EVENT_KIND, what="an event kind (lower-case letters and _)"), True),
+    "format": (format_version(RUN_FILES_FORMAT), False),  # in "started": the log's format
     "time": (number(0, 1e11), False),  # seconds since 1970, until about the year 5000
     "phase": (integer(0, 10_000), False),
     "phases": (integer(1, 10_000), False),

@@ -60,7 +60,7 @@ def library_versions() -> dict:
 
 def git_commit() -> str | None:
     """The project's commit, with '-dirty' when the work tree has changes; None outside git."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the checkout: mgrb/training/environment.py
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()

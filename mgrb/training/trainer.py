@@ -7,70 +7,31 @@ Method-specific work (teacher, class weights, soft targets, losses) lives in
 from __future__ import annotations
 
 import copy
-import math
-import threading
 import time
-from dataclasses import dataclass
 
 import torch
 
+from mgrb.method.hierarchies import describe_hierarchy, public_description
+from mgrb.method.phase import MGRBPhase, begin_phase
+from mgrb.store.contracts import RUN_FILES_FORMAT
+from mgrb.store.runfolder import RunFolder
 from mgrb.training import evaluation
 from mgrb.training.checkpoints import CheckpointWriter
-from mgrb.method.hierarchies import describe_hierarchy, hierarchy_targets, public_description
-from mgrb.config.experiment import NUM_CLASSES
-from mgrb.errors import MGRBError
-from mgrb.data import load_dataset
-from mgrb.data.batches import Augment, make_batches
-from mgrb.training.environment import device_name, device_uuid, git_commit, library_versions
-from mgrb.method.phase import MGRBPhase, balanced_weights_for_phase, phase_class_counts
+from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
+                                   require_finite)
+from mgrb.training.environment import device_name, device_uuid
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import Compiler, Numerics, applied
 from mgrb.training.progress import Progress
-from mgrb.data.protocol import ORDER_NAME, Protocol, class_order, memory_roles, memory_sizes, phase_split
-from mgrb.store.runfolder import RunFolder
+from mgrb.training.results import build_results
+from mgrb.training.stage2 import retrain_classifier
+from mgrb.training.stream import open_stream
+from mgrb.data.protocol import phase_split
+
+__all__ = ["STOP_REQUESTED", "Interrupted", "Position", "Trainer", "learning_rate",
+           "require_finite"]  # the names callers (cli, tests, benchmarks) take from here
 
 CHECKPOINT_VERSION = 1
-
-
-def learning_rate(base: float, *, epoch: int, iteration: int, iterations: int, milestones,
-                  decay: float, warmup_epochs: int) -> float:
-    """MultiStepLR by epoch, times a linear warm-up per iteration over the first epochs."""
-    lr = base * decay ** sum(epoch >= m for m in milestones)
-    if warmup_epochs and epoch < warmup_epochs:
-        lr *= (epoch * iterations + iteration + 1) / (warmup_epochs * iterations)
-    return lr
-
-
-@dataclass
-class Position:
-    """Where training stands: the phase, its stage ('start', 'stage1', 'stage2') and next epoch."""
-
-    phase: int = 0
-    stage: str = "start"
-    epoch: int = 0
-    iteration: int = 0  # batches of `epoch` already trained (a checkpoint taken mid-epoch)
-
-
-class Interrupted(Exception):
-    """Training stopped on request (SIGTERM, Ctrl-C); the message says where."""
-
-
-# Set by the command line's signal handlers; a trainer honours it between batches.
-STOP_REQUESTED = threading.Event()
-
-
-def require_finite(losses: dict, *, phase: int, stage: str, epoch: int, lr: float) -> None:
-    """A diverged run stops where it diverged, before a NaN reaches a checkpoint or the log.
-
-    Checked where the losses are read anyway (log lines, epoch ends, checkpoints), so the
-    training step itself never waits for the GPU."""
-    bad = {name: float(value) for name, value in losses.items() if not math.isfinite(value)}
-    if bad:
-        terms = ", ".join(f"{name} = {value}" for name, value in bad.items())
-        raise MGRBError(
-            f"training diverged in phase {phase + 1}, {stage}, epoch {epoch + 1} ({terms}; "
-            f"learning rate {lr:g}). The run stops here; its checkpoints are from before. A "
-            "lower train.lr is the usual cure (it changes the experiment: use a new --out).")
 
 
 class Trainer:
@@ -82,37 +43,13 @@ class Trainer:
 
     # -- set-up ------------------------------------------------------------------------
     def _load_data(self) -> None:
-        cfg = self.config
-        name = cfg["dataset"]["name"]
-        self.progress.message(f"loading {name} ...")
-        data = load_dataset(name, cfg["dataset"]["root"], download=cfg["dataset"]["download"])
-        self.data = data
-        self.num_classes = NUM_CLASSES[name]
-        proto = cfg["protocol"]
-        self.protocol = Protocol(self.num_classes, proto["initial"], proto["increment"])
-        self.order = class_order(self.num_classes, proto["order_seed"])
-        label_of_class = torch.empty(self.num_classes, dtype=torch.long)
-        label_of_class[torch.tensor(self.order)] = torch.arange(self.num_classes)
-        self.train_labels = label_of_class[data.train_labels]
-        self.test_labels = label_of_class[data.test_labels]
-        self.per_class, self.holdout = memory_sizes(
-            self.num_classes, proto["memory_total"], proto["memory_per_class"],
-            proto["holdout_fraction"])
-        self.roles = memory_roles(self.train_labels, self.per_class, self.holdout,
-                                  proto["selection"], proto["order_seed"])
-        workers = self.train_cfg["num_workers"]
-        self.train_set = make_batches(data.train_images, self.train_labels, data.mean, data.std,
-                                      self.device, data.image_size, workers)
-        self.test_set = make_batches(data.test_images, self.test_labels, data.mean, data.std,
-                                     self.device, data.image_size, workers)
-        self.augment = Augment(**self.train_cfg["augment"])
-        self.data_counts = torch.bincount(self.train_labels, minlength=self.num_classes)
+        self.stream = open_stream(self.config, self.device, self.progress)
 
     def _build_model(self) -> None:
         torch.manual_seed(self.train_cfg["seed"])
-        backbone = build_backbone(self.config["model"]["backbone"], self.data.channels,
+        backbone = build_backbone(self.config["model"]["backbone"], self.stream.data.channels,
                                   self.config["model"]["stem"])
-        model = IncrementalNet(backbone, self.protocol.seen(0)).to(self.device)
+        model = IncrementalNet(backbone, self.stream.protocol.seen(0)).to(self.device)
         if self.numerics.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._set_model(model)
@@ -220,12 +157,13 @@ class Trainer:
             self.run.append_event({"event": "resumed", "phase": position.phase,
                                    "stage": position.stage, "epoch": position.epoch})
         else:
-            self.run.append_event({"event": "started", "phases": self.protocol.num_phases,
+            self.run.append_event({"event": "started", "format": RUN_FILES_FORMAT,
+                                   "phases": self.stream.protocol.num_phases,
                                    "experiment": self.config["name"],
                                    "device": device_name(self.device),
                                    "device_uuid": device_uuid(self.device),
                                    "numerics": self.numerics.describe()})
-        for phase in range(position.phase, self.protocol.num_phases):
+        for phase in range(position.phase, self.stream.protocol.num_phases):
             if STOP_REQUESTED.is_set():
                 raise Interrupted(f"stopped before phase {phase + 1}; its checkpoint is saved")
             if position.phase != phase:
@@ -236,23 +174,21 @@ class Trainer:
 
     def _train_phase(self, position: Position, optimizer_state) -> None:
         phase = position.phase
-        n_old, n_seen = self.protocol.old(phase), self.protocol.seen(phase)
-        split = phase_split(self.protocol, phase, self.train_labels, self.roles, self.test_labels)
+        n_old, n_seen = self.stream.protocol.old(phase), self.stream.protocol.seen(phase)
+        stream = self.stream
+        split = phase_split(stream.protocol, phase, stream.train_labels, stream.roles,
+                            stream.test_labels)
         if position.stage == "start":
             self._begin_phase(phase, split, n_seen)
             position = Position(phase, "stage1", 0)
-        targets1, targets2 = hierarchy_targets(self.hierarchy, self.method_cfg["beta"])
-        counts = phase_class_counts(
-            self.config, n_old=n_old, n_seen=n_seen, per_class=self.per_class,
-            holdout=self.holdout, data_counts_by_label=self.data_counts,
-            phase_counts_by_label=torch.bincount(self.train_labels[split.train], minlength=n_seen))
-        weights = balanced_weights_for_phase(self.config, self.num_classes, counts)
-        method = MGRBPhase(self.config, phase=phase, n_old=n_old, n_seen=n_seen,
-                           teacher=None if self.teacher is None else self.teacher_logits,
-                           class_weights=None if weights is None else weights.to(self.device),
-                           targets_stage1=None if targets1 is None else targets1.to(self.device),
-                           targets_stage2=None if targets2 is None else targets2.to(self.device))
-        self.progress.message(f"phase {phase + 1}/{self.protocol.num_phases}: classes "
+        method = begin_phase(
+            self.config, phase=phase, n_old=n_old, n_seen=n_seen, hierarchy=self.hierarchy,
+            teacher=None if self.teacher is None else self.teacher_logits,
+            num_classes=self.stream.num_classes, per_class=self.stream.per_class,
+            holdout=self.stream.holdout, data_counts=self.stream.data_counts,
+            phase_counts=torch.bincount(self.stream.train_labels[split.train], minlength=n_seen),
+            device=self.device)
+        self.progress.message(f"phase {phase + 1}/{self.stream.protocol.num_phases}: classes "
                               f"{n_old}-{n_seen - 1} new, {split.train.numel()} training "
                               f"images, hierarchy {self.hierarchy['kind']}")
         if position.stage == "stage1":
@@ -287,7 +223,7 @@ class Trainer:
         uses = "hierloss" in self.method_cfg["losses"] and phase > 0
         if uses and self.config["hierarchy"]["kind"] == "vis":
             features = self._class_means(split.balanced, n_seen)
-        self.hierarchy = (describe_hierarchy(self.config, self.data, self.order, n_seen, features)
+        self.hierarchy = (describe_hierarchy(self.config, self.stream.data, self.stream.order, n_seen, features)
                           if uses else {"kind": "none"})
         self.run.append_event({"event": "hierarchy", "phase": phase,
                                "hierarchy": public_description(self.hierarchy)})
@@ -296,7 +232,7 @@ class Trainer:
     def _features(self, indices: torch.Tensor):
         self.model.eval()
         features, labels = [], []
-        for x, y in self.train_set.batches(indices, self.train_cfg["eval_batch_size"],
+        for x, y in self.stream.train_set.batches(indices, self.train_cfg["eval_batch_size"],
                                            shuffle=False, augment=None, generator=None):
             with self.numerics.autocast():
                 features.append(self._student_backbone(self._prepare(x)).float())
@@ -325,7 +261,7 @@ class Trainer:
                                    "epoch": epoch + 1, "epochs": epochs,
                                    "iteration": self._iterations(split), "losses": losses,
                                    "lr": lr, "images_per_s": round(rate, 1)})
-            self.progress.epoch(phase=position.phase, phases=self.protocol.num_phases,
+            self.progress.epoch(phase=position.phase, phases=self.stream.protocol.num_phases,
                                 stage="stage 1", epoch=epoch + 1 - position.epoch,
                                 epochs=epochs - position.epoch, loss=losses["total"],
                                 images_per_s=rate, started=started)
@@ -356,8 +292,8 @@ class Trainer:
         self._epoch_generator = self.generator.get_state()
         self.model.train()
         sums, seen_images, epoch_start, lr = {}, 0, time.monotonic(), cfg["lr"]
-        batches = self.train_set.batches(split.train, cfg["batch_size"], shuffle=True,
-                                         augment=self.augment, generator=self.generator,
+        batches = self.stream.train_set.batches(split.train, cfg["batch_size"], shuffle=True,
+                                         augment=self.stream.augment, generator=self.generator,
                                          skip=resume_at)
         for iteration, (x, y) in enumerate(batches, start=resume_at):
             lr = learning_rate(cfg["lr"], epoch=epoch, iteration=iteration, iterations=iterations,
@@ -400,57 +336,21 @@ class Trainer:
 
     # -- stage 2 -------------------------------------------------------------------------
     def _stage2(self, phase: int, method: MGRBPhase, split) -> None:
-        """Classifier re-training on the balanced set with the backbone frozen.
-
-        The backbone is frozen and the balanced set is not augmented, so its features are
-        computed once and the classifier trains on them: exactly what re-running the frozen
-        backbone every epoch would give, at a fraction of the cost.
-        """
-        cfg = self.train_cfg
         features, labels = self._features(split.balanced)
-        classifier = self.model.classifier
-        classifier.train()
-        optimizer = self._adamw(classifier.parameters())
-        epochs, size = cfg["stage2_epochs"], features.shape[0]
-        started = time.monotonic()
-        for epoch in range(epochs):
-            lr = learning_rate(cfg["lr"], epoch=epoch, iteration=0, iterations=1,
-                               milestones=cfg["stage2_milestones"], decay=cfg["lr_decay"],
-                               warmup_epochs=0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            order = torch.randperm(size, generator=self.generator).to(features.device)
-            sums, batches = {}, 0
-            for start in range(0, size, cfg["batch_size"]):
-                chosen = order[start:start + cfg["batch_size"]]
-                terms = method.stage2_loss(classifier(features[chosen]), labels[chosen])
-                optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                optimizer.step()
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0) + value.detach()
-                batches += 1
-            if STOP_REQUESTED.is_set():  # stage 2 is short: it restarts from its beginning
-                raise Interrupted(f"stopped in stage 2 of phase {phase + 1}; it restarts from "
-                                  "the end of stage 1, where a checkpoint is saved")
-            losses = {name: round(float(value) / batches, 6) for name, value in sums.items()}
-            require_finite(losses, phase=phase, stage="stage 2", epoch=epoch, lr=lr)
-            self.run.append_event({"event": "epoch", "phase": phase, "stage": "stage2",
-                                   "epoch": epoch + 1, "epochs": epochs, "iteration": batches,
-                                   "losses": losses, "lr": lr})
-            self.progress.epoch(phase=phase, phases=self.protocol.num_phases, stage="stage 2",
-                                epoch=epoch + 1, epochs=epochs, loss=losses["total"],
-                                images_per_s=size / max(time.monotonic() - started, 1e-9)
-                                * (epoch + 1), started=started)
+        retrain_classifier(self.model.classifier, method, features, labels,
+                           optimizer=self._adamw(self.model.classifier.parameters()),
+                           train=self.train_cfg, generator=self.generator, phase=phase,
+                           phases=self.stream.protocol.num_phases, run=self.run,
+                           progress=self.progress)
 
     # -- evaluation and results ----------------------------------------------------------
     def _evaluate(self, phase: int, n_old: int, split) -> None:
         self.model.eval()
         logits, labels = evaluation.predict(lambda x: self.logits(self._prepare(x)),
-                                            self.test_set, split.test,
+                                            self.stream.test_set, split.test,
                                             self.train_cfg["eval_batch_size"])
         report = evaluation.accuracy_report(logits, labels, n_old)
-        result = {"phase": phase, "seen_classes": self.protocol.seen(phase), **report,
+        result = {"phase": phase, "seen_classes": self.stream.protocol.seen(phase), **report,
                   "hierarchy": public_description(self.hierarchy),
                   "train_images": int(split.train.numel()),
                   "balanced_images": int(split.balanced.numel()),
@@ -460,35 +360,15 @@ class Trainer:
                                "seen_classes": result["seen_classes"],
                                **{k: report[k] for k in ("top1", "top5", "old_top1", "new_top1")}})
         old = "" if report["old_top1"] is None else f", old {report['old_top1']:.2f}"
-        self.progress.message(f"phase {phase + 1}/{self.protocol.num_phases} "
+        self.progress.message(f"phase {phase + 1}/{self.stream.protocol.num_phases} "
                               f"({result['seen_classes']} classes): top-1 {report['top1']:.2f}"
                               f", top-5 {report['top5']:.2f}{old}, new {report['new_top1']:.2f}")
 
     def _finish(self) -> dict:
-        cfg = self.config
-        compile_report = self.compiler.report()
-        results = {
-            "experiment": cfg["name"],
-            "dataset": cfg["dataset"]["name"],
-            "data_source": self.data.source,
-            "protocol": f"{cfg['protocol']['initial']}/{cfg['protocol']['increment']}",
-            "class_order_name": ORDER_NAME,
-            "class_order": self.order,
-            "memory": {"per_class": self.per_class, "holdout": self.holdout,
-                       "exemplars": self.per_class - self.holdout},
-            "phases": self.phase_results,
-            **evaluation.summarise(self.phase_results),
-            "wall_time_s": round(self._wall_time(), 2),
-            "device": device_name(self.device),
-            "device_uuid": device_uuid(self.device),
-            "numerics": self.numerics.describe(),
-            "compile": compile_report,
-            "versions": library_versions(),
-            "git_commit": git_commit(),
-            "seed": cfg["train"]["seed"],
-            "reported": cfg["reported"],
-            "config": cfg,
-        }
+        results = build_results(self.config, self.stream, self.phase_results,
+                                 wall_time_s=self._wall_time(), device=self.device,
+                                 numerics=self.numerics.describe(),
+                                 compile_report=self.compiler.report())
         self.run.write_results(results)
         self.run.append_event({"event": "finished", "avg_top1": results["avg_top1"],
                                "last_top1": results["last_top1"],

@@ -1,0 +1,54 @@
+"""Stage 2: the classifier re-trained on the balanced set with the backbone frozen
+(docs/method.md section 4)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mgrb.method.phase import MGRBPhase
+from mgrb.store.runfolder import RunFolder
+from mgrb.training.control import STOP_REQUESTED, Interrupted, learning_rate, require_finite
+from mgrb.training.progress import Progress
+
+
+def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase, features: torch.Tensor,
+                       labels: torch.Tensor, *, optimizer, train: dict,
+                       generator: torch.Generator, phase: int, phases: int, run: RunFolder,
+                       progress: Progress) -> None:
+    """The backbone is frozen and the balanced set is not augmented, so its features are
+    computed once (by the caller) and the classifier trains on them: exactly what re-running
+    the frozen backbone every epoch would give, at a fraction of the cost."""
+    classifier.train()
+    epochs, size = train["stage2_epochs"], features.shape[0]
+    started = time.monotonic()
+    for epoch in range(epochs):
+        lr = learning_rate(train["lr"], epoch=epoch, iteration=0, iterations=1,
+                           milestones=train["stage2_milestones"], decay=train["lr_decay"],
+                           warmup_epochs=0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        order = torch.randperm(size, generator=generator).to(features.device)
+        sums, batches = {}, 0
+        for start in range(0, size, train["batch_size"]):
+            chosen = order[start:start + train["batch_size"]]
+            terms = method.stage2_loss(classifier(features[chosen]), labels[chosen])
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0) + value.detach()
+            batches += 1
+        if STOP_REQUESTED.is_set():  # stage 2 is short: it restarts from its beginning
+            raise Interrupted(f"stopped in stage 2 of phase {phase + 1}; it restarts from "
+                              "the end of stage 1, where a checkpoint is saved")
+        losses = {name: round(float(value) / batches, 6) for name, value in sums.items()}
+        require_finite(losses, phase=phase, stage="stage 2", epoch=epoch, lr=lr)
+        run.append_event({"event": "epoch", "phase": phase, "stage": "stage2",
+                          "epoch": epoch + 1, "epochs": epochs, "iteration": batches,
+                          "losses": losses, "lr": lr})
+        progress.epoch(phase=phase, phases=phases, stage="stage 2", epoch=epoch + 1,
+                       epochs=epochs, loss=losses["total"],
+                       images_per_s=size / max(time.monotonic() - started, 1e-9) * (epoch + 1),
+                       started=started)

@@ -1,0 +1,59 @@
+"""The class-incremental stream a run trains on: the data set, its class order and phases,
+incremental labels, the memory's roles, and batch makers for training and test images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mgrb.config.experiment import NUM_CLASSES
+from mgrb.data import ClassIncrementalData, load_dataset
+from mgrb.data.batches import Augment, make_batches
+from mgrb.data.protocol import Protocol, class_order, memory_roles, memory_sizes
+from mgrb.training.progress import Progress
+
+
+@dataclass
+class IncrementalStream:
+    data: ClassIncrementalData
+    num_classes: int
+    protocol: Protocol
+    order: list[int]                 # data set class id of each incremental label
+    train_labels: torch.Tensor       # incremental labels of the training images
+    test_labels: torch.Tensor
+    per_class: int                   # e: images kept per old class
+    holdout: int                     # v of them: the balanced hold-out for stage 2
+    roles: torch.Tensor              # HOLDOUT / EXEMPLAR / REST of every training image
+    train_set: object                # batch makers (mgrb.data.batches)
+    test_set: object
+    augment: Augment
+    data_counts: torch.Tensor        # training images per incremental label
+
+
+def open_stream(config: dict, device: torch.device, progress: Progress) -> IncrementalStream:
+    name, proto, train = config["dataset"]["name"], config["protocol"], config["train"]
+    progress.message(f"loading {name} ...")
+    data = load_dataset(name, config["dataset"]["root"], download=config["dataset"]["download"])
+    num_classes = NUM_CLASSES[name]
+    order = class_order(num_classes, proto["order_seed"])
+    label_of_class = torch.empty(num_classes, dtype=torch.long)
+    label_of_class[torch.tensor(order)] = torch.arange(num_classes)
+    train_labels = label_of_class[data.train_labels]
+    test_labels = label_of_class[data.test_labels]
+    per_class, holdout = memory_sizes(num_classes, proto["memory_total"],
+                                      proto["memory_per_class"], proto["holdout_fraction"])
+    workers = train["num_workers"]
+    return IncrementalStream(
+        data=data, num_classes=num_classes,
+        protocol=Protocol(num_classes, proto["initial"], proto["increment"]), order=order,
+        train_labels=train_labels, test_labels=test_labels, per_class=per_class,
+        holdout=holdout,
+        roles=memory_roles(train_labels, per_class, holdout, proto["selection"],
+                           proto["order_seed"]),
+        train_set=make_batches(data.train_images, train_labels, data.mean, data.std, device,
+                               data.image_size, workers),
+        test_set=make_batches(data.test_images, test_labels, data.mean, data.std, device,
+                              data.image_size, workers),
+        augment=Augment(**train["augment"]),
+        data_counts=torch.bincount(train_labels, minlength=num_classes))
