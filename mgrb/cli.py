@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -29,18 +30,6 @@ def _experiment_path(argument: str, directory: Path) -> Path:
         return candidate
     raise ConfigError(f"{argument}: no such experiment file, and no {candidate}; "
                       "`mgrb list` shows the experiments")
-
-
-def format_phase_table(results: dict) -> str:
-    lines = [f"{'phase':>5} {'classes':>7} {'top-1':>7} {'top-5':>7} {'old':>7} {'new':>7}"]
-    for phase in results["phases"]:
-        old = "-" if phase["old_top1"] is None else f"{phase['old_top1']:.2f}"
-        lines.append(f"{phase['phase'] + 1:>5} {phase['seen_classes']:>7} {phase['top1']:>7.2f} "
-                     f"{phase['top5']:>7.2f} {old:>7} {phase['new_top1']:>7.2f}")
-    lines.append(f"average incremental top-1 {results['avg_top1']:.2f}   "
-                 f"last top-1 {results['last_top1']:.2f}   "
-                 f"({results['wall_time_s']:.0f} s on {results['device']})")
-    return "\n".join(lines)
 
 
 def _install_stop_handlers() -> None:
@@ -68,6 +57,7 @@ def command_run(args) -> int:
     from mgrb.training.numerics import prepare_process
     from mgrb.training.progress import Progress
     from mgrb.pipeline.reproduce import planned_runs
+    from mgrb.pipeline.run import run_experiment
 
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
@@ -80,79 +70,21 @@ def command_run(args) -> int:
                          "this data set (the digits experiments are the CPU-sized ones)")
     _install_stop_handlers()
     for run in runs:
-        code = _run_one(run, path, device, progress, args)
+        code = run_experiment(run, path, device, progress, restart=args.restart,
+                              again=_again(args))
         if code:
             return code
     return 0
 
 
-def _run_one(run, path: Path, device, progress, args) -> int:
-    from mgrb.store.runfolder import DamagedCheckpoints, RunFolder
-
-    folder = RunFolder(run.folder)
-    folder.prepare(run.config)
-    results = folder.finished_results()
-    if results is not None:
-        print(f"{folder.path} already holds a finished run; nothing to do.\n"
-              f"{format_phase_table(results)}")
-        return 0
-    folder.restart_if_damaged = args.restart
-    folder.acquire_lock()
-    try:
-        progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}, "
-                         f"run folder {folder.path}")
-        try:
-            results = _train(run, folder, device, progress, args)
-        except DamagedCheckpoints as error:
-            if not _agreed_to_start_over(error):
-                raise
-            folder.restart_if_damaged = True
-            results = _train(run, folder, device, progress, args)
-    finally:
-        folder.release_lock()
-    if results is None:
-        return 130
-    print(format_phase_table(results))
-    print(f"results: {folder.results_path}")
-    return 0
-
-
-def _train(run, folder, device, progress, args) -> dict | None:
-    """The run's results, or None when it was stopped (a checkpoint is saved)."""
-    from mgrb.training.trainer import Interrupted, Trainer
-
-    try:
-        return Trainer(run.config, folder, device, progress).train()
-    except _out_of_memory() as error:
-        raise MGRBError(
-            f"the device ran out of memory ({str(error).splitlines()[0][:120]}). Lower the "
-            "batch size (--set train.batch_size=64; this changes the experiment, so use a new "
-            "--out), or run fewer runs on this GPU at once. The run folder keeps its last "
-            "checkpoint: once memory is free, the same command resumes it.") from None
-    except (Interrupted, KeyboardInterrupt) as stop:
-        again = f"run {args.experiment}" + (f" --out {args.out}" if args.out else "")
-        where = str(stop) or "stopped at once; the last periodic checkpoint remains"
-        print(f"\ninterrupted: {where}. Run the same command again to resume:\n  mgrb {again}",
-              file=sys.stderr)
-        return None
-
-
-def _agreed_to_start_over(error) -> bool:
-    """Asked only at a terminal; a launcher or a batch job gets the error and its advice."""
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return False
-    print(f"mgrb: {error}", file=sys.stderr)
-    try:
-        answer = input("Start this run over from the beginning now? [y/N] ")
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
-def _out_of_memory():
-    import torch
-
-    return torch.OutOfMemoryError
+def _again(args) -> str:
+    """The command that resumes this run, as the user typed it (--set included)."""
+    words = ["mgrb", "run", args.experiment]
+    words += [f"--set {shlex.quote(item)}" for item in args.set or []]
+    words += [f"--out {shlex.quote(str(args.out))}"] if args.out else []
+    words += [f"--seed {args.seed}"] if args.seed is not None else []
+    words += [f"--device {args.device}"] if args.device != "auto" else []
+    return " ".join(words)
 
 
 def command_reproduce(args) -> int:
@@ -284,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiments-dir", type=Path, default=EXPERIMENTS_DIR,
                         help="folder of experiment files (default: experiments)")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_training_commands(commands)
+    _add_reading_commands(commands)
+    return parser
 
+
+def _add_training_commands(commands) -> None:
+    """The commands that train: run, reproduce."""
     run = commands.add_parser("run", help="train an experiment through all its phases")
     run.add_argument("experiment", help="experiment file, or a name from `mgrb list`")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -315,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--quiet", action="store_true", help="no progress output")
     repro.set_defaults(handler=command_reproduce)
 
+
+def _add_reading_commands(commands) -> None:
+    """The commands that read experiments, run folders and data: report, list, check, data,
+    tui, quickstart."""
     report = commands.add_parser("report", help="write the reproduction report for run folders")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument("--out", type=Path, default=_default_dir("MGRB_REPORTS", "reports"))
@@ -349,7 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = commands.add_parser("quickstart", help="print the quick instructions")
     quick.set_defaults(handler=command_quickstart)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -213,7 +213,8 @@ def test_out_of_memory_is_one_clear_message(experiment, tmp_path, capsys, monkey
 
 def test_sigterm_stops_cleanly_and_says_how_to_resume(experiment, tmp_path):
     out_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "mgrb.cli", "run", str(experiment), "--out", str(out_dir)]
+    command = [sys.executable, "-m", "mgrb.cli", "run", str(experiment), "--out", str(out_dir),
+               "--set", "train.log_every=1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = out_dir / "events.jsonl"
     deadline = time.monotonic() + 120
@@ -223,6 +224,8 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(experiment, tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "interrupted" in err and "run the same command again to resume" in err.lower()
+    # the hint is the command as typed, --set included, so that it resumes this same run
+    assert f"mgrb run {experiment} --set train.log_every=1 --out {out_dir}" in err
     assert "Traceback" not in err
     assert not (out_dir / "run.lock").exists() and not (out_dir / "results.json").exists()
 

@@ -1,0 +1,90 @@
+"""One run of one experiment, start to finish: what `mgrb run` does for each seed, and what
+`mgrb reproduce` runs in a process of its own for each (pipeline/isolated.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mgrb.errors import MGRBError
+from mgrb.store.runfolder import DamagedCheckpoints, RunFolder
+
+
+def format_phase_table(results: dict) -> str:
+    lines = [f"{'phase':>5} {'classes':>7} {'top-1':>7} {'top-5':>7} {'old':>7} {'new':>7}"]
+    for phase in results["phases"]:
+        old = "-" if phase.get("old_top1") is None else f"{phase['old_top1']:.2f}"
+        top5 = "-" if phase.get("top5") is None else f"{phase['top5']:.2f}"
+        new = "-" if phase.get("new_top1") is None else f"{phase['new_top1']:.2f}"
+        lines.append(f"{phase['phase'] + 1:>5} {phase['seen_classes']:>7} {phase['top1']:>7.2f} "
+                     f"{top5:>7} {old:>7} {new:>7}")
+    lines.append(f"average incremental top-1 {results['avg_top1']:.2f}   "
+                 f"last top-1 {results['last_top1']:.2f}   "
+                 f"({results.get('wall_time_s', 0):.0f} s on {results.get('device', '?')})")
+    return "\n".join(lines)
+
+
+def run_experiment(run, path: Path, device, progress, *, restart: bool, again: str) -> int:
+    """Train `run` (a PlannedRun) into its folder, or show its results when it has finished.
+
+    0 when finished, 130 when stopped with a checkpoint (`again` is the command that resumes
+    it); MGRBError for what the user can fix. Nothing already saved is lost on any path."""
+    folder = RunFolder(run.folder)
+    folder.prepare(run.config)
+    results = folder.finished_results()
+    if results is not None:
+        print(f"{folder.path} already holds a finished run; nothing to do.\n"
+              f"{format_phase_table(results)}")
+        return 0
+    folder.restart_if_damaged = restart
+    folder.acquire_lock()
+    try:
+        progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}, "
+                         f"run folder {folder.path}")
+        try:
+            results = _train(run, folder, device, progress, again)
+        except DamagedCheckpoints as error:
+            if not _agreed_to_start_over(error):
+                raise
+            folder.restart_if_damaged = True
+            results = _train(run, folder, device, progress, again)
+    finally:
+        folder.release_lock()
+    if results is None:
+        return 130
+    print(format_phase_table(results))
+    print(f"results: {folder.results_path}")
+    return 0
+
+
+def _train(run, folder: RunFolder, device, progress, again: str) -> dict | None:
+    """The run's results, or None when it was stopped (a checkpoint is saved)."""
+    import torch
+
+    from mgrb.training.trainer import Interrupted, Trainer
+
+    try:
+        return Trainer(run.config, folder, device, progress).train()
+    except torch.OutOfMemoryError as error:
+        raise MGRBError(
+            f"the device ran out of memory ({str(error).splitlines()[0][:120]}). Lower the "
+            "batch size (--set train.batch_size=64; this changes the experiment, so use a new "
+            "--out), or run fewer runs on this GPU at once. The run folder keeps its last "
+            "checkpoint: once memory is free, the same command resumes it.") from None
+    except (Interrupted, KeyboardInterrupt) as stop:
+        where = str(stop) or "stopped at once; the last periodic checkpoint remains"
+        print(f"\ninterrupted: {where}. Run the same command again to resume:\n  {again}",
+              file=sys.stderr)
+        return None
+
+
+def _agreed_to_start_over(error) -> bool:
+    """Asked only at a terminal; a launcher or a batch job gets the error and its advice."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"mgrb: {error}", file=sys.stderr)
+    try:
+        answer = input("Start this run over from the beginning now? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
