@@ -94,12 +94,12 @@ lint: $(SETUP)
 # Speed is measured here, never asserted in unit tests. On a GPU: the full table; on a CPU:
 # the same measurements with a few steps (slow, and only the ratios are meaningful).
 bench: $(SETUP)
-	$(PY) benchmarks/bench_step.py
+	$(PY) -m benchmarks.bench_step
 
 # The GPU path end to end: numerics matrix, determinism, SIGKILL and resume, the bench table,
 # an NVML reading. Without CUDA it runs the same steps on the CPU at a small size and says so.
 gpu-check: $(SETUP)
-	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 image-gpu-check:
 	mkdir -p $(RUNS)

@@ -35,21 +35,21 @@ from typing import NamedTuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,  # noqa: E402
+from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,
                                            ReferenceStep, loop_regularizer)
-from mgrb.config.experiment import load_config  # noqa: E402
-from mgrb.data.batches import Augment, TensorBatches  # noqa: E402
-from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours  # noqa: E402
-from mgrb.method.soft_targets import soft_targets  # noqa: E402
-from mgrb.method.losses import class_balanced_weights, mg_regularizer, negative_entropy  # noqa: E402
-from mgrb.method.phase import MGRBPhase  # noqa: E402
-from mgrb.training.models import IncrementalNet, build_backbone  # noqa: E402
-from mgrb.training.numerics import Compiler, Numerics, applied  # noqa: E402
-from mgrb.errors import MGRBError  # noqa: E402
-from mgrb.perf.throughput import Measurement, bench_dir, record  # noqa: E402
+from mgrb.config.experiment import load_config
+from mgrb.data.batches import Augment, TensorBatches
+from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours
+from mgrb.method.soft_targets import soft_targets
+from mgrb.method.losses import class_balanced_weights, mg_regularizer, negative_entropy
+from mgrb.method.phase import MGRBPhase
+from mgrb.training.models import IncrementalNet, build_backbone
+from mgrb.training.control import stage1_step
+from mgrb.training.numerics import Compiler, Numerics, applied
+from mgrb.errors import MGRBError
+from mgrb.perf.throughput import Measurement, bench_dir, record
+
+ROOT = Path(__file__).resolve().parents[1]
 
 EXPERIMENT = ROOT / "experiments" / "c100_ont_10_10.yaml"
 N_OLD, N_SEEN = 90, 100
@@ -269,10 +269,7 @@ class FastStep:
             images += y.shape[0]
             if self.numerics.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            terms = self.method.stage1_loss(self.logits(x), y, x)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            self.optimizer.step()
+            terms = stage1_step(self.method, self.logits, self.optimizer, x, y)
             self.loss_sum += terms["total"].detach()
         return images
 
@@ -355,13 +352,13 @@ def packed(args, seconds: float, images: int) -> dict[int, float]:
     after `seconds` of wall-clock time. The shared window cannot dodge epoch boundaries, so it
     includes them, as sustained training does."""
     totals = {}
-    command = [sys.executable, os.path.abspath(__file__), "--worker", "--device", args.device,
+    command = [sys.executable, "-m", "benchmarks.bench_step", "--worker", "--device", args.device,
                "--batch", str(args.batch), "--pack-seconds", str(seconds),
                "--images", str(images)]
     command += ["--compile"] if args.compile else []
     for count in args.pack_runs:
         workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True) for _ in range(count)]
+                                    text=True, cwd=ROOT) for _ in range(count)]
         try:
             for worker in workers:
                 if worker.stdout.readline().strip() != "ready":

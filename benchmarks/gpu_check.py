@@ -33,11 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.synthetic_cifar import write_cifar100
+from mgrb.perf.throughput import file_name
 
-from benchmarks.synthetic_cifar import write_cifar100  # noqa: E402
-from mgrb.perf.throughput import file_name  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHANCE_PHASE_1 = 100 / 60  # top-1 % of a guess among the first phase's 60 classes
 PROFILES = {
@@ -247,9 +246,10 @@ def _resume_detail(killed: dict, resumed: dict, reference, after) -> str:
 # -- d and f. the bench ----------------------------------------------------------------------
 def bench(work: Path, device: str, profile: dict) -> tuple[list[dict], dict | None]:
     runs_dir = work / "bench"
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench_step.py"), "--device", device,
+    command = [sys.executable, "-m", "benchmarks.bench_step", "--device", device,
                "--runs-dir", str(runs_dir), *profile["bench"]]
-    code = subprocess.run(command, timeout=profile["timeout"], env=child_env()).returncode
+    code = subprocess.run(command, timeout=profile["timeout"], env=child_env(),
+                          cwd=ROOT).returncode
     found = sorted((runs_dir / ".bench").glob("*.json"))
     table = json.loads(found[0].read_text()) if found else None
     if code != 0 or table is None:

@@ -13,16 +13,15 @@ import torch
 
 from mgrb.perf.throughput import latest_gpu_measurement
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
-sys.path.insert(0, str(SCRIPT.parents[1]))
+from benchmarks import bench_step
+from benchmarks.bench_step import BenchError, device_peak, mid_epoch_windows
 
-from benchmarks import bench_step  # noqa: E402
-from benchmarks.bench_step import BenchError, device_peak, mid_epoch_windows  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench(*args, runs):
-    return subprocess.run([sys.executable, str(SCRIPT), "--runs-dir", str(runs), *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "benchmarks.bench_step", "--runs-dir", str(runs),
+                           *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
 def test_bench_on_the_cpu_measures_every_part_and_records_it(tmp_path):

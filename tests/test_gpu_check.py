@@ -11,16 +11,16 @@ import pytest
 from artifact.core.gpu import GpuMonitor
 from artifact_helpers import ReplayedNvml, nvml_reading
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import gpu_check  # noqa: E402
+from benchmarks import gpu_check
 
-SCRIPT = Path(gpu_check.__file__)
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = [sys.executable, "-m", "benchmarks.gpu_check"]
 
 
 def test_the_cpu_mode_runs_every_step_and_says_no_gpu_was_measured(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--out", str(tmp_path),
+    done = subprocess.run([*SCRIPT, "--device", "cpu", "--out", str(tmp_path),
                            "--nvml-out", str(tmp_path / "nvml")], capture_output=True, text=True,
-                          timeout=1200)
+                          timeout=1200, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (path,) = tmp_path.glob("gpu-check-CPU*.json")
     report = json.loads(path.read_text())
@@ -98,6 +98,6 @@ def test_bad_arguments_get_one_line_and_exit_2(tmp_path, args, words):
     (tmp_path / "used" / "runs").mkdir()
     (tmp_path / "file").write_text("not a folder")
     args = [a.format(used=tmp_path / "used", file=tmp_path / "file") for a in args]
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", *args],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*SCRIPT, "--device", "cpu", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr

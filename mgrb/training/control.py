@@ -1,5 +1,5 @@
 """What the stage loops share: where training stands, stop requests, the learning-rate
-schedule, and the divergence check."""
+schedule, the divergence check, and the stage-1 step (which `make bench` times too)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ def require_finite(losses: dict, *, phase: int, stage: str, epoch: int, lr: floa
             f"training diverged in phase {phase + 1}, {stage}, epoch {epoch + 1} ({terms}; "
             f"learning rate {lr:g}). The run stops here; its checkpoints are from before. A "
             "lower train.lr is the usual cure (it changes the experiment: use a new --out).")
+
+
+def stage1_step(method, logits, optimizer, x, y) -> dict:
+    """One stage-1 optimisation step: the method's loss on the batch, backward, update. The
+    loss terms stay on the device (the caller sums them; reading one would wait for it)."""
+    terms = method.stage1_loss(logits(x), y, x)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    return terms

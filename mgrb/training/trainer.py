@@ -18,7 +18,7 @@ from mgrb.store.runfolder import RunFolder
 from mgrb.training import evaluation
 from mgrb.training.checkpoints import CheckpointWriter
 from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
-                                   require_finite)
+                                   require_finite, stage1_step)
 from mgrb.training.environment import device_name, device_uuid
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import Compiler, Numerics, applied
@@ -302,10 +302,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = self._prepare(x)
-            terms = method.stage1_loss(self.logits(x), y, x)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
+            terms = stage1_step(method, self.logits, optimizer, x, y)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value.detach()
             seen_images += y.shape[0]
