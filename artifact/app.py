@@ -1,5 +1,7 @@
 """`mgrb tui`: the terminal launcher. The app polls `artifact.core.Service` in a worker
-thread about once a second and hands the snapshot to the screens; it never waits on a run."""
+thread about once a second and posts each snapshot to the screens as a `SnapshotReady`
+message; it never waits on a run. What an action may do is the service's to decide: the app
+and its screens call it and show its answer."""
 
 from __future__ import annotations
 
@@ -10,13 +12,10 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from artifact.core.runs import BROKEN, FINISHED
 from artifact.core.service import Service, Snapshot
+from artifact.messages import SnapshotReady
 from artifact.screens.main import MainScreen
 from artifact.widgets.styles import tell
-
-# what a stop may be tried on: a broken run may still have a process the launcher can prove
-STOPPABLE = ("running", "stalled", "queued", "unknown", BROKEN)
 
 
 class ArtifactApp(App):
@@ -35,7 +34,7 @@ class ArtifactApp(App):
         super().__init__()
         self.service, self.poll_interval = service, poll_interval
         self.reports_dir = Path(reports_dir or os.environ.get("MGRB_REPORTS") or "reports")
-        self.snapshot: Snapshot | None = None
+        self.snapshot: Snapshot | None = None  # the latest poll's, as the screens show it
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
@@ -55,35 +54,30 @@ class ArtifactApp(App):
         self.snapshot = snapshot
         for message in snapshot.messages:
             tell(self, message, severity="error", timeout=15)
-        for screen in self.screen_stack:
-            if hasattr(screen, "show_snapshot"):
-                screen.show_snapshot(snapshot)
+        for screen in self.screen_stack:  # a screen without on_snapshot_ready ignores it
+            screen.post_message(SnapshotReady(snapshot))
 
     # -- actions shared by the screens -------------------------------------------------
     def stop_run(self, name: str, force: bool = False) -> None:
-        state = self.snapshot.states.get(name) if self.snapshot else None
-        if state is None or state.status not in STOPPABLE:
-            tell(self, f"{name} is not running", severity="warning")
+        """ctrl+t (force: ctrl+k) on a run: the service decides what that means for it."""
+        answer = self.service.request_stop(name, force=force)
+        if not answer.done:
+            tell(self, answer.text, severity="warning")
             return
-        if state.status == "queued":
-            self.service.dequeue(name)
-            tell(self, f"{name}: taken out of the queue")
-        else:
-            tell(self, f"{name}: {self.service.stop(name, force=force)}")
+        tell(self, answer.text)
         self.request_poll()
 
     def write_report(self, names: list[str]) -> None:
-        states = self.snapshot.states if self.snapshot else {}
-        finished = [n for n in names if n in states and states[n].status == FINISHED]
+        finished = self.service.reportable(names)
         if not finished:
             tell(self, "no finished run among the chosen experiments", severity="warning")
             return
-        self._write_report(finished, states)
+        self._write_report(finished)
 
     @work(thread=True, group="report", exit_on_error=False)
-    def _write_report(self, names: list[str], states) -> None:
+    def _write_report(self, names: list[str]) -> None:
         try:
-            path = self.service.write_report(names, states, self.reports_dir)
+            path = self.service.write_report(names, self.reports_dir)
         except (OSError, ValueError) as error:
             self.call_from_thread(tell, self, f"report not written: {error}", severity="error")
             return

@@ -5,20 +5,23 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from artifact.core.experiments import Experiment, load_experiments
 from artifact.core.launcher import CPU, FULL, LocalLauncher, Queue, choose_slot
 from artifact.core.records import read_exit, read_launch
-from artifact.core.runs import (FAILED, FINISHED, INTERRUPTED, KILLED, NOT_RUN, RUNNING, STALLED,
-                                EventTail, RunWatcher)
+from artifact.core.runs import (FAILED, FINISHED, INTERRUPTED, KILLED, NOT_RUN, QUEUED, RUNNING,
+                                STALLED, EventTail, RunWatcher)
 from artifact.core.settings import Settings, parse_gpus
 from artifact_helpers import (MIG_SLICES, ReplayedNvml, nvml_reading, start_fake_trainer,
                               stop_process, wait_for, write_broken_cifar, write_experiments,
                               write_lock)
 
 FAKE_UUID = "GPU-00000000-1111-2222-3333-444444444444"
+
+pytestmark = pytest.mark.usefixtures("single_threaded_runs")  # real runs: see conftest.py
 
 
 def _experiment(tmp_path, name="tiny", **kwargs) -> Experiment:
@@ -240,7 +243,7 @@ def test_docker_mode_through_the_service(tmp_path):
                 image=settings.image, data_dir=tmp_path / "data", runs_dir=tmp_path / "runs",
                 client=client))
         assert service.save_settings(Settings(mode="docker")) == []
-        assert service.launch(["tiny"]) == []
+        assert service.launch(["tiny"]).refused == []
         state = service.poll().states["tiny"]
         launch = read_launch(tmp_path / "runs" / "tiny")
         assert launch["mode"] == "docker" and launch["container"]
@@ -298,10 +301,14 @@ class _RecordingLauncher:
     are tested above with the real class)."""
 
     def __init__(self):
-        self.started = []
+        self.started, self.stopped = [], []
 
     def start(self, experiment, gpu, gpu_uuid=None, extra_args=()):
         self.started.append((experiment.name, gpu, gpu_uuid))
+
+    def stop(self, experiment, force=False):
+        self.stopped.append((experiment.name, force))
+        return "killed" if force else "asked to stop; it saves a checkpoint first"
 
     def reap(self):
         pass
@@ -368,3 +375,60 @@ def test_mig_gpus_are_refused_and_runs_wait_rather_than_train_on_the_cpu(tmp_pat
     service.environ = {"CUDA_VISIBLE_DEVICES": f"{first},{second}"}
     assert service.poll().messages == []  # the same problem: not told twice
     assert service.local.started == [("tiny", 1, second)]
+
+
+# -- the service's policy: what launch, stop and report mean for a run in each status ----------
+RECORDED = Path(__file__).parent / "data" / "recorded"
+
+
+def test_a_launch_queues_what_can_run_and_says_why_not_for_the_rest(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "c100.yaml").write_text(
+        f"name: c100\ndataset: {{name: cifar100, root: {tmp_path / 'none'}}}\n"
+        "protocol: {initial: 50, increment: 10}\nhierarchy: {kind: ont}\n")
+    service = _service(tmp_path, nvml_reading(), {}, names=("tiny", "other"))
+    launched = service.launch(["tiny", "c100", "nothing", "other"])
+    assert launched.queued == ["tiny", "other"]
+    missing, unknown = launched.refused
+    assert missing.startswith("c100: not launched. ") and "make data" in missing
+    assert unknown == "nothing: no such experiment"
+    assert service.queue.names() == ["tiny", "other"]
+
+
+def test_a_stop_means_what_the_runs_status_allows(tmp_path):
+    from artifact.core.service import Answer
+
+    reading = nvml_reading()
+    first = reading["devices"][0]["uuid"]
+    service = _service(tmp_path, reading, {"CUDA_VISIBLE_DEVICES": first},
+                       names=("tiny", "other", "idle"))
+    assert service.request_stop("tiny") == Answer("tiny is not running", done=False)  # no poll yet
+    service.launch(["tiny", "other"])
+    states = service.poll().states
+    assert [states[n].status for n in ("tiny", "other", "idle")] == [RUNNING, QUEUED, NOT_RUN]
+    assert service.request_stop("idle") == Answer("idle is not running", done=False)
+    assert service.request_stop("other") == Answer("other: taken out of the queue")
+    assert service.queue.names() == [] and service.local.stopped == []
+    assert service.request_stop("tiny", force=True) == Answer("tiny: killed")
+    assert service.request_stop("tiny") == Answer(
+        "tiny: asked to stop; it saves a checkpoint first")
+    assert service.local.stopped == [("tiny", True), ("tiny", False)]
+
+
+def test_a_report_covers_the_finished_runs_and_ended_runs_are_not_stopped(tmp_path):
+    from artifact.core.gpu import GpuMonitor
+    from artifact.core.service import Answer, Service
+
+    service = Service(experiments_dir=RECORDED / "experiments", runs_dir=RECORDED / "runs",
+                      gpu_monitor=GpuMonitor(smi_command="no-nvidia-smi-here"))
+    names = ["broken", "tiny_finished", "tiny_stopped"]
+    assert service.reportable(names) == []  # nothing polled yet
+    states = service.poll().states
+    assert [states[n].status for n in names] == [FAILED, FINISHED, INTERRUPTED]
+    assert service.reportable(names) == ["tiny_finished"]
+    for name in names:
+        assert service.request_stop(name, force=True) == Answer(f"{name} is not running",
+                                                                done=False)
+    assert service.write_report(names, tmp_path / "reports").exists()
+    with pytest.raises(ValueError, match="none of the chosen experiments has finished"):
+        service.write_report(["broken", "tiny_stopped"], tmp_path / "reports")

@@ -14,7 +14,7 @@ from artifact.core.gpu import GpuMonitor
 from artifact.core.service import Service
 from artifact.screens.monitor import MonitorScreen
 from artifact.screens.results import ResultsScreen
-from artifact.widgets.experiment_table import ExperimentTable
+from artifact.widgets.experiment_table import NO_STATUS_YET, ExperimentTable
 from artifact_helpers import still_alive, write_experiments, write_lock
 from mgrb.store.processes import identity
 
@@ -104,7 +104,8 @@ def test_hostile_files_are_shown_as_broken_text_and_signal_nothing(tmp_path, sle
     async def scenario():
         app = _app(tmp_path)
         async with app.run_test(size=SIZE, notifications=True) as pilot:
-            await _until(pilot, lambda: app.snapshot is not None)
+            await _until(pilot, lambda: app.snapshot is not None
+                         and _status(app, "linked") != NO_STATUS_YET)  # the first poll shown
             for name in ("tiny", "hostile", "planted", "linked"):
                 assert _status(app, name) == "broken", name
             details = {n: s.detail for n, s in app.snapshot.states.items()}

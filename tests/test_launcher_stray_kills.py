@@ -257,7 +257,7 @@ def test_a_container_planted_in_launch_json_is_never_stopped(docker_service, con
 
 def test_the_runs_own_container_is_stopped(docker_service):
     service, engine = docker_service
-    assert service.launch(["tiny"]) == []
+    assert service.launch(["tiny"]).refused == []
     assert service.poll().states["tiny"].status == RUNNING
     (create,) = engine.called("POST", "/containers/create")
     assert create.body["Labels"]["org.mgrb.runs"] == str(service.runs_dir.resolve())

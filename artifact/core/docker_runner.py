@@ -42,6 +42,11 @@ class ContainerRun:
     host_pid: int | None  # NVML reports host pids: this lets the GPU panel match the run
     labels: dict[str, str] = field(default_factory=dict, compare=False)
 
+    @property
+    def alive(self) -> bool:
+        """Docker's states of a container that has not ended (or not yet started)."""
+        return self.status in ("created", "running", "restarting")
+
 
 def _sdk():
     # Imported lazily: the launcher's local-process mode must work without the `tui` extra.

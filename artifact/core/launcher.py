@@ -22,6 +22,7 @@ from .experiments import Experiment
 from .owners import SUPERVISOR, Ended, NotOurs, supervisor_pid, trainer_pid
 from .records import (LAUNCH, check_launch, clear_for_launch, open_log_for_append, read_checked,
                       read_launch, read_lock, record_launch, write_json)
+from .settings import LOCAL
 
 CPU = "cpu"
 FULL = "full"
@@ -98,7 +99,7 @@ class LocalLauncher:
         base = experiment.base_folder
         command = [self.python, "-m", "mgrb.cli", "run", str(Path(experiment.path).resolve()),
                    "--device", device, *extra_args]
-        record = {"mode": "local", "command": command, "gpu": gpu, "gpu_uuid": gpu_uuid,
+        record = {"mode": LOCAL, "command": command, "gpu": gpu, "gpu_uuid": gpu_uuid,
                   "device": device}
         check_launch(base, record)  # before the process starts: no run without its record
         base.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,7 @@ class LocalLauncher:
             launch = read_launch(base)
         except RunFileError as error:
             launch, reasons = None, [f"{LAUNCH}: {error.reason}"]
-        if launch is not None and launch["mode"] == "local":
+        if launch is not None and launch["mode"] == LOCAL:
             try:
                 return supervisor_pid(launch, base), True
             except NotOurs as why:

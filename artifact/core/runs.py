@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgrb.store import contracts as runfiles
-from mgrb.reporting.check import check_group
+from mgrb.reporting.check import VERDICTS, check_group
 from mgrb.store.contracts import RunFileError, open_regular
 from mgrb.store.runfolder import EVENTS, RESULTS
 
 from .experiments import Experiment
 from .owners import NotOurs, supervisor_pid, trainer_pid
 from .records import LOG, log_tail, read_exit, read_launch, read_lock, read_record
+from .settings import DOCKER
 
 # status words, in the order a run passes through them; broken: a file of its run folder
 # breaks its contract (made elsewhere, or damaged), so the launcher cannot tell
@@ -30,6 +31,10 @@ NOT_RUN, QUEUED, RUNNING, STALLED, FINISHED, FAILED, INTERRUPTED, KILLED, UNKNOW
     "unknown", "broken")
 STATUSES = (NOT_RUN, QUEUED, RUNNING, STALLED, FINISHED, FAILED, INTERRUPTED, KILLED, UNKNOWN,
             BROKEN)
+ACTIVE = (RUNNING, STALLED, UNKNOWN)  # a process or container may be at work: not started again
+# `mgrb check`'s verdicts on a finished run (in its order), and the stages a phase goes through
+REPRODUCED, ABOVE, BELOW, NO_REFERENCE = VERDICTS
+STAGE1, STAGE2, EVALUATED = "stage1", "stage2", "evaluated"
 LOSSES_KEPT = 2_000  # the monitor draws the last 400; a long run must not grow without end
 
 
@@ -111,7 +116,7 @@ class Progress:
         elif kind == "eval":
             phase = event.get("phase", len(self.top1))
             self.top1 = self.top1[:phase] + [float(event.get("top1", 0.0))]
-            self.phase, self.stage, self.epoch = phase, "evaluated", 0
+            self.phase, self.stage, self.epoch = phase, EVALUATED, 0
         elif kind == "finished":
             self.finished = True
 
@@ -127,14 +132,14 @@ class Progress:
         if event.get("images_per_s") is not None:
             self.images_per_s = event["images_per_s"]
         loss = (event.get("losses") or {}).get("total")
-        if loss is not None and self.stage == "stage1":
+        if loss is not None and self.stage == STAGE1:
             self.losses.append((self.phase + self.phase_fraction, float(loss)))
             if len(self.losses) > 2 * LOSSES_KEPT:
                 del self.losses[:-LOSSES_KEPT]
 
     @property
     def phase_fraction(self) -> float:
-        if self.stage in ("stage2", "evaluated"):
+        if self.stage in (STAGE2, EVALUATED):
             return 1.0
         if not self.epochs:
             return 0.0
@@ -147,7 +152,7 @@ class Progress:
             return 1.0
         if not self.phases:
             return 0.0
-        done = len(self.top1) if self.stage == "evaluated" else self.phase + self.phase_fraction
+        done = len(self.top1) if self.stage == EVALUATED else self.phase + self.phase_fraction
         return _share(done, self.phases)
 
     def eta(self, now: float) -> float | None:
@@ -182,11 +187,17 @@ class RunState:
 
     @property
     def verdict(self) -> str | None:
+        """below, above or reproduced: the first of them that a metric has; no reference when
+        none has a reference; None before `mgrb check` has rows (not finished)."""
         words = [row["verdict"] for row in self.verdicts]
-        for word in ("below", "above", "reproduced"):
+        for word in (BELOW, ABOVE, REPRODUCED):
             if word in words:
                 return word
-        return "no reference" if words else None
+        return NO_REFERENCE if words else None
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left, while the run is running (see Progress.eta); None otherwise."""
+        return self.progress.eta(now) if self.status == RUNNING else None
 
 
 @dataclass
@@ -278,7 +289,7 @@ class RunWatcher:
     def _find_process(self, reading: _Reading, probe) -> None:
         """Alive only when a process or container is proven to be the run's (owners.py)."""
         launch = reading.launch
-        if launch and launch["mode"] == "docker":
+        if launch and launch["mode"] == DOCKER:
             if probe is not None:
                 self._probe_container(reading, probe)
         elif launch:

@@ -1,5 +1,10 @@
 """The launcher's state and actions, with no UI: the Textual app calls `poll()` from a worker
-thread about once a second and renders what it returns; tests call it directly."""
+thread about once a second and renders what it returns; tests call it directly.
+
+The launcher's policy lives here, not in the screens: what may be queued (`launch`), what a
+stop means for a run in each status (`request_stop`), which runs a report can cover
+(`reportable`). The UI calls these and shows their answers.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
 from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot, device_for
 from .owners import NotOurs
 from .records import clear_for_launch, read_launch, record_launch
-from .runs import BROKEN, FINISHED, QUEUED, RUNNING, STALLED, UNKNOWN, RunState, RunWatcher
-from .settings import Settings
+from .runs import ACTIVE, BROKEN, FINISHED, QUEUED, RUNNING, RunState, RunWatcher
+from .settings import DOCKER, Settings
 from .visibility import Plan, plan_slots, settings_problems
 
-ACTIVE = (RUNNING, STALLED, UNKNOWN)
+# what a stop may be tried on: a queued run leaves the queue; a broken run may still have a
+# process the launcher can prove to be its own
+STOPPABLE = (*ACTIVE, QUEUED, BROKEN)
 
 
 @dataclass
@@ -30,6 +37,21 @@ class Snapshot:
     gpu: GpuSnapshot
     gpu_users: dict[str, list[int]] = field(default_factory=dict)  # run name -> GPU indices
     messages: list[str] = field(default_factory=list)              # to show once
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an action did, in words for the user; done False: it did nothing (a warning)."""
+    text: str
+    done: bool = True
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What a launch did: the names now waiting for a free slot, and one line per name that
+    was not queued ("name: why")."""
+    queued: list[str]
+    refused: list[str]
 
 
 class Service:
@@ -48,6 +70,7 @@ class Service:
         self._messages: list[str] = []
         self._standing: set[str] = set()  # GPU problems already told, while they last
         self._gpu: GpuSnapshot | None = None
+        self._states: dict[str, RunState] = {}  # as the last poll saw them: what actions judge by
         self.reload()
 
     # -- reading -----------------------------------------------------------------------
@@ -71,6 +94,7 @@ class Service:
                     states[name].status, states[name].detail = QUEUED, "waiting for a free slot"
             self._start_queued(states, self._plan(gpu))
             messages, self._messages = self._messages, []
+            self._states = states
             return Snapshot(self.experiments, self.broken, states, gpu,
                             self._gpu_users(states, gpu), messages)
 
@@ -91,26 +115,39 @@ class Service:
         return runs_on_gpus(gpu, runs, container=in_container())
 
     # -- actions -------------------------------------------------------------------------
-    def launch(self, names: list[str]) -> list[str]:
-        """Queue the experiments; they start as slots free up. Returns one message per name
-        that cannot be queued (unknown, data missing, already running or finished)."""
-        problems, accepted = [], []
+    def launch(self, names: list[str]) -> Launched:
+        """Queue the experiments; they start as slots free up. An unknown experiment, or one
+        whose data is missing, is refused; the next poll drops from the queue a run that is
+        already at work (`_start_queued`)."""
+        refused, queued = [], []
         with self._lock:
             for name in names:
                 if name not in self.watchers:
-                    problems.append(f"{name}: no such experiment")
+                    refused.append(f"{name}: no such experiment")
                     continue
                 experiment = self.watchers[name].experiment
                 if not experiment.data_present:
-                    problems.append(f"{name}: not launched. {experiment.data_help}")
+                    refused.append(f"{name}: not launched. {experiment.data_help}")
                     continue
-                accepted.append(name)
-            self.queue.add(accepted)
-        return problems
+                queued.append(name)
+            self.queue.add(queued)
+        return Launched(queued, refused)
 
     def dequeue(self, name: str) -> None:
         with self._lock:
             self.queue.remove(name)
+
+    def request_stop(self, name: str, force: bool = False) -> Answer:
+        """What a stop (force: a kill) means for a run as the last poll saw it: a queued run
+        leaves the queue, a run that may have a process is stopped (`stop`), and any other
+        is left alone."""
+        state = self._states.get(name)
+        if state is None or state.status not in STOPPABLE:
+            return Answer(f"{name} is not running", done=False)
+        if state.status == QUEUED:
+            self.dequeue(name)
+            return Answer(f"{name}: taken out of the queue")
+        return Answer(f"{name}: {self.stop(name, force=force)}")
 
     def stop(self, name: str, force: bool = False) -> str:
         """Signals only what is proven to be the run's, from the run folder as it is now (not
@@ -120,7 +157,7 @@ class Service:
             launch = read_launch(experiment.base_folder)
         except RunFileError:
             launch = None  # the local launcher says what is wrong with it, and tries the lock
-        if launch is not None and launch["mode"] == "docker":
+        if launch is not None and launch["mode"] == DOCKER:
             return self._stop_container(experiment, launch)
         return self.local.stop(experiment, force=force)
 
@@ -129,8 +166,7 @@ class Service:
 
         try:
             runner = self._docker_runner()
-            run = runner.owned(launch.get("container"), experiment=experiment.name,
-                               run=experiment.base_folder.name)
+            run = _owned_container(runner, experiment, launch)
             if run is None:
                 return "the run's container is gone"
             runner.stop(run.container_id)
@@ -153,11 +189,18 @@ class Service:
                 settings.save(self.runs_dir)
         return problems
 
-    def write_report(self, names: list[str], states: dict[str, RunState], out_dir: Path) -> Path:
+    def reportable(self, names: list[str]) -> list[str]:
+        """The chosen experiments a report can cover: those finished when last polled."""
+        states = self._states
+        return [n for n in names if n in states and states[n].status == FINISHED]
+
+    def write_report(self, names: list[str], out_dir: Path) -> Path:
+        """The reproduction report of the chosen experiments that have finished; ValueError
+        when none has."""
         from mgrb.reporting.report import write_report
 
-        groups = {n: states[n].results for n in names
-                  if n in states and states[n].status == FINISHED}
+        states = self._states
+        groups = {n: states[n].results for n in self.reportable(names)}
         if not groups:
             raise ValueError("none of the chosen experiments has finished")
         return write_report(groups, out_dir)
@@ -201,14 +244,14 @@ class Service:
             state.status, state.detail = RUNNING, "starting"
 
     def _start(self, experiment: Experiment, gpu: int | None, uuid: str | None) -> None:
-        if self.settings.mode == "docker":
+        if self.settings.mode == DOCKER:
             device, _ = device_for(gpu, uuid)
             experiment.base_folder.mkdir(parents=True, exist_ok=True)
             clear_for_launch(experiment.base_folder)
             run = self._docker_runner().start(experiment=experiment.name,
                                               run=experiment.base_folder.name,
                                               gpus=[] if gpu is None else [uuid])
-            record_launch(experiment.base_folder, {"mode": "docker", "container": run.container_id,
+            record_launch(experiment.base_folder, {"mode": DOCKER, "container": run.container_id,
                                                    "name": run.name, "gpu": gpu, "gpu_uuid": uuid,
                                                    "device": device})
             return
@@ -235,13 +278,18 @@ class Service:
 
         try:
             runner = self._docker_runner()
-            run = runner.owned(launch.get("container"), experiment=experiment.name,
-                               run=experiment.base_folder.name)
+            run = _owned_container(runner, experiment, launch)
             if run is None:
                 return False, None, ["the container is gone"]
-            alive = run.status in ("created", "running", "restarting")
             launch["host_pid"] = run.host_pid
-            return alive, (run.exit_code if not alive else None), \
+            return run.alive, (run.exit_code if not run.alive else None), \
                 runner.logs_tail(run.container_id).splitlines()
         except DockerUnavailable as error:
             return None, None, [str(error)]
+
+
+def _owned_container(runner, experiment: Experiment, launch: dict):
+    """The container launch.json names, if this launcher started it for the run; None when it
+    is gone; NotOurs when it is not the run's."""
+    return runner.owned(launch.get("container"), experiment=experiment.name,
+                        run=experiment.base_folder.name)

@@ -12,7 +12,8 @@ from mgrb.store.contracts import RunFileError
 
 from .records import read_checked, write_json
 
-MODES = ("local", "docker")
+LOCAL, DOCKER = "local", "docker"  # local processes, or containers through the Docker SDK
+MODES = (LOCAL, DOCKER)
 
 
 def _gpu_indices(value) -> str | None:
@@ -34,7 +35,7 @@ CONTRACT = runfiles.mapping({
 
 @dataclass
 class Settings:
-    mode: str = "local"                 # local processes, or containers through the Docker SDK
+    mode: str = LOCAL                   # or DOCKER
     gpus: list[int] | None = None       # GPU indices to use; None: every GPU the panel sees
     runs_per_gpu: int = 1               # runs packed on one GPU (or at once on the CPU)
     stall_after_s: float = 600.0        # no events for this long: shown as stalled

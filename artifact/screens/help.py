@@ -9,7 +9,10 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-HELP = """\
+from artifact.core.runs import (ABOVE, BELOW, BROKEN, FAILED, FINISHED, INTERRUPTED, KILLED,
+                                NO_REFERENCE, NOT_RUN, QUEUED, REPRODUCED, RUNNING, STALLED)
+
+HELP = f"""\
 # MGRB artifact launcher
 
 Pick experiments, launch them, watch them train, and see whether each final accuracy lands
@@ -33,11 +36,11 @@ inside the range the paper reports.
 
 The mouse works too: click rows, and the keys in the footer.
 
-**Statuses.** *not run*; *queued* (waiting for a free GPU slot); *running*; *stalled* (no
-training events for the time set in settings); *finished* with the verdict of `mgrb check`:
-*reproduced* (inside reported ± tolerance), *above*, *below* or *no reference*; *failed*
-(the trainer's error is shown); *interrupted* (stopped with a checkpoint: launch to resume);
-*killed* (ended from outside: launch to resume from the last checkpoint); *broken* (a file of
+**Statuses.** *{NOT_RUN}*; *{QUEUED}* (waiting for a free GPU slot); *{RUNNING}*; *{STALLED}* (no
+training events for the time set in settings); *{FINISHED}* with the verdict of `mgrb check`:
+*{REPRODUCED}* (inside reported ± tolerance), *{ABOVE}*, *{BELOW}* or *{NO_REFERENCE}*; *{FAILED}*
+(the trainer's error is shown); *{INTERRUPTED}* (stopped with a checkpoint: launch to resume);
+*{KILLED}* (ended from outside: launch to resume from the last checkpoint); *{BROKEN}* (a file of
 the run folder is damaged or was made elsewhere: the detail names the file and the field).
 
 The launcher stops only a process it can prove is the run's (the one it started, or the

@@ -8,6 +8,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from artifact.messages import SnapshotReady
 from artifact.widgets.experiment_table import ExperimentTable
 from artifact.widgets.gpu_panel import GpuPanel
 from artifact.widgets.styles import line, plain, tell
@@ -54,7 +55,8 @@ class MainScreen(Screen):
         return self.query_one(ExperimentTable)
 
     # -- data ----------------------------------------------------------------------------
-    def show_snapshot(self, snapshot) -> None:
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snapshot = message.snapshot
         self.table.show_states(snapshot.states)
         self.query_one(GpuPanel).show(snapshot.gpu, snapshot.gpu_users)
         self._show_detail()
@@ -119,12 +121,11 @@ class MainScreen(Screen):
         names = self.table.chosen()
         if not names:
             return
-        problems = self.app.service.launch(names)
-        launched = [n for n in names if not any(p.startswith(f"{n}:") for p in problems)]
-        for problem in problems:
+        launched = self.app.service.launch(names)
+        for problem in launched.refused:
             tell(self, problem, title="not launched", severity="warning", timeout=12)
-        if launched:
-            tell(self, ", ".join(launched), title="queued for launch")
+        if launched.queued:
+            tell(self, ", ".join(launched.queued), title="queued for launch")
         self.table.selected.clear()
         self.table.set_filter(self.table.filter_text)
         self.app.request_poll()

@@ -11,10 +11,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
 
-from artifact.core.runs import RunState
+from artifact.core.runs import STAGE1, RunState
+from artifact.core.service import Snapshot
+from artifact.messages import SnapshotReady
 from artifact.widgets.accuracy_plot import AccuracyPlot
-from artifact.widgets.styles import duration, line, plain, plain_text, status_text, tell
-
+from artifact.widgets.styles import duration, line, number, plain, plain_text, status_text, tell
 
 LOSS_SHOWN = 1e100
 
@@ -56,10 +57,13 @@ class MonitorScreen(Screen):
         self.query_one("#accuracy-box").border_title = "top-1 after each phase (%)"
         self.query_one("#loss-box").border_title = "training loss (stage 1)"
         self.query_one("#log").border_title = "log"
-        if self.app.snapshot is not None:
-            self.show_snapshot(self.app.snapshot)
+        if self.app.snapshot is not None:  # shown until the next poll's arrives
+            self._show_snapshot(self.app.snapshot)
 
-    def show_snapshot(self, snapshot) -> None:
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self._show_snapshot(message.snapshot)
+
+    def _show_snapshot(self, snapshot: Snapshot) -> None:
         state: RunState | None = snapshot.states.get(self.experiment_name)
         if state is None:
             return
@@ -74,11 +78,11 @@ class MonitorScreen(Screen):
         phases = progress.phases or "?"
         stage = progress.stage or "-"
         epoch = f", epoch {min(progress.epoch + 1, progress.epochs or 0)}/{progress.epochs}" \
-            if progress.epochs and stage == "stage1" else ""
+            if progress.epochs and stage == STAGE1 else ""
         self.query_one("#phase-label", Label).update(
             f"phase {min(progress.phase + 1, phases if isinstance(phases, int) else 999)}/{phases} ")
-        rate = "-" if progress.images_per_s is None else f"{progress.images_per_s:,.0f}"
-        eta = progress.eta(time.time()) if state.status == "running" else None
+        rate = number(progress.images_per_s, ",.0f")
+        eta = state.eta(time.time())
         gpus = snapshot.gpu_users.get(self.experiment_name)
         on_cpu = (state.launch or {}).get("device") == "cpu" or not snapshot.gpu.gpus
         where = f"GPU {', '.join(map(str, gpus))}" if gpus else ("CPU" if on_cpu else "-")
@@ -128,7 +132,7 @@ class MonitorScreen(Screen):
         self.app.push_screen(ResultsScreen(self.experiment_name))
 
     def action_launch(self) -> None:
-        for problem in self.app.service.launch([self.experiment_name]):
+        for problem in self.app.service.launch([self.experiment_name]).refused:
             tell(self, problem, severity="warning", timeout=12)
         self.app.request_poll()
 

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from artifact.widgets.styles import line, plain, plain_text, status_text, verdict_text
-
-
-def _number(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _row(*cells) -> list:
-    """A str cell of a DataTable is read as markup: every cell goes in as plain text."""
-    return [cell if isinstance(cell, Text) else plain_text(cell) for cell in cells]
+from artifact.core.runs import FINISHED
+from artifact.core.service import Snapshot
+from artifact.messages import SnapshotReady
+from artifact.widgets.styles import cells, line, number, plain, status_text, verdict_text
 
 
 class ResultsScreen(Screen):
@@ -45,10 +38,13 @@ class ResultsScreen(Screen):
         self.query_one("#phases", DataTable).add_columns(
             "seed", "phase", "classes", "top-1", "top-5", "old top-1", "new top-1")
         self._shown = None
-        if self.app.snapshot is not None:
-            self.show_snapshot(self.app.snapshot)
+        if self.app.snapshot is not None:  # shown until the next poll's arrives
+            self._show_snapshot(self.app.snapshot)
 
-    def show_snapshot(self, snapshot) -> None:
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self._show_snapshot(message.snapshot)
+
+    def _show_snapshot(self, snapshot: Snapshot) -> None:
         state = snapshot.states.get(self.experiment_name)
         if state is None:
             return
@@ -57,29 +53,29 @@ class ResultsScreen(Screen):
             return
         self._shown = key
         title = line(plain(self.experiment_name, "bold"), status_text(state.status, state.verdict))
-        if state.status != "finished":
+        if state.status != FINISHED:
             title = line(title, "the verdict comes when every run of this experiment has finished",
                          sep="\n")
         self.query_one("#results-title", Static).update(title)
         verdicts = self.query_one("#verdicts", DataTable)
         verdicts.clear()
         for row in state.verdicts:
-            value = _number(row["reproduced"]) + (f" ± {row['std']:.2f}" if row["std"] else "")
-            verdicts.add_row(*_row(row["metric"], _number(row["reported"]),
-                                   f"±{row['tolerance']:.1f}", value, row["runs"],
-                                   verdict_text(row["verdict"])))
+            value = number(row["reproduced"]) + (f" ± {row['std']:.2f}" if row["std"] else "")
+            verdicts.add_row(*cells(row["metric"], number(row["reported"]),
+                                    f"±{row['tolerance']:.1f}", value, row["runs"],
+                                    verdict_text(row["verdict"])))
         phases = self.query_one("#phases", DataTable)
         phases.clear()
         for results in state.results:
             seed = results.get("seed", "-")
             for phase in results["phases"]:  # top5, old and new top-1 are optional
-                phases.add_row(*_row(seed, phase["phase"] + 1, phase["seen_classes"],
-                                     _number(phase["top1"]), _number(phase.get("top5")),
-                                     _number(phase.get("old_top1")),
-                                     _number(phase.get("new_top1"))))
+                phases.add_row(*cells(seed, phase["phase"] + 1, phase["seen_classes"],
+                                      number(phase["top1"]), number(phase.get("top5")),
+                                      number(phase.get("old_top1")),
+                                      number(phase.get("new_top1"))))
         if not state.results:  # not finished: what the evaluations so far gave
             for index, top1 in enumerate(state.progress.top1):
-                phases.add_row(*_row("-", index + 1, "-", _number(top1), "-", "-", "-"))
+                phases.add_row(*cells("-", index + 1, "-", number(top1), "-", "-", "-"))
 
     def action_report(self) -> None:
         self.app.write_report([self.experiment_name])

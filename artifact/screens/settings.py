@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from artifact.core.settings import parse_gpus
+from artifact.core.settings import DOCKER, LOCAL, parse_gpus
 from artifact.widgets.styles import line, tell
 
 
@@ -22,7 +22,7 @@ class SettingsScreen(ModalScreen):
         gpus = "" if settings.gpus is None else ",".join(map(str, settings.gpus))
         with Vertical(id="settings-box"):
             yield Label("Run experiments as")
-            yield Select([("local processes", "local"), ("Docker containers", "docker")],
+            yield Select([("local processes", LOCAL), ("Docker containers", DOCKER)],
                          value=settings.mode, allow_blank=False, id="mode")
             yield Label("GPUs to use (indices such as 0,1; empty: all)")
             yield Input(gpus, id="gpus")

@@ -9,20 +9,20 @@ from textual.widgets import DataTable
 from artifact.core.experiments import DATASET_TITLES, Experiment
 from artifact.core.runs import RunState
 
-from .styles import plain_text, status_text
+from .styles import cells, number, status_text
 
 # (key, label, width): fixed widths, so that a status that grows later still fits
 COLUMNS = (("mark", " ", 1), ("name", "experiment", 31), ("dataset", "data set", 13),
            ("protocol", "protocol", 8), ("hierarchy", "hier.", 5),
            ("reported", "reported avg/last", 17), ("status", "status", 24), ("data", "data", 7),
            ("hours", "GPU h", 6))
+NO_STATUS_YET = "…"  # the status cell until the first poll has read the run folders
 
 
 def reported_text(experiment: Experiment) -> str:
     if not experiment.reported:
         return "-"
-    return "/".join("-" if experiment.reported.get(k) is None else f"{experiment.reported[k]:.2f}"
-                    for k in ("avg_top1", "last_top1"))
+    return "/".join(number(experiment.reported.get(k)) for k in ("avg_top1", "last_top1"))
 
 
 class ExperimentTable(DataTable):
@@ -61,16 +61,14 @@ class ExperimentTable(DataTable):
 
     def _cells(self, experiment: Experiment) -> list:
         state = self._states.get(experiment.name)
-        status = status_text(state.status, state.verdict) if state else Text("…")
+        status = status_text(state.status, state.verdict) if state else Text(NO_STATUS_YET)
         data = Text("present", style="green") if experiment.data_present else \
             Text("missing", style="dark_orange")
-        hours = "-" if experiment.gpu_hours is None else f"{experiment.gpu_hours:.2f}"
-        mark = "✓" if experiment.name in self.selected else " "
         # a str cell would be read as markup: every value from a file goes in as plain text
-        shown = [plain_text(value) for value in (
-            experiment.name, DATASET_TITLES[experiment.dataset], experiment.protocol,
-            experiment.hierarchy, reported_text(experiment))]
-        return [mark, *shown, status, data, plain_text(hours)]
+        return [self._mark(experiment.name),
+                *cells(experiment.name, DATASET_TITLES[experiment.dataset], experiment.protocol,
+                       experiment.hierarchy, reported_text(experiment), status, data,
+                       number(experiment.gpu_hours))]
 
     def show_states(self, states: dict[str, RunState]) -> None:
         self._states = states
@@ -90,7 +88,10 @@ class ExperimentTable(DataTable):
         if name is None:
             return
         self.selected ^= {name}
-        self.update_cell(name, "mark", "✓" if name in self.selected else " ")
+        self.update_cell(name, "mark", self._mark(name))
+
+    def _mark(self, name: str) -> str:
+        return "✓" if name in self.selected else " "
 
     def chosen(self) -> list[str]:
         """The selected experiments, or the one under the cursor when none is selected."""

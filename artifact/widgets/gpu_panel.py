@@ -7,13 +7,9 @@ from textual.widgets import Static
 
 from artifact.core.gpu import GpuSnapshot
 
-from .styles import plain_text
+from .styles import number, plain_text
 
 GIB = 1024 ** 3
-
-
-def _value(value, unit: str, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
 class GpuPanel(Static):
@@ -26,14 +22,14 @@ class GpuPanel(Static):
             table.add_column(column, no_wrap=column != "runs")
         for gpu in snapshot.gpus:
             runs = ", ".join(name for name, indices in users.items() if gpu.index in indices)
-            power = _value(gpu.power, " W")
+            power = number(gpu.power, ".0f", " W")
             if gpu.power is not None and gpu.power_limit:
                 power += f"/{gpu.power_limit:.0f}"
             label = f"{gpu.index} {gpu.name}"
             if gpu.mig_enabled:  # the launcher leaves it alone; the reason went out as a message
                 label += f" (MIG, {len(gpu.mig_devices)} slices: not used)"
             # a str cell of a Rich table is read as markup: names go in as plain text
-            table.add_row(plain_text(label), _value(gpu.utilisation, "%"),
+            table.add_row(plain_text(label), number(gpu.utilisation, ".0f", "%"),
                           f"{gpu.memory_used / GIB:.1f}/{gpu.memory_total / GIB:.0f} GiB",
-                          _value(gpu.temperature, "°C"), power, plain_text(runs or "-"))
+                          number(gpu.temperature, ".0f", "°C"), power, plain_text(runs or "-"))
         self.update(table)

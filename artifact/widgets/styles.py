@@ -17,13 +17,17 @@ import re
 from rich.text import Text
 from textual.content import Content
 
+from artifact.core.runs import (ABOVE, BELOW, BROKEN, FAILED, FINISHED, INTERRUPTED, KILLED,
+                                NO_REFERENCE, NOT_RUN, QUEUED, REPRODUCED, RUNNING, STALLED,
+                                UNKNOWN)
+
 STATUS_STYLE = {
-    "not run": "bright_black", "queued": "blue", "running": "yellow", "stalled": "magenta",
-    "finished": "green", "failed": "bold red", "interrupted": "dark_orange", "killed": "bold red",
-    "unknown": "magenta", "broken": "bold red",
+    NOT_RUN: "bright_black", QUEUED: "blue", RUNNING: "yellow", STALLED: "magenta",
+    FINISHED: "green", FAILED: "bold red", INTERRUPTED: "dark_orange", KILLED: "bold red",
+    UNKNOWN: "magenta", BROKEN: "bold red",
 }
-VERDICT_STYLE = {"reproduced": "bold green", "above": "bold cyan", "below": "bold red",
-                 "no reference": "bright_black"}
+VERDICT_STYLE = {REPRODUCED: "bold green", ABOVE: "bold cyan", BELOW: "bold red",
+                 NO_REFERENCE: "bright_black"}
 
 
 # C0 controls, DEL and C1 controls (0x9b alone starts an escape sequence on some terminals),
@@ -54,6 +58,12 @@ def plain_text(value, style: str = "") -> Text:
     return Text(printable(value), style=style, end="")
 
 
+def cells(*values) -> list[Text]:
+    """A row for a DataTable: a str cell would be read as markup, so every value goes in as
+    plain text (Rich Text, the launcher's own, as it is)."""
+    return [value if isinstance(value, Text) else plain_text(value) for value in values]
+
+
 def tell(widget, message: str | list[str], *, title: str = "", **options) -> None:
     """A notification whose message (or lines) and title are shown as they are: markup off,
     control characters written out."""
@@ -63,13 +73,19 @@ def tell(widget, message: str | list[str], *, title: str = "", **options) -> Non
 
 
 def status_text(status: str, verdict: str | None = None) -> Text:
-    if status == "finished" and verdict:
-        return Text(f"finished: {verdict}", style=VERDICT_STYLE.get(verdict, "green"))
+    """A status as every screen shows it; a finished run's with its verdict."""
+    if status == FINISHED and verdict:
+        return Text(f"{FINISHED}: {verdict}", style=VERDICT_STYLE.get(verdict, "green"))
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
 def verdict_text(verdict: str) -> Text:
     return Text(verdict, style=VERDICT_STYLE.get(verdict, ""))
+
+
+def number(value: float | None, spec: str = ".2f", unit: str = "") -> str:
+    """A number for a cell or a line in `spec` format, followed by `unit`; "-" for none."""
+    return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 def duration(seconds: float | None) -> str:
@@ -78,7 +94,6 @@ def duration(seconds: float | None) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
 
 
 def line(*parts, sep: str = "  ") -> Content:
