@@ -18,12 +18,13 @@ from mgrb.store.runfolder import RunFolder
 from mgrb.training import evaluation
 from mgrb.training.checkpoints import CheckpointWriter
 from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
-                                   require_finite, stage1_step)
+                                   require_finite)
 from mgrb.training.environment import device_name, device_uuid
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import Compiler, Numerics, applied
 from mgrb.training.progress import Progress
 from mgrb.training.results import build_results
+from mgrb.training.stage1 import Stage1Loop
 from mgrb.training.stage2 import retrain_classifier
 from mgrb.training.stream import open_stream
 from mgrb.data.protocol import phase_split
@@ -84,7 +85,7 @@ class Trainer:
         return {
             "version": CHECKPOINT_VERSION, "phase": position.phase, "stage": position.stage,
             "epoch": position.epoch, "iteration": position.iteration,
-            "epoch_generator": getattr(self, "_epoch_generator", None),
+            "epoch_generator": self.stage1.epoch_generator,
             "model": self.model.state_dict(),
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -121,7 +122,7 @@ class Trainer:
         self.hierarchy = state["hierarchy"]
         self.phase_results = state["phase_results"]
         self._time_before = state["wall_time_s"]
-        self._epoch_generator = state["epoch_generator"]
+        self._resumed_epoch_generator = state["epoch_generator"]
         position = Position(state["phase"], state["stage"], state["epoch"], state["iteration"])
         return position, state["optimizer"]
 
@@ -147,7 +148,7 @@ class Trainer:
         self._last_checkpoint = self._started
         self._load_data()
         self._build_model()
-        self.hierarchy, self.phase_results = None, []
+        self.hierarchy, self.phase_results, self._resumed_epoch_generator = None, [], None
         position, optimizer_state = Position(), None
         state = self.run.load_checkpoint(self.progress.warn)
         if state is not None:
@@ -163,6 +164,12 @@ class Trainer:
                                    "device": device_name(self.device),
                                    "device_uuid": device_uuid(self.device),
                                    "numerics": self.numerics.describe()})
+        self.stage1 = Stage1Loop(
+            train=self.train_cfg, model=self.model, logits=self.logits, prepare=self._prepare,
+            images=self.stream.train_set, augment=self.stream.augment, generator=self.generator,
+            run=self.run, progress=self.progress, phases=self.stream.protocol.num_phases,
+            save=self._save, checkpoint_due=self._checkpoint_due,
+            epoch_generator=self._resumed_epoch_generator)
         for phase in range(position.phase, self.stream.protocol.num_phases):
             if STOP_REQUESTED.is_set():
                 raise Interrupted(f"stopped before phase {phase + 1}; its checkpoint is saved")
@@ -192,7 +199,10 @@ class Trainer:
                               f"{n_old}-{n_seen - 1} new, {split.train.numel()} training "
                               f"images, hierarchy {self.hierarchy['kind']}")
         if position.stage == "stage1":
-            self._stage1(position, method, split, optimizer_state)
+            optimizer = self._adamw(self.model.parameters())
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
+            self.stage1.run_phase(position, method, split, optimizer)
             position = Position(phase, "stage2", 0)
         if phase > 0 and self.method_cfg["decouple"] and self.train_cfg["stage2_epochs"]:
             self._stage2(phase, method, split)
@@ -244,92 +254,6 @@ class Trainer:
         sums = torch.zeros(n_seen, features.shape[1], device=features.device)
         sums.index_add_(0, labels, features)
         return sums / torch.bincount(labels, minlength=n_seen).clamp(min=1)[:, None]
-
-    # -- stage 1 -------------------------------------------------------------------------
-    def _stage1(self, position: Position, method: MGRBPhase, split, optimizer_state) -> None:
-        cfg = self.train_cfg
-        optimizer = self._adamw(self.model.parameters())
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
-        epochs, started = cfg["epochs"], time.monotonic()
-        for epoch in range(position.epoch, epochs):
-            resume_at = position.iteration if epoch == position.epoch else 0
-            losses, lr, rate = self._train_epoch(position.phase, epoch, resume_at, method, split,
-                                                 optimizer)
-            require_finite(losses, phase=position.phase, stage="stage 1", epoch=epoch, lr=lr)
-            self.run.append_event({"event": "epoch", "phase": position.phase, "stage": "stage1",
-                                   "epoch": epoch + 1, "epochs": epochs,
-                                   "iteration": self._iterations(split), "losses": losses,
-                                   "lr": lr, "images_per_s": round(rate, 1)})
-            self.progress.epoch(phase=position.phase, phases=self.stream.protocol.num_phases,
-                                stage="stage 1", epoch=epoch + 1 - position.epoch,
-                                epochs=epochs - position.epoch, loss=losses["total"],
-                                images_per_s=rate, started=started)
-            done = epoch + 1 == epochs
-            if done or (epoch + 1) % cfg["checkpoint_every"] == 0:
-                self._save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
-                           None if done else optimizer)
-
-    @staticmethod
-    def _after_batch(phase: int, epoch: int, iteration: int, iterations: int) -> Position:
-        """Where training resumes after this batch: the next batch of this epoch, or, after an
-        epoch's last batch, the next epoch (its draws follow from the generator's state)."""
-        if iteration + 1 < iterations:
-            return Position(phase, "stage1", epoch, iteration + 1)
-        return Position(phase, "stage1", epoch + 1, 0)
-
-    def _iterations(self, split) -> int:
-        return -(-split.train.numel() // self.train_cfg["batch_size"])
-
-    def _train_epoch(self, phase: int, epoch: int, resume_at: int, method: MGRBPhase, split,
-                     optimizer):
-        """One stage-1 epoch from batch `resume_at`; on a stop request, a checkpoint at the
-        current batch. Returns (mean losses, last learning rate, images/s)."""
-        cfg = self.train_cfg
-        iterations = self._iterations(split)
-        if resume_at:  # replay this epoch's draws from its start to land on the same batch
-            self.generator.set_state(self._epoch_generator)
-        self._epoch_generator = self.generator.get_state()
-        self.model.train()
-        sums, seen_images, epoch_start, lr = {}, 0, time.monotonic(), cfg["lr"]
-        batches = self.stream.train_set.batches(split.train, cfg["batch_size"], shuffle=True,
-                                         augment=self.stream.augment, generator=self.generator,
-                                         skip=resume_at)
-        for iteration, (x, y) in enumerate(batches, start=resume_at):
-            lr = learning_rate(cfg["lr"], epoch=epoch, iteration=iteration, iterations=iterations,
-                               milestones=cfg["milestones"], decay=cfg["lr_decay"],
-                               warmup_epochs=cfg["warmup_epochs"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = self._prepare(x)
-            terms = stage1_step(method, self.logits, optimizer, x, y)
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0) + value.detach()
-            seen_images += y.shape[0]
-            if (iteration + 1) % cfg["log_every"] == 0:
-                self._log_iteration(phase, epoch, iteration, iterations, sums,
-                                    iteration + 1 - resume_at, lr, seen_images, epoch_start)
-            if STOP_REQUESTED.is_set():
-                require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
-                self._save(self._after_batch(phase, epoch, iteration, iterations), optimizer)
-                raise Interrupted(f"stopped in phase {phase + 1}, epoch {epoch + 1}, batch "
-                                  f"{iteration + 1}; a checkpoint was saved there")
-            if self._checkpoint_due():  # train.checkpoint_minutes: long epochs lose little
-                require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
-                self._save(self._after_batch(phase, epoch, iteration, iterations), optimizer)
-        done = max(iterations - resume_at, 1)
-        losses = {name: round(float(value) / done, 6) for name, value in sums.items()}
-        return losses, lr, seen_images / max(time.monotonic() - epoch_start, 1e-9)
-
-    def _log_iteration(self, phase, epoch, iteration, iterations, sums, count, lr, images, start):
-        rate = images / max(time.monotonic() - start, 1e-9)
-        losses = {name: round(float(value) / count, 6) for name, value in sums.items()}
-        require_finite(losses, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
-        # epochs and iterations let a reader (the launcher) draw progress from one line
-        self.run.append_event({"event": "iteration", "phase": phase, "stage": "stage1",
-                               "epoch": epoch + 1, "epochs": self.train_cfg["epochs"],
-                               "iteration": iteration + 1, "iterations": iterations,
-                               "losses": losses, "lr": lr, "images_per_s": round(rate, 1)})
 
     # -- stage 2 -------------------------------------------------------------------------
     def _stage2(self, phase: int, method: MGRBPhase, split) -> None:

@@ -1,0 +1,118 @@
+"""Stage 1 of a phase (docs/method.md section 3): epochs of the method's loss over the phase's
+training images, with a checkpoint where a stop is asked for, every
+train.checkpoint_minutes within an epoch, and every train.checkpoint_every epochs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from mgrb.data.batches import Augment
+from mgrb.method.phase import MGRBPhase
+from mgrb.store.runfolder import RunFolder
+from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
+                                   require_finite, stage1_step)
+from mgrb.training.progress import Progress
+
+
+def after_batch(phase: int, epoch: int, iteration: int, iterations: int) -> Position:
+    """Where training resumes after this batch: the next batch of this epoch, or, after an
+    epoch's last batch, the next epoch (its draws follow from the generator's state)."""
+    if iteration + 1 < iterations:
+        return Position(phase, "stage1", epoch, iteration + 1)
+    return Position(phase, "stage1", epoch + 1, 0)
+
+
+class Stage1Loop:
+    """The trainer owns the model and the checkpoints; this loop owns the epochs of stage 1.
+
+    `save(position, optimizer)` writes a checkpoint, `checkpoint_due()` says whether
+    train.checkpoint_minutes have passed. `epoch_generator` is the batch generator's state at
+    the current epoch's start: a checkpoint records it so that a resume mid-epoch replays
+    the epoch's draws and lands on the same batch."""
+
+    def __init__(self, *, train: dict, model: torch.nn.Module, logits: Callable,
+                 prepare: Callable, images, augment: Augment, generator: torch.Generator,
+                 run: RunFolder, progress: Progress, phases: int,
+                 save: Callable[[Position, object], None], checkpoint_due: Callable[[], bool],
+                 epoch_generator: torch.Tensor | None = None):
+        self.train, self.model, self.logits, self.prepare = train, model, logits, prepare
+        self.images, self.augment, self.generator = images, augment, generator
+        self.run, self.progress, self.phases = run, progress, phases
+        self.save, self.checkpoint_due = save, checkpoint_due
+        self.epoch_generator = epoch_generator
+
+    def iterations(self, split) -> int:
+        return -(-split.train.numel() // self.train["batch_size"])
+
+    def run_phase(self, position: Position, method: MGRBPhase, split, optimizer) -> None:
+        """From `position` (a resumed phase starts mid-way) to the end of stage 1."""
+        epochs, started = self.train["epochs"], time.monotonic()
+        for epoch in range(position.epoch, epochs):
+            resume_at = position.iteration if epoch == position.epoch else 0
+            losses, lr, rate = self._epoch(position.phase, epoch, resume_at, method, split,
+                                           optimizer)
+            require_finite(losses, phase=position.phase, stage="stage 1", epoch=epoch, lr=lr)
+            self.run.append_event({"event": "epoch", "phase": position.phase, "stage": "stage1",
+                                   "epoch": epoch + 1, "epochs": epochs,
+                                   "iteration": self.iterations(split), "losses": losses,
+                                   "lr": lr, "images_per_s": round(rate, 1)})
+            self.progress.epoch(phase=position.phase, phases=self.phases, stage="stage 1",
+                                epoch=epoch + 1 - position.epoch,
+                                epochs=epochs - position.epoch, loss=losses["total"],
+                                images_per_s=rate, started=started)
+            done = epoch + 1 == epochs
+            if done or (epoch + 1) % self.train["checkpoint_every"] == 0:
+                self.save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
+                          None if done else optimizer)
+
+    def _epoch(self, phase: int, epoch: int, resume_at: int, method: MGRBPhase, split,
+               optimizer):
+        """One epoch from batch `resume_at`; on a stop request, a checkpoint at the current
+        batch. Returns (mean losses, last learning rate, images/s)."""
+        train = self.train
+        iterations = self.iterations(split)
+        if resume_at:  # replay this epoch's draws from its start to land on the same batch
+            self.generator.set_state(self.epoch_generator)
+        self.epoch_generator = self.generator.get_state()
+        self.model.train()
+        sums, seen_images, epoch_start, lr = {}, 0, time.monotonic(), train["lr"]
+        batches = self.images.batches(split.train, train["batch_size"], shuffle=True,
+                                      augment=self.augment, generator=self.generator,
+                                      skip=resume_at)
+        for iteration, (x, y) in enumerate(batches, start=resume_at):
+            lr = learning_rate(train["lr"], epoch=epoch, iteration=iteration,
+                               iterations=iterations, milestones=train["milestones"],
+                               decay=train["lr_decay"], warmup_epochs=train["warmup_epochs"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            terms = stage1_step(method, self.logits, optimizer, self.prepare(x), y)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0) + value.detach()
+            seen_images += y.shape[0]
+            if (iteration + 1) % train["log_every"] == 0:
+                self._log_iteration(phase, epoch, iteration, iterations, sums,
+                                    iteration + 1 - resume_at, lr, seen_images, epoch_start)
+            if STOP_REQUESTED.is_set():
+                require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
+                self.save(after_batch(phase, epoch, iteration, iterations), optimizer)
+                raise Interrupted(f"stopped in phase {phase + 1}, epoch {epoch + 1}, batch "
+                                  f"{iteration + 1}; a checkpoint was saved there")
+            if self.checkpoint_due():  # train.checkpoint_minutes: long epochs lose little
+                require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
+                self.save(after_batch(phase, epoch, iteration, iterations), optimizer)
+        done = max(iterations - resume_at, 1)
+        losses = {name: round(float(value) / done, 6) for name, value in sums.items()}
+        return losses, lr, seen_images / max(time.monotonic() - epoch_start, 1e-9)
+
+    def _log_iteration(self, phase, epoch, iteration, iterations, sums, count, lr, images, start):
+        rate = images / max(time.monotonic() - start, 1e-9)
+        losses = {name: round(float(value) / count, 6) for name, value in sums.items()}
+        require_finite(losses, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
+        # epochs and iterations let a reader (the launcher) draw progress from one line
+        self.run.append_event({"event": "iteration", "phase": phase, "stage": "stage1",
+                               "epoch": epoch + 1, "epochs": self.train["epochs"],
+                               "iteration": iteration + 1, "iterations": iterations,
+                               "losses": losses, "lr": lr, "images_per_s": round(rate, 1)})
