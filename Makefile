@@ -24,11 +24,12 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test demo data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check
+.PHONY: help setup test test-fast demo data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
 	@echo "make test         the whole test suite (runs setup first)"
+	@echo "make test-fast    the suite without the end-to-end tests (tests/e2e, marked slow)"
 	@echo "make demo         train the offline digits experiment and print its accuracy"
 	@echo "make data         fetch CIFAR where the network allows; show the ImageNet layouts"
 	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
@@ -50,6 +51,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh scripts/se
 
 test: $(SETUP)
 	$(PY) -m pytest -q
+
+test-fast: $(SETUP)
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(SETUP)
 	$(MGRB) run experiments/digits_5_1.yaml
@@ -89,7 +93,7 @@ image-bench:
 lint: $(SETUP)
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/ruff check mgrb tests $(wildcard artifact benchmarks)
-	$(PY) -m pytest -q tests/test_layers.py
+	$(PY) -m pytest -q tests/unit/test_layers.py
 
 # Speed is measured here, never asserted in unit tests. On a GPU: the full table; on a CPU:
 # the same measurements with a few steps (slow, and only the ratios are meaningful).

@@ -1,10 +1,22 @@
-"""Fixtures shared by the launcher's tests: hostile run folders, and the runs they launch."""
+"""Shared by every kind of test: unit/ (modules on hand-made inputs), e2e/ (the real entry
+points on real runs, marked slow), launcher/ (its core on real processes, the app through
+Textual's pilot, snapshots). Fixtures for the launcher's tests of hostile run folders and
+the runs they launch."""
 
 import os
+from pathlib import Path
 
 import pytest
 
 from artifact_helpers import start_sleeper, stop_process
+
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if E2E in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from mgrb.method import wordnet
 from mgrb.errors import WordNetError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / "scripts" / "setup_wordnet.sh"
 
 DALMATIAN, HOUSE_FINCH, ELECTRIC_GUITAR, ORANGE = "n02110341", "n01532829", "n03272010", "n07747607"

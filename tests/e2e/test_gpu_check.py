@@ -13,7 +13,7 @@ from artifact_helpers import ReplayedNvml, nvml_reading
 
 from benchmarks import gpu_check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = [sys.executable, "-m", "benchmarks.gpu_check"]
 
 

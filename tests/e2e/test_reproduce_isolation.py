@@ -13,7 +13,7 @@ from artifact_helpers import wait_for
 from mgrb.cli import main
 from mgrb.store.runfolder import RunFolder
 
-FAULTS = Path(__file__).parent / "faults"
+FAULTS = Path(__file__).parents[1] / "faults"
 TINY = """\
 name: {name}
 dataset: {{name: digits}}

@@ -21,7 +21,7 @@ from mgrb.reporting.report import write_report
 from mgrb.store.runfolder import DamagedCheckpoints, RunFolder, atomic_write
 from mgrb.training.trainer import require_finite
 
-FAULTS = Path(__file__).parent / "faults"
+FAULTS = Path(__file__).parents[1] / "faults"
 
 TINY = """\
 name: tiny

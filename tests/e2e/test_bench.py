@@ -16,7 +16,7 @@ from mgrb.perf.throughput import latest_gpu_measurement
 from benchmarks import bench_step
 from benchmarks.bench_step import BenchError, device_peak, mid_epoch_windows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench(*args, runs):

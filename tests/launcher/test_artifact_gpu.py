@@ -11,7 +11,7 @@ from artifact.core.gpu import GpuMonitor, GpuReading, GpuSnapshot, MigDevice, ru
 from artifact.core.visibility import Plan, Visible, plan_slots, resolve_visible, settings_problems
 from artifact_helpers import MIG_SLICES, ReplayedNvml, nvml_reading
 
-READING = json.loads((Path(__file__).parent / "data" / "nvml_reading.json").read_text())
+READING = json.loads((Path(__file__).parents[1] / "data" / "nvml_reading.json").read_text())
 
 
 def test_no_gpu_the_real_nvml_error_is_said_plainly():
@@ -234,7 +234,7 @@ def test_mig_gpus_are_refused_with_their_devices_listed():
     assert "with no MIG device created" in plan_slots(empty, None, {}).blocked
 
 
-RECORDED = Path(__file__).parent / "data" / "nvml_recorded.json"
+RECORDED = Path(__file__).parents[1] / "data" / "nvml_recorded.json"
 
 
 @pytest.mark.skipif(not RECORDED.exists(), reason="no NVML reading recorded on a GPU yet: "

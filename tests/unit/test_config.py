@@ -7,7 +7,7 @@ import pytest
 from mgrb.config.experiment import load_config, parse_config
 from mgrb.errors import ConfigError
 
-EXPERIMENTS = sorted(Path(__file__).parents[1].glob("experiments/*.yaml"))
+EXPERIMENTS = sorted(Path(__file__).parents[2].glob("experiments/*.yaml"))
 
 GOOD = """\
 name: tiny

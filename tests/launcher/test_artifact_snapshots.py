@@ -1,7 +1,7 @@
 """Snapshots (pytest-textual-snapshot) of the launcher's screens on recorded run folders: a
 finished run, one stopped with a checkpoint, a failed launch; the GPU panel shows the
 NVML reading of tests/data (hand-written in NVML's shapes). Update after an intended change
-with `pytest tests/test_artifact_snapshots.py --snapshot-update` and look at the SVGs."""
+with `pytest tests/launcher/test_artifact_snapshots.py --snapshot-update` and look at the SVGs."""
 
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from artifact.core.gpu import GpuMonitor
 from artifact.core.service import Service
 from artifact_helpers import replayed_nvml
 
-RECORDED = Path(__file__).parent / "data" / "recorded"
+RECORDED = Path(__file__).parents[1] / "data" / "recorded"
 SIZE = (150, 42)
 
 

@@ -378,7 +378,7 @@ def test_mig_gpus_are_refused_and_runs_wait_rather_than_train_on_the_cpu(tmp_pat
 
 
 # -- the service's policy: what launch, stop and report mean for a run in each status ----------
-RECORDED = Path(__file__).parent / "data" / "recorded"
+RECORDED = Path(__file__).parents[1] / "data" / "recorded"
 
 
 def test_a_launch_queues_what_can_run_and_says_why_not_for_the_rest(tmp_path):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mgrb.config.experiment import SCHEMA, Field, parse_config
 from mgrb.errors import ConfigError
 
-BASE = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "digits_5_1.yaml").read_text())
+BASE = yaml.safe_load((Path(__file__).parents[2] / "experiments" / "digits_5_1.yaml").read_text())
 
 # Integers around every bound that matters: 32 and 64 bits, float overflow, and far beyond.
 huge_integers = st.one_of(st.integers(-(2**200), 2**200),

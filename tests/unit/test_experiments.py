@@ -9,7 +9,7 @@ from mgrb.perf.estimate import (forward_flops, gpu_hours, training_flops, traini
                            write_estimate)
 from mgrb.data.protocol import Protocol
 
-PATHS = sorted(Path(__file__).parents[1].glob("experiments/*.yaml"))
+PATHS = sorted(Path(__file__).parents[2].glob("experiments/*.yaml"))
 CONFIGS = {path.stem: load_config(path) for path in PATHS}
 # The digits demo is not a paper experiment; everything else is.
 PAPER = {name: config for name, config in CONFIGS.items()

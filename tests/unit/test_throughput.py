@@ -13,7 +13,7 @@ from mgrb.config.experiment import load_config
 from mgrb.perf.estimate import projected_hours, training_flops
 from mgrb.perf.throughput import latest_gpu_measurement, record
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def _bench(runs, device="synthetic test GPU", tflops=100.0, when="2026-11-25 10:00:00 UTC",
