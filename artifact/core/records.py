@@ -24,7 +24,8 @@ from pathlib import Path
 
 from mgrb.store import contracts as runfiles
 from mgrb.store.contracts import open_regular
-from mgrb.store.runfolder import LOCK, atomic_write
+from mgrb.store.files import atomic_write
+from mgrb.store.lock import LOCK
 
 LAUNCH, EXIT, LOG = "launch.json", "exit.json", "launcher.log"
 

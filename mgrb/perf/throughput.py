@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgrb.store.contracts import RunFileError, parse_json, read_bounded
-from mgrb.store.runfolder import atomic_write
+from mgrb.store.files import atomic_write
 
 BENCH_DIR = ".bench"
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # headless: servers and containers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mgrb.store.runfolder import atomic_write  # noqa: E402
+from mgrb.store.files import atomic_write  # noqa: E402
 
 VERDICT_COLOURS = {"reproduced": "#2e7d32", "above": "#1565c0", "below": "#c62828",
                    "no reference": "#9e9e9e"}

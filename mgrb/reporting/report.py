@@ -12,7 +12,7 @@ from mgrb.reporting.check import check_group, read_results
 from mgrb.reporting.plots import plot_experiment, plot_summary
 from mgrb.errors import MGRBError
 from mgrb.store.contracts import NAME_PATTERN
-from mgrb.store.runfolder import atomic_write
+from mgrb.store.files import atomic_write
 
 MARKERS = {"reproduced": "✅ reproduced", "above": "⬆️ above", "below": "❌ below",
            "no reference": "— no reference"}

@@ -7,15 +7,11 @@ exists only once a run has finished, and every file appears whole or not at all.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import io
 import json
 import os
 import re
-import socket
-import stat
 import threading
 import time
 from pathlib import Path
@@ -23,10 +19,12 @@ from pathlib import Path
 import yaml
 
 from mgrb.store import contracts as runfiles
+from mgrb.store.files import atomic_write, fsync_directory, read_regular, write_failure
+from mgrb.store.lock import RunLock
 from mgrb.errors import RunFolderError
-from mgrb.store.processes import identity, is_recorded_process, pid_alive
+from mgrb.store.processes import pid_alive
 
-CONFIG, EVENTS, RESULTS, LOCK = "config.yaml", "events.jsonl", "results.json", "run.lock"
+CONFIG, EVENTS, RESULTS = "config.yaml", "events.jsonl", "results.json"
 CHECKPOINTS = "checkpoints"
 DIGEST_LINE = 65  # a checkpoint starts with the hex SHA-256 of the rest and a newline
 CHECKPOINT_NAMES = ("latest.pt.new", "latest.pt", "previous.pt")  # newest first
@@ -35,72 +33,6 @@ MAX_CONFIG_BYTES = 1024 * 1024
 # The background checkpoint writer appends events while the training thread does; one lock for
 # the process, so that two RunFolder objects on one folder cannot interleave either.
 _EVENTS_LOCK = threading.Lock()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`.
-
-    A full disk or an unwritable folder leaves `path` as it was and raises RunFolderError.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with os.fdopen(_create_exclusive(temporary), "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)  # a symlink at `path` is replaced, never followed
-    except OSError as error:
-        with contextlib.suppress(OSError):  # a folder gone or replaced: nothing to tidy
-            temporary.unlink()
-        raise RunFolderError(_write_failure(path, error)) from None
-
-
-def _create_exclusive(path: Path) -> int:
-    """A new file at `path`. Whatever is there already (a temporary of a dead process with this
-    pid, or a symlink planted to redirect the write) is removed, not written through."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(path, flags, 0o644)
-    except FileExistsError:
-        path.unlink()
-        return os.open(path, flags, 0o644)
-
-
-def _write_failure(path: Path, error: OSError) -> str:
-    if error.errno == errno.ENOSPC:
-        return (f"{path}: the disk is full. Nothing already saved was lost: the previous "
-                f"version of this file is intact. Free some space on {path.parent} (old "
-                "checkpoints of finished runs can go) and run the same command again to resume.")
-    if error.errno == errno.ELOOP:
-        return (f"{path}: is a symbolic link. A run folder's files are written in place only, "
-                "never through a link (a folder from elsewhere may point them anywhere); "
-                "remove the link, or choose another folder with --out.")
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"{path}: cannot write here ({error.strerror}). Make the run folder writable, "
-                "or choose another one with --out.")
-    return f"{path}: cannot be written ({error.strerror or error})"
-
-
-def read_regular(path: Path, limit: int | None = None) -> bytes | None:
-    """The bytes of a regular file, None when absent. A link, a device or a FIFO in a run
-    folder is refused: `latest.pt -> /dev/zero` would never end."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                             | getattr(os, "O_CLOEXEC", 0))  # a FIFO must not block the open
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise RunFolderError(f"{path}: is a symbolic link; a run folder's files are read "
-                                 "in place only. Replace it with the file itself.") from None
-        raise RunFolderError(f"{path}: cannot be read ({error.strerror})") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise RunFolderError(f"{path}: is not a regular file")
-        data = handle.read() if limit is None else handle.read(limit + 1)
-    if limit is not None and len(data) > limit:
-        raise RunFolderError(f"{path}: larger than {limit} bytes; not a file this project writes")
-    return data
 
 
 class DamagedCheckpoints(RunFolderError):
@@ -112,7 +44,7 @@ class RunFolder:
         self.path = Path(path)
         self.checkpoints = self.path / CHECKPOINTS
         self.restart_if_damaged = False  # set by `mgrb run --restart` or the user's answer
-        self._lock_descriptor: int | None = None
+        self._lock = RunLock(self.path)
 
     # -- state seen by readers ---------------------------------------------------------
     @property
@@ -191,38 +123,13 @@ class RunFolder:
                                  "nothing was written. Choose another folder with --out.")
 
     def acquire_lock(self) -> None:
-        """One process per run folder, decided by the kernel: flock is released however its
-        holder dies, so a stale lock goes to exactly one of the processes that try to take
-        it over. The record inside (pid, host, start time) is for people and the launcher."""
-        path = self.path / LOCK
-        for _ in range(10):
-            descriptor = _open_lock(path)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner = _lock_record(descriptor)
-                os.close(descriptor)
-                raise RunFolderError(_in_use(self.path, owner)) from None
-            if not _is_current(descriptor, path):  # unlinked by its holder as we opened it
-                os.close(descriptor)
-                continue
-            problem = _live_holder(self.path, _lock_record(descriptor))
-            if problem:
-                os.close(descriptor)
-                raise RunFolderError(problem)
-            _write_lock_record(descriptor)
-            self._lock_descriptor = descriptor
-            self._remove_dead_writers_files()
-            return
-        raise RunFolderError(f"{path}: could not take the lock (it keeps being replaced)")
+        """One trainer per run folder (store/lock.py); then what killed writers left is
+        removed, as no live process of this run can be writing it."""
+        self._lock.acquire()
+        self._remove_dead_writers_files()
 
     def release_lock(self) -> None:
-        if self._lock_descriptor is not None:
-            # unlinked while still held: a process that opened it meanwhile sees it is stale
-            with contextlib.suppress(OSError):
-                (self.path / LOCK).unlink()
-            os.close(self._lock_descriptor)
-            self._lock_descriptor = None
+        self._lock.release()
 
     def _remove_dead_writers_files(self) -> None:
         """Temporaries of atomic_write whose process is gone (killed mid-write): each may be
@@ -247,7 +154,7 @@ class RunFolder:
                 handle.write(line)
                 handle.flush()
         except OSError as error:
-            raise RunFolderError(_write_failure(self.events_path, error)) from None
+            raise RunFolderError(write_failure(self.events_path, error)) from None
 
     def write_results(self, results: dict) -> None:
         atomic_write(self.results_path, runfiles.dumps("results", results, self.results_path))
@@ -277,9 +184,9 @@ class RunFolder:
             if latest.exists():
                 os.replace(latest, self.checkpoints / "previous.pt")
             os.replace(staged, latest)
-            _fsync_directory(self.checkpoints)  # the renames themselves survive a power cut
+            fsync_directory(self.checkpoints)  # the renames themselves survive a power cut
         except OSError as error:
-            raise RunFolderError(_write_failure(latest, error)) from None
+            raise RunFolderError(write_failure(latest, error)) from None
 
     def load_checkpoint(self, warn) -> dict | None:
         """The newest intact checkpoint, or None when there is none yet.
@@ -358,64 +265,6 @@ def _load_state(payload: bytes, path: Path, warn) -> dict | None:
     return state
 
 
-def _open_lock(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(path, flags, 0o644)
-    except OSError as error:
-        raise RunFolderError(_write_failure(path, error)) from None
-
-
-def _is_current(descriptor: int, path: Path) -> bool:
-    try:
-        now = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(descriptor)
-    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
-
-
-def _lock_record(descriptor: int) -> dict | None:
-    try:
-        data = os.pread(descriptor, 64 * 1024, 0)
-        return runfiles.check("lock", runfiles.parse_json(data, LOCK), LOCK)
-    except (OSError, runfiles.RunFileError):
-        return None  # empty or damaged: only the flock says whether someone holds it
-
-
-def _in_use(folder: Path, owner: dict | None) -> str:
-    who = (f"process {owner['pid']} on {owner['host']}" if owner else "another process")
-    return (f"{folder} is in use by {who}; wait for it to finish or stop it first (two "
-            "trainers on one folder would corrupt it).")
-
-
-def _live_holder(folder: Path, owner: dict | None) -> str | None:
-    """Why the lock may not be taken over although its flock was free, or None.
-
-    A free flock means its holder is gone, except where flock does not reach: a holder on
-    another host whose shared file system does not pass locks on, or a trainer of an older
-    version that wrote the record without holding a flock."""
-    if owner is None:
-        return None
-    if owner["host"] != socket.gethostname():
-        return (f"{folder} is locked by a process on host {owner['host']}. If that run is "
-                f"dead, delete {folder / LOCK} and try again.")
-    process = owner.get("process")
-    holder_alive = is_recorded_process(process) if process else pid_alive(owner["pid"])
-    if holder_alive:
-        return _in_use(folder, owner)
-    return None
-
-
-def _write_lock_record(descriptor: int) -> None:
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time(), 3),
-              "process": identity()}
-    data = runfiles.dumps("lock", record, LOCK)
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, data, 0)
-    os.fsync(descriptor)
-
-
 def _remove_partial_writes(path: Path) -> None:
     """Delete what killed processes left of writing `path` (atomic_write's temporaries).
 
@@ -427,17 +276,6 @@ def _remove_partial_writes(path: Path) -> None:
             leftover.unlink()
         except OSError:
             pass  # a failure to tidy up must not cost the checkpoint
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    except OSError as error:
-        if error.errno != errno.EINVAL:  # a file system that cannot sync a directory
-            raise
-    finally:
-        os.close(descriptor)
 
 
 # Settings that change how a run is carried out or described, never its results.

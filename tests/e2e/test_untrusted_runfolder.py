@@ -18,7 +18,8 @@ from mgrb.cli import main
 from mgrb.errors import MGRBError, RunFolderError
 from mgrb.store.processes import boot_id, identity
 from mgrb.reporting.report import write_report
-from mgrb.store.runfolder import DamagedCheckpoints, RunFolder, atomic_write
+from mgrb.store.files import atomic_write
+from mgrb.store.runfolder import DamagedCheckpoints, RunFolder
 from mgrb.training.trainer import require_finite
 
 FAULTS = Path(__file__).parents[1] / "faults"

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mgrb.errors import RunFolderError
-from mgrb.store.runfolder import RunFolder, atomic_write
+from mgrb.store.files import atomic_write
+from mgrb.store.runfolder import RunFolder
 
 
 def _folder(tmp_path):
@@ -90,7 +91,7 @@ def test_an_unwritable_folder_is_named(tmp_path, monkeypatch):
 
 def test_a_folder_replaced_by_a_file_gives_the_plain_message(tmp_path):
     from mgrb.errors import RunFolderError
-    from mgrb.store.runfolder import atomic_write
+    from mgrb.store.files import atomic_write
 
     blocked = tmp_path / "folder"
     blocked.write_text("a file where the folder was")
