@@ -164,6 +164,7 @@ class Compiler:
         if enabled:
             _check_compiler(device_type)
         self._start = _dynamo_counts() if enabled else None
+        self._fallbacks_told = 0
 
     def wrap(self, backbone):
         if not self.enabled:
@@ -186,6 +187,18 @@ class Compiler:
         return {"enabled": True, "graphs": grew["graphs"],
                 "fallbacks_to_eager": grew["frames"] - grew["ok"], "graph_breaks": grew["breaks"],
                 "recompile_limit": torch._dynamo.config.recompile_limit}
+
+    def after_phase(self, phase: int, append_event, warn) -> None:
+        """The counters after each phase as an event; a new fallback to eager said at once."""
+        report = self.report()
+        if not report["enabled"]:
+            return
+        append_event({"event": "compile", "phase": phase, **report})
+        if report["fallbacks_to_eager"] > self._fallbacks_told:
+            self._fallbacks_told = report["fallbacks_to_eager"]
+            warn(f"warning: torch.compile fell back to eager {report['fallbacks_to_eager']} "
+                 f"time(s) by phase {phase + 1} ({report['graphs']} graphs compiled): part of "
+                 "this run ran uncompiled. results.json records it under `compile`.")
 
 
 def _dynamo_counts() -> dict:

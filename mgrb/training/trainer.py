@@ -207,21 +207,8 @@ class Trainer:
         if phase > 0 and self.method_cfg["decouple"] and self.train_cfg["stage2_epochs"]:
             self._stage2(phase, method, split)
         self._evaluate(phase, n_old, split)
-        self._note_compile(phase)
+        self.compiler.after_phase(phase, self.run.append_event, self.progress.warn)
         self._save(Position(phase + 1, "start", 0))
-
-    def _note_compile(self, phase: int) -> None:
-        """torch's compile counters after each phase; a fallback to eager is said at once."""
-        report = self.compiler.report()
-        if not report["enabled"]:
-            return
-        self.run.append_event({"event": "compile", "phase": phase, **report})
-        if report["fallbacks_to_eager"] > getattr(self, "_fallbacks_said", 0):
-            self._fallbacks_said = report["fallbacks_to_eager"]
-            self.progress.warn(
-                f"warning: torch.compile fell back to eager {report['fallbacks_to_eager']} time(s) "
-                f"by phase {phase + 1} ({report['graphs']} graphs compiled): part of this run "
-                "ran uncompiled. results.json records it under `compile`.")
 
     def _begin_phase(self, phase: int, split, n_seen: int) -> None:
         """Teacher, fresh classifier and hierarchy at the start of a phase."""
