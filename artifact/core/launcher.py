@@ -14,20 +14,20 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from mgrb.store import contracts as runfiles
+from mgrb.store import contracts
 from mgrb.store.processes import identity
 from mgrb.store.contracts import RunFileError
 
 from .experiments import Experiment
 from .owners import SUPERVISOR, Ended, NotOurs, supervisor_pid, trainer_pid
-from .records import (LAUNCH, check_launch, clear_for_launch, open_log_for_append, read_checked,
+from .records import (LAUNCH, check_launch, clear_for_launch, open_log_for_append,
                       read_launch, read_lock, record_launch, write_json)
 from .settings import LOCAL
 
 CPU = "cpu"
 FULL = "full"
-QUEUE = runfiles.mapping({"queued": (runfiles.list_of(runfiles.text(
-    pattern=runfiles.NAME_PATTERN), longest=10_000), True)})
+QUEUE = contracts.mapping({"queued": (contracts.list_of(contracts.text(
+    pattern=contracts.NAME_PATTERN), longest=10_000), True)})
 
 
 class Queue:
@@ -42,7 +42,7 @@ class Queue:
         """A damaged queue file counts as an empty queue (and says so in `damage`); the next
         change to the queue writes a good one."""
         try:
-            stored = read_checked(self.path, QUEUE)
+            stored = contracts.read(QUEUE, self.path)
         except RunFileError as error:
             self.damage = f"{error}; the launch queue starts empty"
             return []

@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from mgrb.store import contracts as runfiles
+from mgrb.store import contracts
 from mgrb.store.contracts import open_regular
 from mgrb.store.files import atomic_write
 from mgrb.store.lock import LOCK
@@ -30,15 +30,10 @@ from mgrb.store.lock import LOCK
 LAUNCH, EXIT, LOG = "launch.json", "exit.json", "launcher.log"
 
 
-def read_checked(path: Path, contract: runfiles.Check, *, empty_is_missing: bool = False):
-    """The JSON content of `path` if it meets `contract`; None for a missing file; else
-    RunFileError naming the file and the field."""
-    return runfiles.read(contract, path, empty_is_missing=empty_is_missing)
-
-
 def read_record(kind: str, path: Path):
-    """A run folder's JSON file of a kind that mgrb.store.contracts has a contract for."""
-    return read_checked(path, runfiles.CONTRACTS[kind])
+    """A run folder's JSON file of a kind that mgrb.store.contracts has a contract for: its
+    content, None when missing, else RunFileError naming the file and the field."""
+    return contracts.read(contracts.CONTRACTS[kind], path)
 
 
 def read_launch(folder: Path) -> dict | None:
@@ -51,7 +46,7 @@ def read_exit(folder: Path) -> dict | None:
 
 def read_lock(folder: Path) -> dict | None:
     # The trainer creates the lock file, then writes its record: empty is "being written".
-    return read_checked(folder / LOCK, runfiles.CONTRACTS["lock"], empty_is_missing=True)
+    return contracts.read(contracts.CONTRACTS["lock"], folder / LOCK, empty_is_missing=True)
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -75,18 +70,18 @@ def open_log_for_append(folder: Path) -> int:
 
 def check_launch(folder: Path, record: dict) -> dict:
     """The record as record_launch will write it; RunFileError where it breaks the contract."""
-    return runfiles.check("launch", {"launched": round(time.time(), 3), **record},
+    return contracts.check("launch", {"launched": round(time.time(), 3), **record},
                           folder / LAUNCH)
 
 
 def record_launch(folder: Path, record: dict) -> None:
-    atomic_write(folder / LAUNCH, runfiles.dumps("launch", check_launch(folder, record),
+    atomic_write(folder / LAUNCH, contracts.dumps("launch", check_launch(folder, record),
                                                  folder / LAUNCH))
 
 
 def record_exit(folder: Path, code: int) -> None:
     record = {"code": code, "time": round(time.time(), 3)}
-    atomic_write(folder / EXIT, runfiles.dumps("exit", record, folder / EXIT))
+    atomic_write(folder / EXIT, contracts.dumps("exit", record, folder / EXIT))
 
 
 def log_tail(path: Path, lines: int = 20, max_bytes: int = 64_000) -> list[str]:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mgrb.store import contracts as runfiles
+from mgrb.store import contracts
 from mgrb.reporting.check import VERDICTS, check_group
 from mgrb.store.contracts import RunFileError, open_regular
 from mgrb.store.runfolder import EVENTS, RESULTS
@@ -65,7 +65,7 @@ class EventTail:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         events = [event for event in map(self._parse, lines) if event is not None]
-        if len(self._partial) > runfiles.MAX_EVENT_BYTES:
+        if len(self._partial) > contracts.MAX_EVENT_BYTES:
             self._partial, self._overlong = b"", True
         return events
 
@@ -76,7 +76,7 @@ class EventTail:
             return None
         if not line.strip():
             return None
-        event = runfiles.parse_event(line)
+        event = contracts.parse_event(line)
         if event is None:
             self.skipped += 1
         return event
@@ -103,7 +103,7 @@ class Progress:
     def fold(self, event) -> None:
         """Never raises: anything but an event that meets the contract is passed over (the
         tail checks what it reads; other callers may not)."""
-        if not isinstance(event, dict) or runfiles.CONTRACTS["event"](event):
+        if not isinstance(event, dict) or contracts.CONTRACTS["event"](event):
             return
         kind, now = event["event"], event.get("time")
         self.last_event = now if now is not None else self.last_event

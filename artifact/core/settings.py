@@ -7,29 +7,29 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mgrb.store import contracts as runfiles
+from mgrb.store import contracts
 from mgrb.store.contracts import RunFileError
 
-from .records import read_checked, write_json
+from .records import write_json
 
 LOCAL, DOCKER = "local", "docker"  # local processes, or containers through the Docker SDK
 MODES = (LOCAL, DOCKER)
 
 
 def _gpu_indices(value) -> str | None:
-    return None if value is None else runfiles.list_of(runfiles.integer(0, 1023), longest=64)(value)
+    return None if value is None else contracts.list_of(contracts.integer(0, 1023), longest=64)(value)
 
 
 # What settings.json may hold: a runs folder from elsewhere brings its own, and each value
 # reaches a process or a container. Keys this version does not know are left alone.
-CONTRACT = runfiles.mapping({
-    "mode": (runfiles.one_of(*MODES), False),
+CONTRACT = contracts.mapping({
+    "mode": (contracts.one_of(*MODES), False),
     "gpus": (_gpu_indices, False),
-    "runs_per_gpu": (runfiles.integer(1, 16), False),
-    "stall_after_s": (runfiles.number(10, 10**7), False),
-    "image": (runfiles.text(longest=256), False),
-    "data_dir": (runfiles.text(longest=4096), False),
-    "shm_size": (runfiles.text(longest=32), False),
+    "runs_per_gpu": (contracts.integer(1, 16), False),
+    "stall_after_s": (contracts.number(10, 10**7), False),
+    "image": (contracts.text(longest=256), False),
+    "data_dir": (contracts.text(longest=4096), False),
+    "shm_size": (contracts.text(longest=32), False),
 })
 
 
@@ -51,7 +51,7 @@ class Settings:
     def read(cls, runs_dir: Path) -> tuple[Settings, str | None]:
         """The stored settings, or the defaults and why the stored ones were not used."""
         try:
-            stored = read_checked(settings_path(runs_dir), CONTRACT) or {}
+            stored = contracts.read(CONTRACT, settings_path(runs_dir)) or {}
         except RunFileError as error:
             return cls(), f"{error}; the launcher uses its default settings"
         known = set(asdict(cls()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from mgrb.store import contracts as runfiles
+from mgrb.store import contracts
 from mgrb.errors import MGRBError
 from mgrb.store.runfolder import RESULTS
 
@@ -25,13 +25,13 @@ def verdict(value: float, reported: float | None, tolerance: float) -> str:
 
 
 def read_results(run_dir: str | Path) -> dict:
-    """A finished run's results.json, checked against its contract (runfiles.RESULTS)."""
+    """A finished run's results.json, checked against its contract (contracts.RESULTS_CONTRACT)."""
     path = Path(run_dir) / RESULTS
     if not Path(run_dir).is_dir():
         raise MGRBError(f"{run_dir}: no such run folder")
     try:
-        results = runfiles.read("results", path)
-    except runfiles.RunFileError as error:
+        results = contracts.read("results", path)
+    except contracts.RunFileError as error:
         raise MGRBError(f"{error}; not a results file this project wrote (damaged, or made "
                         "elsewhere). Re-run the experiment to regenerate it.") from None
     if results is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from mgrb.store import contracts as runfiles
+from mgrb.store import contracts
 from mgrb.store.files import atomic_write, fsync_directory, read_regular, write_failure
 from mgrb.store.lock import RunLock
 from mgrb.errors import RunFolderError
@@ -61,8 +61,8 @@ class RunFolder:
     def finished_results(self) -> dict | None:
         """results.json checked against its contract; None while the run is unfinished."""
         try:
-            return runfiles.read("results", self.results_path)
-        except runfiles.RunFileError as error:
+            return contracts.read("results", self.results_path)
+        except contracts.RunFileError as error:
             raise RunFolderError(
                 f"{error}. results.json is written last and whole, so this one was damaged "
                 "or made elsewhere. Move it aside (e.g. rename it to results.json.damaged) and "
@@ -144,7 +144,7 @@ class RunFolder:
     # -- writing -------------------------------------------------------------------------
     def append_event(self, event: dict) -> None:
         """One JSON object per line, flushed at once so a tailing reader sees it."""
-        event = runfiles.check("event", {"time": round(time.time(), 3), **event},
+        event = contracts.check("event", {"time": round(time.time(), 3), **event},
                                self.events_path)
         line = json.dumps(event, allow_nan=False, default=float) + "\n"
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -157,7 +157,7 @@ class RunFolder:
             raise RunFolderError(write_failure(self.events_path, error)) from None
 
     def write_results(self, results: dict) -> None:
-        atomic_write(self.results_path, runfiles.dumps("results", results, self.results_path))
+        atomic_write(self.results_path, contracts.dumps("results", results, self.results_path))
 
     def save_checkpoint(self, state: dict) -> None:
         """latest.pt replaced atomically; the one before it kept as previous.pt.
