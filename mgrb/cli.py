@@ -61,11 +61,11 @@ def command_run(args) -> int:
 
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
-    prepare_process(config["train"]["deterministic"])  # before anything starts CUDA
+    prepare_process(config.train.deterministic)  # before anything starts CUDA
     runs = planned_runs(config, _default_dir("MGRB_RUNS", "runs"), args.out, args.seed)
     device = resolve_device(args.device)
     progress = Progress(quiet=args.quiet)
-    if device.type == "cpu" and config["dataset"]["name"] != "digits":
+    if device.type == "cpu" and config.dataset.name != "digits":
         progress.message("note: no GPU in use; training on the CPU works but is very slow for "
                          "this data set (the digits experiments are the CPU-sized ones)")
     _install_stop_handlers()
@@ -123,23 +123,22 @@ def command_list(args) -> int:
         except ConfigError as error:
             rows.append({"file": str(path), "error": str(error)})
             continue
-        if config["name"] in files_by_name:  # its run folder would be the other file's
-            rows.append({"file": str(path), "error": f"names itself {config['name']}, as "
-                                                     f"{files_by_name[config['name']]} does"})
+        if config.name in files_by_name:  # its run folder would be the other file's
+            rows.append({"file": str(path), "error": f"names itself {config.name}, as "
+                                                     f"{files_by_name[config.name]} does"})
             continue
-        files_by_name[config["name"]] = path
-        dataset = config["dataset"]["name"]
+        files_by_name[config.name] = path
+        dataset = config.dataset.name
         hours, basis = projected_hours(config, measurement)
         rows.append({
-            "name": config["name"], "file": str(path), "dataset": dataset,
-            "initial": config["protocol"]["initial"],
-            "increment": config["protocol"]["increment"],
-            "hierarchy": config["hierarchy"]["kind"], "losses": config["method"]["losses"],
-            "reported": _reported(config),
+            "name": config.name, "file": str(path), "dataset": dataset,
+            "initial": config.protocol.initial, "increment": config.protocol.increment,
+            "hierarchy": config.hierarchy.kind, "losses": config.method.losses,
+            "reported": config.reported.figures(),
             "estimated_gpu_hours": hours, "estimate_basis": basis,
-            "seeds": config["seeds"] or [config["train"]["seed"]],
-            "data_present": data_present(dataset, config["dataset"]["root"]),
-            "description": config["description"],
+            "seeds": list(config.run_seeds),
+            "data_present": data_present(dataset, config.dataset.root),
+            "description": config.description,
         })
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -167,14 +166,6 @@ def command_list(args) -> int:
              f"at an assumed {ASSUMED_SUSTAINED_TFLOPS:g} TFLOP/s (`make bench` on a GPU "
              "measures the rate)"))
     return 0
-
-
-def _reported(config: dict) -> dict | None:
-    """The paper's numbers, or None when the paper reports none for this experiment."""
-    reported = config["reported"]
-    if reported["avg_top1"] is None and reported["last_top1"] is None:
-        return None
-    return {key: reported[key] for key in ("avg_top1", "last_top1", "tolerance")}
 
 
 def command_check(args) -> int:

@@ -7,7 +7,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgrb.config.experiment import load_config
+from mgrb.config import Experiment as ExperimentConfig
+from mgrb.config import load_config
 from mgrb.data import data_present, default_root
 from mgrb.errors import ConfigError
 from mgrb.perf.estimate import projected_hours
@@ -108,20 +109,16 @@ def _measurement(runs_dir: Path):
         return None
 
 
-def _experiment(path: Path, config: dict, runs_dir: Path, measurement) -> Experiment:
-    dataset, root = config["dataset"]["name"], config["dataset"]["root"]
+def _experiment(path: Path, config: ExperimentConfig, runs_dir: Path, measurement) -> Experiment:
+    dataset, root = config.dataset.name, config.dataset.root
     present = data_present(dataset, root)
-    reported = config["reported"]
-    numbers = None
-    if reported and (reported.get("avg_top1") is not None or reported.get("last_top1") is not None):
-        numbers = {key: reported.get(key) for key in ("avg_top1", "last_top1", "tolerance")}
     runs = planned_runs(config, runs_dir)
     hours, basis = projected_hours(config, measurement)
     return Experiment(
-        name=config["name"], path=path, dataset=dataset,
-        protocol=f"{config['protocol']['initial']}/{config['protocol']['increment']}",
-        hierarchy=config["hierarchy"]["kind"], reported=numbers,
+        name=config.name, path=path, dataset=dataset,
+        protocol=f"{config.protocol.initial}/{config.protocol.increment}",
+        hierarchy=config.hierarchy.kind, reported=config.reported.figures(),
         gpu_hours=hours, hours_basis=basis, data_present=present,
         data_help=None if present else data_help(dataset, root),
-        base_folder=runs_dir / config["name"], run_folders=tuple(run.folder for run in runs),
-        description=config["description"] or "")
+        base_folder=runs_dir / config.name, run_folders=tuple(run.folder for run in runs),
+        description=config.description)

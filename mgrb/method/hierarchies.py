@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from mgrb.config.schema import Hierarchy, Quirks
 from mgrb.errors import ConfigError
 from mgrb.method.soft_targets import soft_targets, tree_height, visual_groups
 
@@ -22,17 +23,16 @@ def _synset_names(dataset: str, data) -> list[str] | None:
     return None
 
 
-def describe_hierarchy(config: dict, data, order: list[int], n_seen: int,
+def describe_hierarchy(hierarchy: Hierarchy, quirks: Quirks, *, dataset: str, data,
+                       order: list[int], n_seen: int,
                        class_features: torch.Tensor | None) -> dict:
     """The hierarchy over labels 0..n_seen-1 as plain data; class_features for 'vis'."""
-    kind = config["hierarchy"]["kind"]
-    dataset = config["dataset"]["name"]
+    kind, clusters = hierarchy.kind, hierarchy.clusters
     classes = order[:n_seen]
     if kind == "none":
         return {"kind": "none"}
     if kind == "vis":
-        clusters = config["hierarchy"]["clusters"]
-        forced = config["quirks"]["cifar10_vis_clusters"]
+        forced = quirks.cifar10_vis_clusters
         if dataset == "cifar10" and forced is not None:
             clusters = forced  # the original ignores -cluster on CIFAR-10 (docs/method.md section 5)
         return {"kind": "vis", "source": "k-means of class-mean features (balanced set)",
@@ -45,7 +45,6 @@ def describe_hierarchy(config: dict, data, order: list[int], n_seen: int,
         if names is None:
             raise ConfigError(f"hierarchy.kind: sem needs WordNet synsets for the classes of "
                               f"{dataset}; none are known (use vis, or ont where it exists)")
-        clusters = config["hierarchy"]["clusters"]
         return {"kind": "sem", "source": wordnet.SOURCE, "clusters": min(clusters, n_seen),
                 "groups": wordnet.semantic_groups([names[c] for c in classes], clusters)}
     # ont
@@ -57,11 +56,10 @@ def describe_hierarchy(config: dict, data, order: list[int], n_seen: int,
 
         paths = [wordnet.hypernym_path(data.wnids[c]) for c in classes]
         height = tree_height(paths)
-        quirks = config["quirks"]
         return {"kind": "ont", "source": "WordNet hypernym paths (NLTK, first hypernym)",
                 "paths": paths, "tree_height": height,
-                "depth_stage1": quirks["tree_depth_stage1"] or height,
-                "depth_stage2": quirks["tree_depth_stage2"] or height}
+                "depth_stage1": quirks.tree_depth_stage1 or height,
+                "depth_stage2": quirks.tree_depth_stage2 or height}
     raise ConfigError(f"hierarchy.kind: ont needs superclasses or WordNet ids; {dataset} has "
                       "neither (use vis or sem)")
 

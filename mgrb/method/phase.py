@@ -6,10 +6,13 @@ the teacher, the class-balanced weights, the soft targets and the loss compositi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
-from mgrb.method.hierarchies import hierarchy_targets
+from mgrb.config.schema import Experiment, Method, Quirks
+from mgrb.method.hierarchies import describe_hierarchy, hierarchy_targets
 from mgrb.method.losses import (class_balanced_weights, classifier_retrain_loss, negative_entropy,
                      phase_loss)
 
@@ -17,20 +20,19 @@ from mgrb.method.losses import (class_balanced_weights, classifier_retrain_loss,
 class MGRBPhase:
     """Everything the losses of one phase need, built once and indexed by label in each step."""
 
-    def __init__(self, config: dict, *, phase: int, n_old: int, n_seen: int, teacher,
-                 class_weights: torch.Tensor | None, targets_stage1: torch.Tensor | None,
-                 targets_stage2: torch.Tensor | None):
-        method = config["method"]
-        self.loss_set = method["losses"]
+    def __init__(self, method: Method, *, cb_reduction: str, phase: int, n_old: int,
+                 n_seen: int, teacher, class_weights: torch.Tensor | None,
+                 targets_stage1: torch.Tensor | None, targets_stage2: torch.Tensor | None):
+        self.loss_set = method.losses
         self.phase, self.n_old, self.n_seen = phase, n_old, n_seen
         self.teacher = teacher
         self.class_weights = class_weights
         self.targets_stage1, self.targets_stage2 = targets_stage1, targets_stage2
         self.entropy_stage1 = None if targets_stage1 is None else negative_entropy(targets_stage1)
         self.entropy_stage2 = None if targets_stage2 is None else negative_entropy(targets_stage2)
-        self.temperature, self.dscale = method["temperature"], method["dscale"]
-        self.scale, self.cb_reduction = method["scale"], config["quirks"]["cb_reduction"]
-        self.uses_hierarchy = "hierloss" in self.loss_set
+        self.temperature, self.dscale = method.temperature, method.dscale
+        self.scale, self.cb_reduction = method.scale, cb_reduction
+        self.uses_hierarchy = method.uses_hierarchy
 
     def stage1_loss(self, logits: torch.Tensor, labels: torch.Tensor,
                     images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -58,46 +60,54 @@ class MGRBPhase:
             target_neg_entropy=self.entropy_stage2)
 
 
-def phase_class_counts(config: dict, *, n_old: int, n_seen: int, per_class: int, holdout: int,
-                       data_counts_by_label: torch.Tensor,
+def phase_class_counts(*, new_class_count: str, dataset: str, n_old: int, n_seen: int,
+                       per_class: int, holdout: int, data_counts_by_label: torch.Tensor,
                        phase_counts_by_label: torch.Tensor) -> torch.Tensor:
     """n_c of the class-balanced weights for labels 0..n_seen-1.
 
     quirk "full_dataset" (the original): old classes count e - v exemplars, new classes the
     data set's full per-class training count; "phase": the images this phase trains on.
     """
-    if config["quirks"]["cb_new_class_count"] == "phase":
+    if new_class_count == "phase":
         return phase_counts_by_label[:n_seen].clone()
     counts = data_counts_by_label[:n_seen].clone()
-    full = FULL_TRAIN_PER_CLASS.get(config["dataset"]["name"])
+    full = FULL_TRAIN_PER_CLASS.get(dataset)
     if full is not None:
         counts[n_old:] = full
     counts[:n_old] = per_class - holdout
     return counts
 
 
-def balanced_weights_for_phase(config: dict, num_classes: int, counts: torch.Tensor):
-    if not config["method"]["cbloss"]:
-        return None
-    return class_balanced_weights(counts, num_classes)
-
-
-def begin_phase(config: dict, *, phase: int, n_old: int, n_seen: int, hierarchy: dict,
-                teacher, num_classes: int, per_class: int, holdout: int,
-                data_counts: torch.Tensor, phase_counts: torch.Tensor,
+def begin_phase(method: Method, quirks: Quirks, *, dataset: str, phase: int, n_old: int,
+                n_seen: int, hierarchy: dict, teacher, num_classes: int, per_class: int,
+                holdout: int, data_counts: torch.Tensor, phase_counts: torch.Tensor,
                 device: torch.device) -> MGRBPhase:
     """The method's state for one phase (mammoth's begin_task): the soft targets of the
     phase's hierarchy at beta (section 3), the class-balanced weights of its class counts,
     and the frozen teacher of the previous phase (a logits function, or None in phase 0)."""
-    targets1, targets2 = hierarchy_targets(hierarchy, config["method"]["beta"])
-    counts = phase_class_counts(config, n_old=n_old, n_seen=n_seen, per_class=per_class,
-                                holdout=holdout, data_counts_by_label=data_counts,
-                                phase_counts_by_label=phase_counts)
-    weights = balanced_weights_for_phase(config, num_classes, counts)
+    targets1, targets2 = hierarchy_targets(hierarchy, method.beta)
+    weights = None
+    if method.cbloss:
+        counts = phase_class_counts(
+            new_class_count=quirks.cb_new_class_count, dataset=dataset, n_old=n_old,
+            n_seen=n_seen, per_class=per_class, holdout=holdout,
+            data_counts_by_label=data_counts, phase_counts_by_label=phase_counts)
+        weights = class_balanced_weights(counts, num_classes)
 
     def on_device(tensor):
         return None if tensor is None else tensor.to(device)
 
-    return MGRBPhase(config, phase=phase, n_old=n_old, n_seen=n_seen, teacher=teacher,
-                     class_weights=on_device(weights), targets_stage1=on_device(targets1),
-                     targets_stage2=on_device(targets2))
+    return MGRBPhase(method, cb_reduction=quirks.cb_reduction, phase=phase, n_old=n_old,
+                     n_seen=n_seen, teacher=teacher, class_weights=on_device(weights),
+                     targets_stage1=on_device(targets1), targets_stage2=on_device(targets2))
+
+
+def phase_hierarchy(config: Experiment, *, phase: int, data, order: list[int], n_seen: int,
+                    class_means: Callable[[], torch.Tensor]) -> dict:
+    """The hierarchy of a phase as plain data (section 5): none in phase 0 or without L_MG;
+    the visual one clusters the current model's class means, computed only then."""
+    if phase == 0 or not config.method.uses_hierarchy:
+        return {"kind": "none"}
+    features = class_means() if config.hierarchy.kind == "vis" else None
+    return describe_hierarchy(config.hierarchy, config.quirks, dataset=config.dataset.name,
+                              data=data, order=order, n_seen=n_seen, class_features=features)

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from mgrb.config.experiment import NUM_CLASSES, load_config
+from mgrb.config import Experiment, load_config
 from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.data.protocol import Protocol, memory_sizes
 
@@ -41,7 +41,7 @@ INPUT_SHAPE = {"cifar10": (32, 3), "cifar100": (32, 3), "miniimagenet": (84, 3),
 PAPER_DATASETS = ("cifar10", "cifar100", "miniimagenet", "imagenet100")
 
 
-def training_image_steps(config: dict) -> dict:
+def training_image_steps(config: Experiment) -> dict:
     """Images through the network in stage 1, per phase and in total.
 
     Phase 0 trains on `initial` classes minus their hold-out images; phase t > 0 on the new
@@ -54,15 +54,13 @@ def training_image_steps(config: dict) -> dict:
     images), the class means of the visual hierarchy (one pass over the balanced set a
     phase) and the evaluation after each phase (one pass over the seen test images).
     """
-    dataset = config["dataset"]["name"]
-    proto = config["protocol"]
-    num_classes = NUM_CLASSES[dataset]
-    protocol = Protocol(num_classes, proto["initial"], proto["increment"])
-    per_class, holdout = memory_sizes(num_classes, proto["memory_total"],
-                                      proto["memory_per_class"], proto["holdout_fraction"])
-    fresh = TRAIN_PER_CLASS[dataset] - holdout  # training images of a new class
+    proto, num_classes = config.protocol, config.num_classes
+    protocol = Protocol(num_classes, proto.initial, proto.increment)
+    per_class, holdout = memory_sizes(num_classes, proto.memory_total, proto.memory_per_class,
+                                      proto.holdout_fraction)
+    fresh = TRAIN_PER_CLASS[config.dataset.name] - holdout  # training images of a new class
     exemplars = per_class - holdout  # training images of an old class
-    epochs = config["train"]["epochs"]
+    epochs = config.train.epochs
 
     per_phase = []
     for phase in range(protocol.num_phases):
@@ -97,14 +95,13 @@ def _backbone_flops(backbone: str, stem: str, size: int, channels: int) -> float
     return float(counter.get_total_flops())
 
 
-def forward_flops(config: dict) -> float:
+def forward_flops(config: Experiment) -> float:
     """Forward FLOPs per image of the configured backbone at the data set's input size."""
-    size, channels = INPUT_SHAPE[config["dataset"]["name"]]
-    model = config["model"]
-    return _backbone_flops(model["backbone"], model["stem"], size, channels)
+    size, channels = INPUT_SHAPE[config.dataset.name]
+    return _backbone_flops(config.model.backbone, config.model.stem, size, channels)
 
 
-def training_flops(config: dict) -> float:
+def training_flops(config: Experiment) -> float:
     """Stage-1 FLOPs: a training step costs about 3 forwards (the backward pass is about
     twice the forward); the teacher adds one forward per image from phase 1 on."""
     steps = training_image_steps(config)
@@ -112,17 +109,16 @@ def training_flops(config: dict) -> float:
     return steps["stage1"] * 3 * forward + steps["teacher"] * forward
 
 
-def gpu_hours(config: dict, sustained_tflops: float = ASSUMED_SUSTAINED_TFLOPS) -> float:
+def gpu_hours(config: Experiment, sustained_tflops: float = ASSUMED_SUSTAINED_TFLOPS) -> float:
     """Projected hours on one GPU at `sustained_tflops`; only as good as that rate."""
     return training_flops(config) / (sustained_tflops * 1e12) / 3600
 
 
-def projected_hours(config: dict, measurement=None) -> tuple[float | None, str]:
+def projected_hours(config: Experiment, measurement=None) -> tuple[float | None, str]:
     """(GPU hours, how they were obtained): from a measured rate when `make bench` has run on
     a GPU here (a `mgrb.perf.throughput.Measurement`), else the experiment file's `estimate:`."""
-    if measurement is None or config["dataset"]["name"] not in PAPER_DATASETS:
-        estimate = config["estimate"]
-        return estimate["gpu_hours"], estimate["basis"] or "no estimate"
+    if measurement is None or config.dataset.name not in PAPER_DATASETS:
+        return config.estimate.gpu_hours, config.estimate.basis or "no estimate"
     flops = training_flops(config)
     return (flops / (measurement.model_tflops * 1e12) / 3600,
             f"projection: {_plain(flops / 1e15)} PFLOP of training at {measurement.describe()}")
@@ -138,7 +134,7 @@ def _plain(value: float) -> str:
     return f"{rounded:,.0f}" if rounded >= 100 else f"{rounded:g}"
 
 
-def estimate_block(config: dict, sustained_tflops: float = ASSUMED_SUSTAINED_TFLOPS) -> str:
+def estimate_block(config: Experiment, sustained_tflops: float = ASSUMED_SUSTAINED_TFLOPS) -> str:
     """The `estimate:` block written into an experiment file."""
     pflop = training_flops(config) / 1e15
     hours = _three_digits(gpu_hours(config, sustained_tflops))
@@ -188,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         pflop = training_flops(config) / 1e15
         hours = gpu_hours(config, args.tflops)
         note = ""
-        if config["dataset"]["name"] not in PAPER_DATASETS:
+        if config.dataset.name not in PAPER_DATASETS:
             note = "  (not a paper experiment: file left alone)"
         elif args.write and write_estimate(path, estimate_block(config, args.tflops)):
             note = "  (written)"
-        print(f"{config['name']:<34} {forward_flops(config) / 1e9:>9.3g} {pflop:>9.4g} "
+        print(f"{config.name:<34} {forward_flops(config) / 1e9:>9.3g} {pflop:>9.4g} "
               f"{hours:>9.3g}{note}")
     return 0
 

@@ -3,12 +3,11 @@ ones, then write the reproduction report."""
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgrb.config.experiment import load_config
+from mgrb.config import Experiment, load_config
 from mgrb.errors import ConfigError, MGRBError
 from mgrb.pipeline.isolated import INTERRUPTED
 
@@ -17,31 +16,27 @@ from mgrb.pipeline.isolated import INTERRUPTED
 class PlannedRun:
     experiment: str
     seed: int
-    config: dict
+    config: Experiment
     folder: Path
 
 
-def planned_runs(config: dict, runs_dir: Path, out: Path | None = None,
+def planned_runs(config: Experiment, runs_dir: Path, out: Path | None = None,
                  only_seed: int | None = None) -> list[PlannedRun]:
     """One run per seed: a single run lives in runs/<name>, several in runs/<name>/seed-<s>."""
-    seeds = config["seeds"] or [config["train"]["seed"]]
+    seeds = list(config.run_seeds)
     if only_seed is not None:
         if only_seed not in seeds:
-            raise ConfigError(f"--seed {only_seed}: {config['name']} lists seeds {seeds}")
+            raise ConfigError(f"--seed {only_seed}: {config.name} lists seeds {seeds}")
         seeds = [only_seed]
-    base = out or runs_dir / config["name"]
-    if not config["seeds"]:
-        return [PlannedRun(config["name"], seeds[0], config, base)]
-    runs = []
-    for seed in seeds:
-        seeded = copy.deepcopy(config)
-        seeded["train"]["seed"] = seed
-        runs.append(PlannedRun(config["name"], seed, seeded, base / f"seed-{seed}"))
-    return runs
+    base = out or runs_dir / config.name
+    if not config.seeds:
+        return [PlannedRun(config.name, seeds[0], config, base)]
+    return [PlannedRun(config.name, seed, config.with_seed(seed), base / f"seed-{seed}")
+            for seed in seeds]
 
 
 def select_experiments(experiments_dir: Path, patterns: list[str]
-                       ) -> tuple[list[tuple[Path, dict]], dict[str, str]]:
+                       ) -> tuple[list[tuple[Path, Experiment]], dict[str, str]]:
     """Experiments whose name matches a pattern (a name or a glob); all when none given.
 
     Also returns the files that cannot run, file -> why (invalid, or a name that an earlier
@@ -53,11 +48,11 @@ def select_experiments(experiments_dir: Path, patterns: list[str]
         except ConfigError as error:
             unusable[str(path)] = f"invalid experiment file: {error}"
             continue
-        if config["name"] in available:
-            unusable[str(path)] = (f"names itself {config['name']}, as "
-                                   f"{available[config['name']][0]} does; not run")
+        if config.name in available:
+            unusable[str(path)] = (f"names itself {config.name}, as "
+                                   f"{available[config.name][0]} does; not run")
             continue
-        available[config["name"]] = (path, config)
+        available[config.name] = (path, config)
     if not patterns:
         return list(available.values()), unusable
     for pattern in patterns:
@@ -87,22 +82,22 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     for file, reason in unusable.items():
         progress.warn(f"skipping {file}: {reason}")
     for path, config in selected:
-        name, dataset = config["name"], config["dataset"]["name"]
+        name, dataset = config.name, config.dataset.name
         # Named explicitly, CIFAR may still be downloaded; the default set takes what is there.
         may_download = bool(patterns) and dataset in ("cifar10", "cifar100") \
-            and config["dataset"]["download"]
-        if not data_present(dataset, config["dataset"]["root"]) and not may_download:
+            and config.dataset.download
+        if not data_present(dataset, config.dataset.root) and not may_download:
             not_run[name] = f"{dataset} data not present (`make data` says how to get it)"
             progress.message(f"skipping {name}: {not_run[name]}")
             continue
         for run in planned_runs(config, runs_dir):
-            label = f"{name} (seed {run.seed})" if config["seeds"] else name
+            label = f"{name} (seed {run.seed})" if config.seeds else name
             if RunFolder(run.folder).is_finished():
                 progress.message(f"== {label}: finished earlier, skipped")
             else:
                 progress.message(f"== {label} -> {run.folder}")
                 outcome = run_isolated(run_command(
-                    path, runs_dir / name, seed=run.seed if config["seeds"] else None,
+                    path, runs_dir / name, seed=run.seed if config.seeds else None,
                     device=device, quiet=progress.quiet, experiments_dir=experiments_dir))
                 if outcome.interrupted:
                     progress.message(f"{label} stopped; its checkpoint is saved")

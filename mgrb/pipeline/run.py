@@ -30,7 +30,7 @@ def run_experiment(run, path: Path, device, progress, *, restart: bool, again: s
     0 when finished, 130 when stopped with a checkpoint (`again` is the command that resumes
     it); MGRBError for what the user can fix. Nothing already saved is lost on any path."""
     folder = RunFolder(run.folder)
-    folder.prepare(run.config)
+    folder.prepare(run.config.to_dict())
     results = folder.finished_results()
     if results is not None:
         print(f"{folder.path} already holds a finished run; nothing to do.\n"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mgrb.config.schema import Train
 from mgrb.errors import MGRBError
 
 # cuBLAS reads this when it creates its first handle; a fixed workspace makes it deterministic.
@@ -51,13 +52,21 @@ class Numerics:
     deterministic: bool
 
     @classmethod
-    def resolve(cls, train: dict, device: torch.device) -> Numerics:
+    def resolve(cls, device: torch.device, *, precision: str = "auto",
+                channels_last: bool | str = "auto", compile: bool = False,
+                deterministic: bool = False) -> Numerics:
+        """The run's numerics from the `train` settings of the same names ("auto": the
+        fast choice on a GPU, fp32 and the default layout on the CPU)."""
         on_gpu = device.type == "cuda"
-        precision, layout = train["precision"], train["channels_last"]
         return cls(device_type=device.type,
                    bf16=precision == "bf16" or (precision == "auto" and on_gpu),
-                   channels_last=layout is True or (layout == "auto" and on_gpu),
-                   compile=train["compile"], deterministic=train["deterministic"])
+                   channels_last=channels_last is True or (channels_last == "auto" and on_gpu),
+                   compile=compile, deterministic=deterministic)
+
+    @classmethod
+    def of(cls, train: Train, device: torch.device) -> Numerics:
+        return cls.resolve(device, precision=train.precision, channels_last=train.channels_last,
+                           compile=train.compile, deterministic=train.deterministic)
 
     @property
     def fused_optimizer(self) -> bool:

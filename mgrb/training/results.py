@@ -3,8 +3,11 @@ mgrb.store.contracts.RESULTS_CONTRACT)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from mgrb.config.schema import Experiment
 from mgrb.data.protocol import ORDER_NAME
 from mgrb.store.contracts import RUN_FILES_FORMAT
 from mgrb.training import evaluation
@@ -12,16 +15,15 @@ from mgrb.training.environment import device_name, device_uuid, git_commit, libr
 from mgrb.training.stream import IncrementalStream
 
 
-def build_results(config: dict, stream: IncrementalStream, phase_results: list[dict], *,
+def build_results(config: Experiment, stream: IncrementalStream, phase_results: list[dict], *,
                   wall_time_s: float, device: torch.device, numerics: dict,
                   compile_report: dict) -> dict:
-    protocol = config["protocol"]
     return {
         "format": RUN_FILES_FORMAT,
-        "experiment": config["name"],
-        "dataset": config["dataset"]["name"],
+        "experiment": config.name,
+        "dataset": config.dataset.name,
         "data_source": stream.data.source,
-        "protocol": f"{protocol['initial']}/{protocol['increment']}",
+        "protocol": f"{config.protocol.initial}/{config.protocol.increment}",
         "class_order_name": ORDER_NAME,
         "class_order": stream.order,
         "memory": {"per_class": stream.per_class, "holdout": stream.holdout,
@@ -35,7 +37,7 @@ def build_results(config: dict, stream: IncrementalStream, phase_results: list[d
         "compile": compile_report,
         "versions": library_versions(),
         "git_commit": git_commit(),
-        "seed": config["train"]["seed"],
-        "reported": config["reported"],
-        "config": config,
+        "seed": config.train.seed,
+        "reported": dataclasses.asdict(config.reported),
+        "config": config.to_dict(),
     }

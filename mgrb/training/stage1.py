@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from mgrb.data.batches import Augment
+from mgrb.config.schema import Train
 from mgrb.method.phase import MGRBPhase
 from mgrb.store.runfolder import RunFolder
 from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
@@ -33,7 +34,7 @@ class Stage1Loop:
     the current epoch's start: a checkpoint records it so that a resume mid-epoch replays
     the epoch's draws and lands on the same batch."""
 
-    def __init__(self, *, train: dict, model: torch.nn.Module, logits: Callable,
+    def __init__(self, *, train: Train, model: torch.nn.Module, logits: Callable,
                  prepare: Callable, images, augment: Augment, generator: torch.Generator,
                  run: RunFolder, progress: Progress, phases: int,
                  save: Callable[[Position, object], None], checkpoint_due: Callable[[], bool],
@@ -45,11 +46,11 @@ class Stage1Loop:
         self.epoch_generator = epoch_generator
 
     def iterations(self, split) -> int:
-        return -(-split.train.numel() // self.train["batch_size"])
+        return -(-split.train.numel() // self.train.batch_size)
 
     def run_phase(self, position: Position, method: MGRBPhase, split, optimizer) -> None:
         """From `position` (a resumed phase starts mid-way) to the end of stage 1."""
-        epochs, started = self.train["epochs"], time.monotonic()
+        epochs, started = self.train.epochs, time.monotonic()
         for epoch in range(position.epoch, epochs):
             resume_at = position.iteration if epoch == position.epoch else 0
             losses, lr, rate = self._epoch(position.phase, epoch, resume_at, method, split,
@@ -64,7 +65,7 @@ class Stage1Loop:
                                 epochs=epochs - position.epoch, loss=losses["total"],
                                 images_per_s=rate, started=started)
             done = epoch + 1 == epochs
-            if done or (epoch + 1) % self.train["checkpoint_every"] == 0:
+            if done or (epoch + 1) % self.train.checkpoint_every == 0:
                 self.save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
                           None if done else optimizer)
 
@@ -78,21 +79,21 @@ class Stage1Loop:
             self.generator.set_state(self.epoch_generator)
         self.epoch_generator = self.generator.get_state()
         self.model.train()
-        sums, seen_images, epoch_start, lr = {}, 0, time.monotonic(), train["lr"]
-        batches = self.images.batches(split.train, train["batch_size"], shuffle=True,
+        sums, seen_images, epoch_start, lr = {}, 0, time.monotonic(), train.lr
+        batches = self.images.batches(split.train, train.batch_size, shuffle=True,
                                       augment=self.augment, generator=self.generator,
                                       skip=resume_at)
         for iteration, (x, y) in enumerate(batches, start=resume_at):
-            lr = learning_rate(train["lr"], epoch=epoch, iteration=iteration,
-                               iterations=iterations, milestones=train["milestones"],
-                               decay=train["lr_decay"], warmup_epochs=train["warmup_epochs"])
+            lr = learning_rate(train.lr, epoch=epoch, iteration=iteration,
+                               iterations=iterations, milestones=train.milestones,
+                               decay=train.lr_decay, warmup_epochs=train.warmup_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             terms = stage1_step(method, self.logits, optimizer, self.prepare(x), y)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value.detach()
             seen_images += y.shape[0]
-            if (iteration + 1) % train["log_every"] == 0:
+            if (iteration + 1) % train.log_every == 0:
                 self._log_iteration(phase, epoch, iteration, iterations, sums,
                                     iteration + 1 - resume_at, lr, seen_images, epoch_start)
             if STOP_REQUESTED.is_set():
@@ -113,6 +114,6 @@ class Stage1Loop:
         require_finite(losses, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
         # epochs and iterations let a reader (the launcher) draw progress from one line
         self.run.append_event({"event": "iteration", "phase": phase, "stage": "stage1",
-                               "epoch": epoch + 1, "epochs": self.train["epochs"],
+                               "epoch": epoch + 1, "epochs": self.train.epochs,
                                "iteration": iteration + 1, "iterations": iterations,
                                "losses": losses, "lr": lr, "images_per_s": round(rate, 1)})

@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from mgrb.config.schema import Train
 from mgrb.method.phase import MGRBPhase
 from mgrb.store.runfolder import RunFolder
 from mgrb.training.control import STOP_REQUESTED, Interrupted, learning_rate, require_finite
@@ -14,25 +15,25 @@ from mgrb.training.progress import Progress
 
 
 def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase, features: torch.Tensor,
-                       labels: torch.Tensor, *, optimizer, train: dict,
+                       labels: torch.Tensor, *, optimizer, train: Train,
                        generator: torch.Generator, phase: int, phases: int, run: RunFolder,
                        progress: Progress) -> None:
     """The backbone is frozen and the balanced set is not augmented, so its features are
     computed once (by the caller) and the classifier trains on them: exactly what re-running
     the frozen backbone every epoch would give, at a fraction of the cost."""
     classifier.train()
-    epochs, size = train["stage2_epochs"], features.shape[0]
+    epochs, size = train.stage2_epochs, features.shape[0]
     started = time.monotonic()
     for epoch in range(epochs):
-        lr = learning_rate(train["lr"], epoch=epoch, iteration=0, iterations=1,
-                           milestones=train["stage2_milestones"], decay=train["lr_decay"],
+        lr = learning_rate(train.lr, epoch=epoch, iteration=0, iterations=1,
+                           milestones=train.stage2_milestones, decay=train.lr_decay,
                            warmup_epochs=0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         order = torch.randperm(size, generator=generator).to(features.device)
         sums, batches = {}, 0
-        for start in range(0, size, train["batch_size"]):
-            chosen = order[start:start + train["batch_size"]]
+        for start in range(0, size, train.batch_size):
+            chosen = order[start:start + train.batch_size]
             terms = method.stage2_loss(classifier(features[chosen]), labels[chosen])
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()

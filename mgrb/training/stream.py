@@ -3,11 +3,12 @@ incremental labels, the memory's roles, and batch makers for training and test i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
-from mgrb.config.experiment import NUM_CLASSES
+from mgrb.config.schema import Experiment
 from mgrb.data import ClassIncrementalData, load_dataset
 from mgrb.data.batches import Augment, make_batches
 from mgrb.data.protocol import Protocol, class_order, memory_roles, memory_sizes
@@ -31,29 +32,28 @@ class IncrementalStream:
     data_counts: torch.Tensor        # training images per incremental label
 
 
-def open_stream(config: dict, device: torch.device, progress: Progress) -> IncrementalStream:
-    name, proto, train = config["dataset"]["name"], config["protocol"], config["train"]
-    progress.message(f"loading {name} ...")
-    data = load_dataset(name, config["dataset"]["root"], download=config["dataset"]["download"])
-    num_classes = NUM_CLASSES[name]
-    order = class_order(num_classes, proto["order_seed"])
+def open_stream(config: Experiment, device: torch.device, progress: Progress) -> IncrementalStream:
+    proto, train, source = config.protocol, config.train, config.dataset
+    progress.message(f"loading {source.name} ...")
+    data = load_dataset(source.name, source.root, download=source.download)
+    num_classes = config.num_classes
+    order = class_order(num_classes, proto.order_seed)
     label_of_class = torch.empty(num_classes, dtype=torch.long)
     label_of_class[torch.tensor(order)] = torch.arange(num_classes)
     train_labels = label_of_class[data.train_labels]
     test_labels = label_of_class[data.test_labels]
-    per_class, holdout = memory_sizes(num_classes, proto["memory_total"],
-                                      proto["memory_per_class"], proto["holdout_fraction"])
-    workers = train["num_workers"]
+    per_class, holdout = memory_sizes(num_classes, proto.memory_total, proto.memory_per_class,
+                                      proto.holdout_fraction)
+    workers = train.num_workers
     return IncrementalStream(
         data=data, num_classes=num_classes,
-        protocol=Protocol(num_classes, proto["initial"], proto["increment"]), order=order,
+        protocol=Protocol(num_classes, proto.initial, proto.increment), order=order,
         train_labels=train_labels, test_labels=test_labels, per_class=per_class,
         holdout=holdout,
-        roles=memory_roles(train_labels, per_class, holdout, proto["selection"],
-                           proto["order_seed"]),
+        roles=memory_roles(train_labels, per_class, holdout, proto.selection, proto.order_seed),
         train_set=make_batches(data.train_images, train_labels, data.mean, data.std, device,
                                data.image_size, workers),
         test_set=make_batches(data.test_images, test_labels, data.mean, data.std, device,
                               data.image_size, workers),
-        augment=Augment(**train["augment"]),
+        augment=Augment(**dataclasses.asdict(train.augment)),
         data_counts=torch.bincount(train_labels, minlength=num_classes))

@@ -11,8 +11,9 @@ import time
 
 import torch
 
-from mgrb.method.hierarchies import describe_hierarchy, public_description
-from mgrb.method.phase import MGRBPhase, begin_phase
+from mgrb.config.schema import Experiment
+from mgrb.method.hierarchies import public_description
+from mgrb.method.phase import MGRBPhase, begin_phase, phase_hierarchy
 from mgrb.store.contracts import RUN_FILES_FORMAT
 from mgrb.store.runfolder import RunFolder
 from mgrb.training import evaluation
@@ -36,26 +37,26 @@ CHECKPOINT_VERSION = 1
 
 
 class Trainer:
-    def __init__(self, config: dict, run: RunFolder, device: torch.device,
+    def __init__(self, config: Experiment, run: RunFolder, device: torch.device,
                  progress: Progress | None = None):
         self.config, self.run, self.device = config, run, device
         self.progress = progress or Progress(quiet=True)
-        self.train_cfg, self.method_cfg = config["train"], config["method"]
+        self.train_cfg, self.method_cfg = config.train, config.method
 
     # -- set-up ------------------------------------------------------------------------
     def _load_data(self) -> None:
         self.stream = open_stream(self.config, self.device, self.progress)
 
     def _build_model(self) -> None:
-        torch.manual_seed(self.train_cfg["seed"])
-        backbone = build_backbone(self.config["model"]["backbone"], self.stream.data.channels,
-                                  self.config["model"]["stem"])
+        torch.manual_seed(self.train_cfg.seed)
+        backbone = build_backbone(self.config.model.backbone, self.stream.data.channels,
+                                  self.config.model.stem)
         model = IncrementalNet(backbone, self.stream.protocol.seen(0)).to(self.device)
         if self.numerics.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._set_model(model)
         self.teacher = None
-        self.generator = torch.Generator().manual_seed(self.train_cfg["seed"])
+        self.generator = torch.Generator().manual_seed(self.train_cfg.seed)
 
     def _set_model(self, model: IncrementalNet) -> None:
         self.model = model
@@ -76,8 +77,8 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.numerics.channels_last else x
 
     def _adamw(self, parameters) -> torch.optim.AdamW:
-        return torch.optim.AdamW(parameters, lr=self.train_cfg["lr"],
-                                 weight_decay=self.train_cfg["weight_decay"],
+        return torch.optim.AdamW(parameters, lr=self.train_cfg.lr,
+                                 weight_decay=self.train_cfg.weight_decay,
                                  fused=self.numerics.fused_optimizer or None)
 
     # -- checkpoints -------------------------------------------------------------------
@@ -104,7 +105,7 @@ class Trainer:
         self._last_checkpoint = time.monotonic()
 
     def _checkpoint_due(self) -> bool:
-        minutes = self.train_cfg["checkpoint_minutes"]
+        minutes = self.train_cfg.checkpoint_minutes
         return bool(minutes) and time.monotonic() - self._last_checkpoint >= 60 * minutes
 
     def _network_like(self, state: dict) -> IncrementalNet:
@@ -138,7 +139,7 @@ class Trainer:
 
     # -- the run -----------------------------------------------------------------------
     def train(self) -> dict:
-        self.numerics = Numerics.resolve(self.train_cfg, self.device)
+        self.numerics = Numerics.of(self.train_cfg, self.device)
         self.compiler = Compiler(self.numerics.compile, self.device.type)
         with applied(self.numerics), CheckpointWriter(self.run) as self.checkpoints:
             return self._train()
@@ -160,7 +161,7 @@ class Trainer:
         else:
             self.run.append_event({"event": "started", "format": RUN_FILES_FORMAT,
                                    "phases": self.stream.protocol.num_phases,
-                                   "experiment": self.config["name"],
+                                   "experiment": self.config.name,
                                    "device": device_name(self.device),
                                    "device_uuid": device_uuid(self.device),
                                    "numerics": self.numerics.describe()})
@@ -189,7 +190,8 @@ class Trainer:
             self._begin_phase(phase, split, n_seen)
             position = Position(phase, "stage1", 0)
         method = begin_phase(
-            self.config, phase=phase, n_old=n_old, n_seen=n_seen, hierarchy=self.hierarchy,
+            self.method_cfg, self.config.quirks, dataset=self.config.dataset.name, phase=phase,
+            n_old=n_old, n_seen=n_seen, hierarchy=self.hierarchy,
             teacher=None if self.teacher is None else self.teacher_logits,
             num_classes=self.stream.num_classes, per_class=self.stream.per_class,
             holdout=self.stream.holdout, data_counts=self.stream.data_counts,
@@ -204,7 +206,7 @@ class Trainer:
                 optimizer.load_state_dict(optimizer_state)
             self.stage1.run_phase(position, method, split, optimizer)
             position = Position(phase, "stage2", 0)
-        if phase > 0 and self.method_cfg["decouple"] and self.train_cfg["stage2_epochs"]:
+        if phase > 0 and self.method_cfg.decouple and self.train_cfg.stage2_epochs:
             self._stage2(phase, method, split)
         self._evaluate(phase, n_old, split)
         self.compiler.after_phase(phase, self.run.append_event, self.progress.warn)
@@ -214,14 +216,11 @@ class Trainer:
         """Teacher, fresh classifier and hierarchy at the start of a phase."""
         if phase > 0:
             self._set_teacher(self._frozen(copy.deepcopy(self.model)))
-            keep = not self.config["quirks"]["fresh_classifier"]
+            keep = not self.config.quirks.fresh_classifier
             self.model.renew_classifier(n_seen, keep_old_weights=keep)
-        features = None
-        uses = "hierloss" in self.method_cfg["losses"] and phase > 0
-        if uses and self.config["hierarchy"]["kind"] == "vis":
-            features = self._class_means(split.balanced, n_seen)
-        self.hierarchy = (describe_hierarchy(self.config, self.stream.data, self.stream.order, n_seen, features)
-                          if uses else {"kind": "none"})
+        self.hierarchy = phase_hierarchy(
+            self.config, phase=phase, data=self.stream.data, order=self.stream.order,
+            n_seen=n_seen, class_means=lambda: self._class_means(split.balanced, n_seen))
         self.run.append_event({"event": "hierarchy", "phase": phase,
                                "hierarchy": public_description(self.hierarchy)})
 
@@ -229,7 +228,7 @@ class Trainer:
     def _features(self, indices: torch.Tensor):
         self.model.eval()
         features, labels = [], []
-        for x, y in self.stream.train_set.batches(indices, self.train_cfg["eval_batch_size"],
+        for x, y in self.stream.train_set.batches(indices, self.train_cfg.eval_batch_size,
                                            shuffle=False, augment=None, generator=None):
             with self.numerics.autocast():
                 features.append(self._student_backbone(self._prepare(x)).float())
@@ -256,7 +255,7 @@ class Trainer:
         self.model.eval()
         logits, labels = evaluation.predict(lambda x: self.logits(self._prepare(x)),
                                             self.stream.test_set, split.test,
-                                            self.train_cfg["eval_batch_size"])
+                                            self.train_cfg.eval_batch_size)
         report = evaluation.accuracy_report(logits, labels, n_old)
         result = {"phase": phase, "seen_classes": self.stream.protocol.seen(phase), **report,
                   "hierarchy": public_description(self.hierarchy),

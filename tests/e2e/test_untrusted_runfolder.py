@@ -132,7 +132,7 @@ def test_mgrb_run_on_damaged_checkpoints_asks_for_restart_and_quiet_keeps_warnin
     out = tmp_path / "out"
     run = RunFolder(out)
     from mgrb.config.experiment import load_config
-    run.prepare(load_config(path))
+    run.prepare(load_config(path).to_dict())
     (run.checkpoints / "latest.pt").write_bytes(b"damaged")
     command = [sys.executable, "-m", "mgrb.cli", "run", str(path), "--out", str(out), "--quiet"]
     first = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)

@@ -16,7 +16,7 @@ if FAULTS:
     _train_phase = mgrb.training.trainer.Trainer._train_phase
 
     def _faulty_train_phase(self, position, optimizer_state):
-        fault = FAULTS.get(self.config["name"]) if position.phase == 1 else None
+        fault = FAULTS.get(self.config.name) if position.phase == 1 else None
         if fault == "oom":  # what the CUDA caching allocator raises
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 "
                                          "has a total capacity of 79.19 GiB")

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from mgrb.config.experiment import load_config, parse_config
+from mgrb.config.schema import Augmentation, Quirks
 from mgrb.errors import ConfigError
 
 EXPERIMENTS = sorted(Path(__file__).parents[2].glob("experiments/*.yaml"))
@@ -24,29 +25,29 @@ hierarchy:
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
 def test_every_experiment_file_validates(path):
     config = load_config(path)
-    assert config["name"] == path.stem
+    assert config.name == path.stem
 
 
 def test_dataset_defaults_fill_what_the_file_leaves_out():
     config = parse_config(GOOD.replace("digits", "cifar100").replace("initial: 5", "initial: 10")
                           .replace("increment: 1", "increment: 10"))
-    assert config["train"]["epochs"] == 250
-    assert config["train"]["milestones"] == [70, 140, 210]
-    assert config["model"]["backbone"] == "resnet34"
-    assert config["train"]["augment"] == {"crop_padding": 4, "flip": True, "rotation": 15.0,
-                                          "random_resized_crop": False}
+    assert config.train.epochs == 250
+    assert config.train.milestones == (70, 140, 210)
+    assert config.model.backbone == "resnet34"
+    assert config.train.augment == Augmentation(crop_padding=4, flip=True, rotation=15.0,
+                                                random_resized_crop=False)
 
 
 def test_quirk_defaults_reproduce_the_original_code():
-    quirks = parse_config(GOOD)["quirks"]
-    assert quirks == {"cb_reduction": "sum", "cb_new_class_count": "full_dataset",
-                      "tree_depth_stage1": 2, "tree_depth_stage2": 18,
-                      "cifar10_vis_clusters": 2, "fresh_classifier": True}
+    quirks = parse_config(GOOD).quirks
+    assert quirks == Quirks(cb_reduction="sum", cb_new_class_count="full_dataset",
+                            tree_depth_stage1=2, tree_depth_stage2=18, cifar10_vis_clusters=2,
+                            fresh_classifier=True)
 
 
 def test_overrides_apply_before_validation():
     config = parse_config(GOOD, overrides=["train.epochs=3", "method.beta=50"])
-    assert config["train"]["epochs"] == 3 and config["method"]["beta"] == 50.0
+    assert config.train.epochs == 3 and config.method.beta == 50.0
     with pytest.raises(ConfigError, match="--set train.epox: unknown key"):
         parse_config(GOOD, overrides=["train.epox=3"])
     with pytest.raises(ConfigError, match="train.epochs: must be an integer"):
@@ -82,8 +83,8 @@ def test_bad_files_get_one_clear_message(text, expected):
 
 
 def test_exponent_floats_without_a_dot_are_numbers():
-    assert parse_config(GOOD + "train:\n  lr: 1e-4\n")["train"]["lr"] == 1e-4
-    assert parse_config(GOOD, overrides=["train.weight_decay=5E-2"])["train"]["weight_decay"] == 0.05
+    assert parse_config(GOOD + "train:\n  lr: 1e-4\n").train.lr == 1e-4
+    assert parse_config(GOOD, overrides=["train.weight_decay=5E-2"]).train.weight_decay == 0.05
 
 
 def test_missing_file(tmp_path):

@@ -9,7 +9,8 @@ import torch
 import yaml
 
 from mgrb.config import yamlsafe
-from mgrb.config.experiment import MAX_SEED, SCHEMA, Field, load_config, parse_config
+from mgrb.config.experiment import load_config, parse_config
+from mgrb.config.schema import MAX_SEED, SCHEMA, Field
 from mgrb.config.defaults import DATASET_DEFAULTS
 from mgrb.errors import ConfigError
 from test_config import GOOD
@@ -170,9 +171,9 @@ def test_a_key_given_twice_is_refused_with_both_lines(text, expected):
 ])
 def test_exponent_floats_are_numbers_in_files_and_overrides(written, value):
     config = parse_config(GOOD + f"train:\n  lr: {written}\n", "exp.yaml")
-    assert config["train"]["lr"] == pytest.approx(value)
+    assert config.train.lr == pytest.approx(value)
     config = parse_config(GOOD, "exp.yaml", [f"train.lr={written}"])
-    assert config["train"]["lr"] == pytest.approx(value)
+    assert config.train.lr == pytest.approx(value)
 
 
 def test_the_loader_reads_what_yaml_1_2_reads():
@@ -206,7 +207,7 @@ def test_a_billion_laughs_is_refused_at_the_first_anchor(tmp_path, monkeypatch):
 ])
 def test_anchors_and_aliases_are_refused(text, expected):
     if expected is None:
-        assert parse_config(text, "exp.yaml")["method"]["beta"] == 6.0
+        assert parse_config(text, "exp.yaml").method.beta == 6.0
     else:
         _refused(text, expected)
 
@@ -251,7 +252,7 @@ def test_yaml_that_pyyaml_chokes_on_is_a_config_error(text, expected):
 
 def test_a_date_is_text_as_in_yaml_1_2():
     config = parse_config(GOOD + "description: 2001-13-45\nprovenance: 2024-05-01\n", "exp.yaml")
-    assert (config["description"], config["provenance"]) == ("2001-13-45", "2024-05-01")
+    assert (config.description, config.provenance) == ("2001-13-45", "2024-05-01")
 
 
 def test_non_finite_numbers_are_refused():

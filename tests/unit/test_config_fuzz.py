@@ -8,7 +8,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mgrb.config.experiment import SCHEMA, Field, parse_config
+from mgrb.config.experiment import parse_config
+from mgrb.config.schema import SCHEMA, Experiment, Field
 from mgrb.errors import ConfigError
 
 BASE = yaml.safe_load((Path(__file__).parents[2] / "experiments" / "digits_5_1.yaml").read_text())
@@ -91,11 +92,11 @@ def _within(value, field: Field, key: str) -> None:
             _within(item, field.items, key)
 
 
-def _assert_within_bounds(config: dict) -> None:
+def _assert_within_bounds(config: Experiment) -> None:
     for key, field in FIELDS.items():
         value = config
         for part in key.split("."):
-            value = value[part]
+            value = getattr(value, part)
         _within(value, field, key)
 
 

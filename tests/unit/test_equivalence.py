@@ -39,7 +39,8 @@ def _fast(images, labels, model, teacher, bf16=False):
     config = parse_config("name: t\ndataset: {name: digits}\nprotocol: {initial: 5, increment: 1}"
                           f"\nmethod: {{dscale: {DSCALE}, scale: {SCALE}, beta: {BETA}}}\n"
                           "hierarchy: {kind: vis}\n")
-    method = MGRBPhase(config, phase=1, n_old=N_OLD, n_seen=5, teacher=teacher,
+    method = MGRBPhase(config.method, cb_reduction=config.quirks.cb_reduction, phase=1,
+                       n_old=N_OLD, n_seen=5, teacher=teacher,
                        class_weights=class_balanced_weights(COUNTS, C),
                        targets_stage1=soft_targets(beta=BETA, coarse=GROUPS), targets_stage2=None)
     batches = TensorBatches(images, labels, MEAN, STD, "cpu")

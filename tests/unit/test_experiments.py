@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mgrb.config.experiment import NUM_CLASSES, load_config
+from mgrb.config import NUM_CLASSES, load_config
 from mgrb.perf.estimate import (forward_flops, gpu_hours, training_flops, training_image_steps,
                            write_estimate)
 from mgrb.data.protocol import Protocol
@@ -13,7 +13,7 @@ PATHS = sorted(Path(__file__).parents[2].glob("experiments/*.yaml"))
 CONFIGS = {path.stem: load_config(path) for path in PATHS}
 # The digits demo is not a paper experiment; everything else is.
 PAPER = {name: config for name, config in CONFIGS.items()
-         if config["dataset"]["name"] != "digits"}
+         if config.dataset.name != "digits"}
 
 # The spec: docs/method.md section 7, CIFAR-100 top-1 %, as (avg, last).
 REPORTED = {
@@ -57,15 +57,15 @@ def _raw_text(name: str) -> str:
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_file_loads_and_name_is_the_file_stem(name):
-    assert CONFIGS[name]["name"] == name
-    assert CONFIGS[name]["description"] and "\n" not in CONFIGS[name]["description"]
+    assert CONFIGS[name].name == name
+    assert CONFIGS[name].description and "\n" not in CONFIGS[name].description
 
 
 def test_every_paper_combination_exists_once():
     main = {name: config for name, config in PAPER.items() if name not in ABLATIONS}
-    found = {(c["dataset"]["name"], c["protocol"]["initial"], c["protocol"]["increment"],
-              c["hierarchy"]["kind"],
-              c["hierarchy"]["clusters"] if c["hierarchy"]["kind"] in ("vis", "sem") else None)
+    found = {(c.dataset.name, c.protocol.initial, c.protocol.increment,
+              c.hierarchy.kind,
+              c.hierarchy.clusters if c.hierarchy.kind in ("vis", "sem") else None)
              for c in main.values()}
     assert found == EXPECTED
     assert len(main) == len(EXPECTED)
@@ -75,13 +75,13 @@ def test_every_paper_combination_exists_once():
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_method_settings_follow_the_original_commands(name):
     config = PAPER[name]
-    method, dataset = config["method"], config["dataset"]["name"]
-    assert (method["beta"], method["dscale"], method["scale"]) == SETTINGS[dataset]
+    method, dataset = config.method, config.dataset.name
+    assert (method.beta, method.dscale, method.scale) == SETTINGS[dataset]
     expected = ABLATIONS.get(name, ("ce+distill+hierloss", True, True, None))
-    assert (method["losses"], method["cbloss"], method["decouple"]) == expected[:3]
+    assert (method.losses, method.cbloss, method.decouple) == expected[:3]
     if name in ABLATIONS:
-        assert config["protocol"]["initial"] == 50 and config["protocol"]["increment"] == 10
-        assert dataset == "cifar100" and config["hierarchy"]["kind"] == expected[3]
+        assert config.protocol.initial == 50 and config.protocol.increment == 10
+        assert dataset == "cifar100" and config.hierarchy.kind == expected[3]
     # The method settings are written out in the file, not left to defaults.
     text = _raw_text(name)
     for key in ("losses", "cbloss", "dscale", "scale", "beta", "decouple"):
@@ -92,28 +92,28 @@ def test_method_settings_follow_the_original_commands(name):
 
 @pytest.mark.parametrize("name", sorted(WITH_COMMAND))
 def test_provenance_quotes_the_original_command(name):
-    provenance = CONFIGS[name]["provenance"]
+    provenance = CONFIGS[name].provenance
     assert "python -u etrain.py" in provenance and "-savename" in provenance
 
 
 @pytest.mark.parametrize("name", sorted(set(PAPER) - WITH_COMMAND))
 def test_provenance_says_what_was_inferred(name):
-    assert "Inferred" in CONFIGS[name]["provenance"]
+    assert "Inferred" in CONFIGS[name].provenance
 
 
 def test_cifar100_files_carry_exactly_the_reported_numbers():
     for name, (avg, last) in REPORTED.items():
-        reported = CONFIGS[name]["reported"]
-        assert (reported["avg_top1"], reported["last_top1"]) == (avg, last), name
-        assert reported["tolerance"] == 2.0
-        assert "docs/method.md section 7" in reported["source"]
+        reported = CONFIGS[name].reported
+        assert (reported.avg_top1, reported.last_top1) == (avg, last), name
+        assert reported.tolerance == 2.0
+        assert "docs/method.md section 7" in reported.source
 
 
 @pytest.mark.parametrize("name", sorted(set(CONFIGS) - set(REPORTED)))
 def test_no_public_number_means_null(name):
-    reported = CONFIGS[name]["reported"]
-    assert reported["avg_top1"] is None and reported["last_top1"] is None
-    assert reported["source"].startswith("no ")
+    reported = CONFIGS[name].reported
+    assert reported.avg_top1 is None and reported.last_top1 is None
+    assert reported.source.startswith("no ")
 
 
 @pytest.mark.parametrize("dataset,initial,increment,phases", [
@@ -122,14 +122,14 @@ def test_no_public_number_means_null(name):
     ("imagenet100", 50, 5, 11),
 ])
 def test_protocols_give_the_phase_counts_of_method_md(dataset, initial, increment, phases):
-    matching = [c for c in PAPER.values() if (c["dataset"]["name"], c["protocol"]["initial"],
-                                              c["protocol"]["increment"]) ==
+    matching = [c for c in PAPER.values() if (c.dataset.name, c.protocol.initial,
+                                              c.protocol.increment) ==
                 (dataset, initial, increment)]
     assert matching
     for config in matching:
-        protocol = config["protocol"]
-        assert Protocol(NUM_CLASSES[config["dataset"]["name"]], protocol["initial"],
-                        protocol["increment"]).num_phases == phases
+        protocol = config.protocol
+        assert Protocol(NUM_CLASSES[config.dataset.name], protocol.initial,
+                        protocol.increment).num_phases == phases
 
 
 def test_image_steps_of_cifar100_10_10_by_hand():
@@ -155,11 +155,11 @@ def test_cifar100_10_10_comes_near_the_130_pflop_of_the_issue_tracker():
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_files_carry_a_projection_labelled_as_assumed(name):
-    estimate = PAPER[name]["estimate"]
-    assert estimate["gpu_hours"] is not None and estimate["gpu_hours"] > 0
-    assert "assumed" in estimate["basis"]
-    if estimate["basis"].startswith("projection"):  # not stale against the configuration
-        assert estimate["gpu_hours"] == pytest.approx(gpu_hours(PAPER[name]), rel=0.01)
+    estimate = PAPER[name].estimate
+    assert estimate.gpu_hours is not None and estimate.gpu_hours > 0
+    assert "assumed" in estimate.basis
+    if estimate.basis.startswith("projection"):  # not stale against the configuration
+        assert estimate.gpu_hours == pytest.approx(gpu_hours(PAPER[name]), rel=0.01)
 
 
 def test_write_estimate_edits_only_its_block(tmp_path):

@@ -13,7 +13,6 @@ from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applied, deterministic_refusal,
                            prepare_process)
 
-TRAIN = {"precision": "auto", "channels_last": "auto", "compile": False, "deterministic": False}
 
 EXPERIMENT = """\
 name: numerics
@@ -33,7 +32,7 @@ hierarchy: {kind: vis, clusters: 2}
     ("cpu", "auto", False, False), ("cuda", "auto", True, True), ("cuda", "fp32", False, True),
     ("cpu", "bf16", True, False)])
 def test_auto_resolves_by_device(device, precision, bf16, channels_last):
-    numerics = Numerics.resolve({**TRAIN, "precision": precision}, torch.device(device))
+    numerics = Numerics.resolve(torch.device(device), precision=precision)
     assert (numerics.bf16, numerics.channels_last) == (bf16, channels_last)
     assert numerics.describe()["logits_and_losses"] == "float32"
     assert numerics.describe()["tf32"] is False
@@ -44,7 +43,7 @@ def test_bf16_logits_come_out_fp32_from_an_fp32_classifier():
     torch.manual_seed(0)
     net = IncrementalNet(build_backbone("resnet_small", 1), 10).eval()
     x = torch.randn(64, 1, 8, 8)
-    numerics = Numerics.resolve({**TRAIN, "precision": "bf16"}, torch.device("cpu"))
+    numerics = Numerics.resolve(torch.device("cpu"), precision="bf16")
     with torch.no_grad():
         logits = numerics.logits(net.backbone, net.classifier, x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -62,7 +61,7 @@ def test_bf16_logits_come_out_fp32_from_an_fp32_classifier():
 def test_tf32_and_determinism_are_set_for_the_run_and_put_back():
     torch.backends.cudnn.allow_tf32 = True
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
-    numerics = Numerics.resolve({**TRAIN, "deterministic": True}, torch.device("cpu"))
+    numerics = Numerics.resolve(torch.device("cpu"), deterministic=True)
     with applied(numerics):
         assert torch.backends.cudnn.allow_tf32 is False
         assert torch.backends.cuda.matmul.allow_tf32 is False
@@ -73,7 +72,7 @@ def test_tf32_and_determinism_are_set_for_the_run_and_put_back():
 
 
 def test_an_operation_without_a_deterministic_kernel_stops_the_block_naming_it():
-    numerics = Numerics.resolve({**TRAIN, "deterministic": True}, torch.device("cpu"))
+    numerics = Numerics.resolve(torch.device("cpu"), deterministic=True)
     with pytest.raises(MGRBError, match=r"put_ has no deterministic implementation on this "
                                         r"device \(cpu\)") as raised:
         with applied(numerics):

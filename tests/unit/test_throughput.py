@@ -25,7 +25,7 @@ def _bench(runs, device="synthetic test GPU", tflops=100.0, when="2026-11-25 10:
 def test_no_measurement_keeps_the_files_assumed_estimate(tmp_path):
     config = load_config(EXPERIMENTS / "c100_ont_10_10.yaml")
     hours, basis = projected_hours(config, latest_gpu_measurement(tmp_path))
-    assert hours == config["estimate"]["gpu_hours"]
+    assert hours == config.estimate.gpu_hours
     assert "assumed" in basis
 
 
@@ -65,7 +65,7 @@ def test_mgrb_list_uses_the_measured_rate(tmp_path, capsys):
     _bench(tmp_path, tflops=200.0)
     after = _listing(tmp_path, capsys)["c100_ont_10_10"]
     config = load_config(EXPERIMENTS / "c100_ont_10_10.yaml")
-    assert before["estimated_gpu_hours"] == config["estimate"]["gpu_hours"]
+    assert before["estimated_gpu_hours"] == config.estimate.gpu_hours
     assert after["estimated_gpu_hours"] == pytest.approx(training_flops(config) / 200e12 / 3600)
     assert "measured on synthetic test GPU" in after["estimate_basis"]
     assert main(["--experiments-dir", str(EXPERIMENTS), "list", "--runs-dir", str(tmp_path)]) == 0
