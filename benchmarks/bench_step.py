@@ -37,7 +37,7 @@ import torch
 
 from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,
                                            ReferenceStep, loop_regularizer)
-from mgrb.config.experiment import load_config
+from mgrb.config import Experiment, load_config
 from mgrb.data.batches import Augment, TensorBatches
 from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours
 from mgrb.method.soft_targets import soft_targets
@@ -210,10 +210,12 @@ class FastStep:
     classifier, compiled backbones when asked) and MGRBPhase's losses, on batches from
     TensorBatches."""
 
-    def __init__(self, config: dict, device, images, labels, *, batch: int, compile: bool):
+    def __init__(self, config: Experiment, device, images, labels, *, batch: int,
+                 compile: bool):
         self.device, self.batch = device, batch
-        self.numerics = Numerics.resolve({**config["train"], "compile": compile,
-                                          "deterministic": False}, device)
+        self.numerics = Numerics.resolve(device, precision=config.train.precision,
+                                         channels_last=config.train.channels_last,
+                                         compile=compile)
         model, teacher = make_networks(device, channels_last=self.numerics.channels_last)
         self.model = model
         self.compiler = Compiler(compile, device.type)
@@ -225,9 +227,9 @@ class FastStep:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05,
                                            fused=self.numerics.fused_optimizer or None)
         self.data = TensorBatches(images, labels, CIFAR100_MEAN, CIFAR100_STD, device)
-        targets = soft_targets(beta=config["method"]["beta"], coarse=GROUPS).to(device)
-        self.method = MGRBPhase(config, phase=1, n_old=N_OLD, n_seen=N_SEEN,
-                                teacher=teacher_logits,
+        targets = soft_targets(beta=config.method.beta, coarse=GROUPS).to(device)
+        self.method = MGRBPhase(config.method, cb_reduction=config.quirks.cb_reduction,
+                                phase=1, n_old=N_OLD, n_seen=N_SEEN, teacher=teacher_logits,
                                 class_weights=class_balanced_weights(COUNTS, N_SEEN).to(device),
                                 targets_stage1=targets, targets_stage2=None)
         self.augment = Augment(crop_padding=4, flip=True, rotation=15)
@@ -321,16 +323,16 @@ def host_syncs(step: FastStep, set_mode=None) -> str:
         set_mode("default")
 
 
-def reference_step(config: dict, device, images, labels, batch: int) -> ReferenceStep:
+def reference_step(config: Experiment, device, images, labels, batch: int) -> ReferenceStep:
     model, teacher = make_networks(device, channels_last=False)
-    method = config["method"]
+    method = config.method
     return ReferenceStep(model, teacher, images, labels, batch=batch, n_old=N_OLD,
-                         beta=method["beta"], temperature=method["temperature"],
-                         dscale=method["dscale"], groups=GROUPS, counts=COUNTS)
+                         beta=method.beta, temperature=method.temperature,
+                         dscale=method.dscale, groups=GROUPS, counts=COUNTS)
 
 
 # -- 3-5 -----------------------------------------------------------------------------------
-def flops_per_training_image(config: dict) -> float:
+def flops_per_training_image(config: Experiment) -> float:
     """Model FLOPs of one image in an incremental phase: forward, backward (2x forward) and
     the teacher's forward, as mgrb.perf.estimate counts them."""
     return 4 * forward_flops(config)
@@ -340,9 +342,9 @@ def projections(measurement: Measurement) -> list[dict]:
     rows = []
     for path in sorted((ROOT / "experiments").glob("*.yaml")):
         config = load_config(path)
-        if config["dataset"]["name"] in PAPER_DATASETS:
+        if config.dataset.name in PAPER_DATASETS:
             hours, _ = projected_hours(config, measurement)
-            rows.append({"experiment": config["name"], "projected_hours": round(hours, 3)})
+            rows.append({"experiment": config.name, "projected_hours": round(hours, 3)})
     return rows
 
 
@@ -473,11 +475,9 @@ def writable_results_folder(runs_dir: Path) -> Path:
     return folder
 
 
-def bench(args) -> int:
-    writable_results_folder(args.runs_dir)
-    device = torch.device(args.device)
+def measure(args, config, device: torch.device) -> dict:
+    """The regulariser and the stage-1 step (fast path and reference style), as a record."""
     on_gpu = device.type == "cuda"
-    config = load_config(EXPERIMENT)
     steps = args.steps or (200 if on_gpu else 3)
     n_images = synthetic_size(on_gpu, args.batch, steps)
     windows = mid_epoch_windows(n_images, args.batch, steps)  # refused now, not after minutes
@@ -487,8 +487,7 @@ def bench(args) -> int:
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; {steps} timed steps; "
           f"synthetic set of {n_images} images"
           + ("; torch.compile" if args.compile else ""), flush=True)
-
-    reg = bench_regularizer(device, 200 if on_gpu else 100, config["method"]["beta"])
+    reg = bench_regularizer(device, 200 if on_gpu else 100, config.method.beta)
     print(f"regulariser, 128 x {N_SEEN}: per-sample loop {reg['loop_ms']:.2f} ms, "
           f"vectorised {reg['vectorised_ms']:.3f} ms, {reg['speedup']:.0f}x", flush=True)
 
@@ -499,58 +498,72 @@ def bench(args) -> int:
         timed_images, timed_seconds = timed_windows(fast_step, windows)
         syncs = host_syncs(fast_step) if on_gpu else "not checked (CPU)"
     fast = timed_images / timed_seconds
-    compiled = fast_step.compiler.report()
     torch.backends.cudnn.benchmark = on_gpu  # the reference gets cuDNN's fastest kernels too
     reference = timed_rate(reference_step(config, device, images, labels, args.batch), device,
                            max(2, steps // 4), args.batch)
     per_image = flops_per_training_image(config)
     achieved = fast * per_image
+    return {"device": name, "device_type": device.type, "torch": torch.__version__,
+            "batch": args.batch, "steps": steps, "compile": args.compile,
+            "synthetic_images": n_images, "batches_per_epoch": fast_step.batches_per_epoch,
+            "timed_windows": len(windows), "timed_images": timed_images,
+            "timed_seconds": timed_seconds, "numerics": fast_step.numerics.describe(),
+            "compile_report": fast_step.compiler.report(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "regularizer": reg, "fast_images_per_s": fast, "reference_images_per_s": reference,
+            "ratio": fast / reference, "host_syncs_in_step": syncs,
+            "flops_per_image": per_image, "model_tflops": achieved / 1e12,
+            "peak_tflops": peak / 1e12 if peak else None, "sm_count": sm_count,
+            "peak_scaled_for_mig": mig_share is not None, "peak_mig_share": mig_share,
+            "peak_fraction": achieved / peak if peak else None,
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def print_step(results: dict) -> None:
+    fast, compiled, windows = results["fast_images_per_s"], results["compile_report"], results["timed_windows"]
+    peak = results["peak_tflops"] and results["peak_tflops"] * 1e12
     print("stage-1 step, ResNet-34 + teacher, CIFAR-100 shapes:")
-    print(f"  fast path       {fast:10.1f} images/s ({timed_images} images in {len(windows)} "
-          f"timed mid-epoch window{'s' if len(windows) > 1 else ''}, {timed_seconds:.3g} s, "
+    print(f"  fast path       {fast:10.1f} images/s ({results['timed_images']} images in {windows} "
+          f"timed mid-epoch window{'s' if windows > 1 else ''}, {results['timed_seconds']:.3g} s, "
           "after a whole warm-up epoch)")
-    print(f"  reference style {reference:10.1f} images/s")
-    print(f"  ratio           {fast / reference:10.1f}x")
-    print(f"  host syncs inside a fast-path step: {syncs}")
+    print(f"  reference style {results['reference_images_per_s']:10.1f} images/s")
+    print(f"  ratio           {results['ratio']:10.1f}x")
+    print(f"  host syncs inside a fast-path step: {results['host_syncs_in_step']}")
     if compiled["enabled"]:
         print(f"  torch.compile: {compiled['graphs']} graphs, {compiled['fallbacks_to_eager']} "
               "fallbacks to eager")
+    achieved, mig_share = results["model_tflops"] * 1e12, results["peak_mig_share"]
     print(f"  model FLOP/s    {achieved / 1e12:10.3g} TFLOP/s "
-          f"({per_image / 1e9:.2f} GFLOP per training image)"
+          f"({results['flops_per_image'] / 1e9:.2f} GFLOP per training image)"
           + (f", {100 * achieved / peak:.1f}% of the {peak / 1e12:.0f} TFLOP/s bf16 peak"
              if peak else ", no peak known for this device (--peak-tflops)")
-          + (f" (the MIG slice's {sm_count} SMs, {100 * mig_share:.0f}% of the chip's)"
+          + (f" (the MIG slice's {results['sm_count']} SMs, {100 * mig_share:.0f}% of the chip's)"
              if mig_share else ""), flush=True)
-    results = {"device": name, "device_type": device.type, "torch": torch.__version__,
-               "batch": args.batch, "steps": steps, "compile": args.compile,
-               "synthetic_images": n_images, "batches_per_epoch": fast_step.batches_per_epoch,
-               "timed_windows": len(windows), "timed_images": timed_images,
-               "timed_seconds": timed_seconds, "numerics": fast_step.numerics.describe(),
-               "compile_report": compiled,
-               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-               "regularizer": reg, "fast_images_per_s": fast, "reference_images_per_s": reference,
-               "ratio": fast / reference, "host_syncs_in_step": syncs, "model_tflops": achieved / 1e12,
-               "peak_tflops": peak / 1e12 if peak else None, "sm_count": sm_count,
-               "peak_scaled_for_mig": mig_share is not None, "peak_mig_share": mig_share,
-               "peak_fraction": achieved / peak if peak else None,
-               "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    measurement = Measurement(name, achieved / 1e12, results["measured_at"], Path())
+
+
+def bench(args) -> int:
+    writable_results_folder(args.runs_dir)
+    device = torch.device(args.device)
+    results = measure(args, load_config(EXPERIMENT), device)
+    print_step(results)
+    measurement = Measurement(results["device"], results["model_tflops"], results["measured_at"],
+                              Path())
     results["projections"] = projections(measurement)
     print("projected stage-1 time per paper experiment at this rate:")
     for row in results["projections"]:
         print(f"  {row['experiment']:<34} {row['projected_hours']:8.2f} h")
     path = record(args.runs_dir, results)  # saved now: packing below may fail or be stopped
-    if args.pack == "yes" or (args.pack == "auto" and on_gpu):
+    if args.pack == "yes" or (args.pack == "auto" and device.type == "cuda"):
         print(f"runs packed on one device, {args.pack_seconds:g} s timed together:", flush=True)
-        results["packed_images_per_s"] = packed(args, args.pack_seconds, n_images)
-        best = max(results["packed_images_per_s"].values())
-        results["packed_best_peak_fraction"] = best * per_image / peak if peak else None
+        results["packed_images_per_s"] = packed(args, args.pack_seconds, results["synthetic_images"])
+        best, peak = max(results["packed_images_per_s"].values()), results["peak_tflops"]
+        per_image = results["flops_per_image"]
+        results["packed_best_peak_fraction"] = best * per_image / (peak * 1e12) if peak else None
         if peak:
-            print(f"  best total: {100 * best * per_image / peak:.1f}% of the bf16 peak")
+            print(f"  best total: {100 * best * per_image / (peak * 1e12):.1f}% of the bf16 peak")
         record(args.runs_dir, results)
     print(f"written: {path}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
