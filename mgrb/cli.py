@@ -28,8 +28,11 @@ def _experiment_path(argument: str, directory: Path) -> Path:
     candidate = directory / f"{argument}.yaml"
     if candidate.exists():
         return candidate
-    raise ConfigError(f"{argument}: no such experiment file, and no {candidate}; "
-                      "`mgrb list` shows the experiments")
+    from mgrb.config.experiment import did_you_mean
+
+    names = [file.stem for file in directory.glob("*.y*ml")] if directory.is_dir() else []
+    raise ConfigError(f"{argument}: no such experiment file, and no {candidate}"
+                      f"{did_you_mean(argument, names)}; `mgrb list` shows the experiments")
 
 
 def _install_stop_handlers() -> None:
@@ -53,16 +56,40 @@ def _install_stop_handlers() -> None:
 
 def command_run(args) -> int:
     from mgrb.config.experiment import load_config
-    from mgrb.training.environment import resolve_device
-    from mgrb.training.numerics import prepare_process
-    from mgrb.training.progress import Progress
     from mgrb.pipeline.reproduce import planned_runs
-    from mgrb.pipeline.run import run_experiment
 
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
-    prepare_process(config.train.deterministic)  # before anything starts CUDA
     runs = planned_runs(config, _default_dir("MGRB_RUNS", "runs"), args.out, args.seed)
+    return _train(config, runs, path, args, again=_again(args))
+
+
+def command_resume(args) -> int:
+    """Continue a run folder from its own config.yaml: the overrides it was started with are
+    in that file, so nothing needs retyping."""
+    from mgrb.config.experiment import config_from_data
+    from mgrb.pipeline.reproduce import PlannedRun
+    from mgrb.store.runfolder import CONFIG, RunFolder
+
+    folder = RunFolder(args.folder)
+    stored = folder.stored_config()
+    if stored is None:
+        raise MGRBError(f"{args.folder}: holds no {CONFIG}, so it is not a run folder; "
+                        "`mgrb run EXPERIMENT --out FOLDER` starts one")
+    config = config_from_data(stored, str(folder.path / CONFIG))
+    run = PlannedRun(config.name, config.train.seed, config, folder.path)
+    again = " ".join(["mgrb", "resume", shlex.quote(str(args.folder))]
+                     + ([f"--device {args.device}"] if args.device != "auto" else []))
+    return _train(config, [run], folder.path / CONFIG, args, again=again)
+
+
+def _train(config, runs, path: Path, args, *, again: str) -> int:
+    from mgrb.pipeline.run import run_experiment
+    from mgrb.training.environment import resolve_device
+    from mgrb.training.numerics import prepare_process
+    from mgrb.training.progress import Progress
+
+    prepare_process(config.train.deterministic)  # before anything starts CUDA
     device = resolve_device(args.device)
     progress = Progress(quiet=args.quiet)
     if device.type == "cpu" and config.dataset.name != "digits":
@@ -70,8 +97,7 @@ def command_run(args) -> int:
                          "this data set (the digits experiments are the CPU-sized ones)")
     _install_stop_handlers()
     for run in runs:
-        code = run_experiment(run, path, device, progress, restart=args.restart,
-                              again=_again(args))
+        code = run_experiment(run, path, device, progress, restart=args.restart, again=again)
         if code:
             return code
     return 0
@@ -228,6 +254,16 @@ def _add_training_commands(commands) -> None:
                      help="when every checkpoint of the run folder is damaged, start over "
                           "instead of stopping (the damaged files are kept as *.damaged)")
     run.set_defaults(handler=command_run)
+
+    resume = commands.add_parser(
+        "resume", help="continue a run folder from its saved configuration (--set included)")
+    resume.add_argument("folder", type=Path, metavar="RUN_DIR")
+    resume.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    resume.add_argument("--quiet", action="store_true",
+                        help="no progress output (warnings and errors are still shown)")
+    resume.add_argument("--restart", action="store_true",
+                        help="when every checkpoint is damaged, start over (see `mgrb run`)")
+    resume.set_defaults(handler=command_resume)
 
     repro = commands.add_parser(
         "reproduce", help="run experiments (skipping finished ones) and write the report")

@@ -4,6 +4,7 @@ name the file, the key and the line; the result is a frozen `Experiment`."""
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from mgrb.config.defaults import DATASET_DEFAULTS
 from mgrb.config.schema import SCHEMA, Experiment, Field, build
 from mgrb.errors import ConfigError
 from mgrb.store.contracts import NAME_PATTERN
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean X?)' for the closest choice, or nothing when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
 
 def _type_name(kind) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
@@ -125,7 +132,8 @@ def _validate(data, schema: dict, prefix: str, source: _Source) -> dict:
     unknown = [key for key in data if key not in schema]
     if unknown:
         key = f"{prefix}{unknown[0]}"
-        raise source.error(key, f"unknown key; expected one of: {', '.join(schema)}")
+        raise source.error(key, f"unknown key{did_you_mean(str(unknown[0]), schema)}; "
+                           f"expected one of: {', '.join(schema)}")
     result = {}
     for key, spec in schema.items():
         dotted = f"{prefix}{key}"
@@ -156,9 +164,12 @@ def _apply_override(data: dict, assignment: str) -> None:
         raise ConfigError(f"--set {assignment}: expected KEY=VALUE, e.g. train.epochs=3")
     key, text = assignment.split("=", 1)
     parts, schema = key.strip().split("."), SCHEMA
-    for part in parts:
+    for depth, part in enumerate(parts):
         if not isinstance(schema, dict) or part not in schema:
-            raise ConfigError(f"--set {key}: unknown key")
+            known = [".".join([*parts[:depth], name]) for name in schema] \
+                if isinstance(schema, dict) else []
+            dotted = ".".join(parts[:depth + 1])
+            raise ConfigError(f"--set {key}: unknown key{did_you_mean(dotted, known)}")
         schema = schema[part]
     node = data
     for part in parts[:-1]:
@@ -247,6 +258,18 @@ def parse_config(text: str, path: str = "<string>", overrides: list[str] = ()) -
     for assignment in overrides:
         _apply_override(data, assignment)
         source.overridden.add(assignment.split("=", 1)[0].strip())
+    return _resolve(data, source)
+
+
+def config_from_data(data, path: str) -> Experiment:
+    """A configuration read as plain data elsewhere (a run folder's config.yaml), validated
+    as strictly as an experiment file: the folder may come from anywhere."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys (name:, dataset:, ...)")
+    return _resolve(copy.deepcopy(data), _Source(path))
+
+
+def _resolve(data: dict, source: _Source) -> Experiment:
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and isinstance(dataset.get("name"), str) \
             and dataset["name"] in DATASET_DEFAULTS:

@@ -57,7 +57,8 @@ def test_overrides_apply_before_validation():
 @pytest.mark.parametrize("text,expected", [
     (GOOD + "colour: red\n", r"exp.yaml:9: colour: unknown key"),
     (GOOD.replace("  increment: 1", "  increment: 1\n  incremnt: 2"),
-     r"exp.yaml:7: protocol.incremnt: unknown key; expected one of: initial, increment"),
+     r"exp.yaml:7: protocol.incremnt: unknown key \(did you mean increment\?\); "
+     r"expected one of: initial, increment"),
     (GOOD + "train:\n  lr: fast\n", r"exp.yaml:10: train.lr: must be a number, got 'fast'"),
     (GOOD + "method:\n  cbloss: 1\n", r"exp.yaml:10: method.cbloss: must be true or false"),
     (GOOD.replace("increment: 1", "increment: 2"),
@@ -98,3 +99,29 @@ def test_a_memory_too_small_for_a_balanced_set_is_refused_when_stage_2_needs_one
     with pytest.raises(ConfigError, match="keeps 5 images per old class.*no balanced set"):
         parse_config(text, "x.yaml")
     parse_config(text, "x.yaml", ["train.stage2_epochs=0"])  # no stage 2: nothing to refuse
+
+
+@pytest.mark.parametrize("text,overrides,expected", [
+    (GOOD + "train:\n  epohcs: 3\n", [], r"train.epohcs: unknown key \(did you mean epochs\?\)"),
+    (GOOD, ["train.epoch=3"], r"--set train.epoch: unknown key \(did you mean train.epochs\?\)"),
+    (GOOD, ["mehtod.beta=3"], r"--set mehtod.beta: unknown key \(did you mean method\?\)"),
+    (GOOD + "hierarchi:\n  kind: vis\n", [], r"hierarchi: unknown key \(did you mean hierarchy\?\)"),
+])
+def test_a_misspelt_key_gets_the_closest_real_one(text, overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(text, "exp.yaml", overrides)
+
+
+def test_a_key_like_no_other_gets_no_suggestion():
+    with pytest.raises(ConfigError) as error:
+        parse_config(GOOD + "zzzz: 1\n", "exp.yaml")
+    assert "did you mean" not in str(error.value)
+
+
+def test_a_misspelt_experiment_name_gets_the_closest_file(tmp_path, capsys):
+    from mgrb.cli import main
+
+    (tmp_path / "digits_5_1.yaml").write_text(GOOD)
+    code = main(["--experiments-dir", str(tmp_path), "run", "digts_5_1"])
+    assert code == 2
+    assert "(did you mean digits_5_1?)" in capsys.readouterr().err
