@@ -36,12 +36,13 @@ class Progress:
         self._write(text)
 
     def epoch(self, *, phase: int, phases: int, stage: str, epoch: int, epochs: int,
-              loss: float, images_per_s: float, started: float) -> None:
-        """Called after each epoch; `epoch` counts from 1."""
+              loss: float, images_per_s: float, started: float, first: int = 1) -> None:
+        """Called after each epoch; `epoch` counts from 1 and goes on after a resume, which
+        started this process at epoch `first` (the ETA is timed from there)."""
         if self.quiet:
             return
         elapsed = time.monotonic() - started
-        eta = elapsed / epoch * (epochs - epoch)
+        eta = elapsed / (epoch - first + 1) * (epochs - epoch)
         label = f"phase {phase + 1}/{phases} {stage}"
         if self.tty:
             width = 24

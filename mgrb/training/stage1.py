@@ -61,9 +61,8 @@ class Stage1Loop:
                                    "iteration": self.iterations(split), "losses": losses,
                                    "lr": lr, "images_per_s": round(rate, 1)})
             self.progress.epoch(phase=position.phase, phases=self.phases, stage="stage 1",
-                                epoch=epoch + 1 - position.epoch,
-                                epochs=epochs - position.epoch, loss=losses["total"],
-                                images_per_s=rate, started=started)
+                                epoch=epoch + 1, epochs=epochs, first=position.epoch + 1,
+                                loss=losses["total"], images_per_s=rate, started=started)
             done = epoch + 1 == epochs
             if done or (epoch + 1) % self.train.checkpoint_every == 0:
                 self.save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
