@@ -24,13 +24,16 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test test-fast demo data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check
+.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
 	@echo "make test         the whole test suite (runs setup first)"
 	@echo "make test-fast    the suite without the end-to-end tests (tests/e2e, marked slow)"
 	@echo "make demo         train the offline digits experiment and print its accuracy"
+	@echo "make demo-ablation  the digits ablation: 12 settings x 3 seeds on the CPU, table and figure"
+	@echo "make demo-record  (maintainers) commit the demo's numbers to docs/results/ and README"
+	@echo "make readme       regenerate README's measured numbers from docs/results/ and benchmarks/results/"
 	@echo "make data         fetch CIFAR where the network allows; show the ImageNet layouts"
 	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
 	@echo "make tui          the terminal launcher: pick, launch, watch, check (mgrb tui)"
@@ -46,7 +49,8 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh scripts/setup_wordnet.sh
+$(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh scripts/setup_wordnet.sh \
+		scripts/install_progress.py
 	bash scripts/setup.sh
 
 test: $(SETUP)
@@ -57,6 +61,30 @@ test-fast: $(SETUP)
 
 demo: $(SETUP)
 	$(MGRB) run experiments/digits_5_1.yaml
+
+# The digits ablation (docs/method.md section 10): every setting of experiments/demo/ over its
+# three seeds on the CPU (deterministic there), then a table of mean and std and a figure.
+DEMO_ABLATION := digits_replay_keep digits_kd_keep digits_rebalance_keep digits_regularizer_keep \
+	digits_mgrb_no_stage2_keep digits_mgrb_keep digits_replay digits_kd digits_rebalance \
+	digits_regularizer digits_mgrb_no_stage2 digits_mgrb
+DEMO_RUNS ?= $(RUNS)/demo
+DEMO_REPORTS ?= $(CURDIR)/reports/demo
+
+demo-ablation: $(SETUP)
+	$(MGRB) --experiments-dir experiments/demo reproduce $(DEMO_ABLATION) --runs-dir $(DEMO_RUNS) \
+		--reports-dir $(DEMO_REPORTS) --device cpu --quiet
+	$(PY) -m mgrb.reporting.ablation --runs-dir $(DEMO_RUNS) --out $(DEMO_REPORTS) $(DEMO_ABLATION)
+
+# Maintainers: after `make demo` and `make demo-ablation`, commit their numbers and let README
+# show them (scripts/readme_figures.py; a test holds README to these files).
+demo-record: $(SETUP)
+	$(PY) -m mgrb.reporting.ablation --runs-dir $(DEMO_RUNS) --out $(DEMO_REPORTS) \
+		--record docs/results/digits-ablation.json $(DEMO_ABLATION)
+	cp $(RUNS)/digits_5_1/results.json docs/results/digits_5_1.json
+	$(PY) scripts/readme_figures.py
+
+readme: $(SETUP)
+	$(PY) scripts/readme_figures.py
 
 data: $(SETUP)
 	$(MGRB) data
@@ -92,7 +120,7 @@ image-bench:
 
 lint: $(SETUP)
 	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/ruff check mgrb tests $(wildcard artifact benchmarks)
+	$(VENV)/bin/ruff check mgrb tests scripts $(wildcard artifact benchmarks)
 	$(PY) -m pytest -q tests/unit/test_layers.py
 
 # Speed is measured here, never asserted in unit tests. On a GPU: the full table; on a CPU:

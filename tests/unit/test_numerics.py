@@ -17,7 +17,7 @@ from mgrb.training.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applie
 EXPERIMENT = """\
 name: numerics
 dataset: {name: digits}
-protocol: {initial: 6, increment: 2, memory_total: 200}
+protocol: {initial: 6, increment: 2, memory_total: 200, holdout_fraction: 0.1}
 train:
   epochs: 2
   milestones: [1]

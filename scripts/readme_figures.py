@@ -1,0 +1,104 @@
+"""README's measured numbers, generated from the committed result files, never typed.
+
+Each block of README.md between `<!-- BEGIN generated:NAME -->` and `<!-- END generated:NAME -->`
+is rebuilt from one file:
+
+    demo       docs/results/digits_5_1.json          results.json of `make demo` (make demo-record)
+    ablation   docs/results/digits-ablation.json     `make demo-ablation`
+    peer       benchmarks/results/peer-replay-cpu.json   `make peer-bench`
+
+    python scripts/readme_figures.py            rewrite the blocks in README.md
+    python scripts/readme_figures.py --check    exit 1 when a block differs from its file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- BEGIN generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+                   r"(<!-- END generated:(?P=name) -->)", re.DOTALL)
+
+
+def _load(relative: str) -> dict:
+    return json.loads((ROOT / relative).read_text(encoding="utf-8"))
+
+
+def demo() -> str:
+    from mgrb.pipeline.run import format_phase_table
+
+    results = _load("docs/results/digits_5_1.json")
+    return (f"Measured with `make demo` on {results['device']}, commit "
+            f"`{str(results['git_commit'])[:12]}` (docs/results/digits_5_1.json):\n\n"
+            f"```text\n{format_phase_table(results)}\n```\n")
+
+
+def ablation() -> str:
+    from mgrb.reporting.ablation import markdown_table
+
+    record = _load("docs/results/digits-ablation.json")
+    rows = record["rows"]
+    devices = sorted({device for row in rows for device in row["devices"]})
+    runs = sum(len(row["seeds"]) for row in rows)
+    hours = sum(row["wall_time_s"] for row in rows) / 60
+    return (f"{markdown_table(rows)}\n\nMean ± standard deviation over seeds "
+            f"{', '.join(map(str, rows[0]['seeds']))}; {runs} runs on {'; '.join(devices)}, "
+            f"{hours:.0f} minutes of training in all; `{record['command']}` "
+            f"(docs/results/digits-ablation.json, {record['generated']}).\n")
+
+
+def peer() -> str:
+    record = _load("benchmarks/results/peer-replay-cpu.json")
+    lines = ["| implementation | average top-1 | last top-1 | seeds |", "|---|---|---|---|"]
+    for side in record["summary"]:
+        lines.append(f"| {side['label']} | {side['avg_mean']:.2f} ± {side['avg_std']:.2f} | "
+                     f"{side['last_mean']:.2f} ± {side['last_std']:.2f} | {side['seeds']} |")
+    return "\n".join(lines) + f"\n\n`{record['command']}` on {record['machine']}.\n"
+
+
+GENERATORS = {"demo": demo, "ablation": ablation, "peer": peer}
+
+
+def regenerate(text: str) -> tuple[str, list[str]]:
+    """README text with every generated block rebuilt, and the names of those that changed."""
+    changed = []
+
+    def rebuild(match: re.Match) -> str:
+        name = match["name"]
+        if name not in GENERATORS:
+            raise SystemExit(f"README.md: generated:{name}: no generator of that name "
+                             f"(known: {', '.join(GENERATORS)})")
+        body = GENERATORS[name]()
+        if body != match["body"]:
+            changed.append(name)
+        return match[1] + body + match[4]
+
+    return BLOCK.sub(rebuild, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
+    args = parser.parse_args(argv)
+    text = README.read_text(encoding="utf-8")
+    new, changed = regenerate(text)
+    if args.check:
+        for name in changed:
+            print(f"README.md: block generated:{name} differs from its result file; run "
+                  "`make readme`", file=sys.stderr)
+        return 1 if changed else 0
+    if changed:
+        from mgrb.store.files import atomic_write
+
+        atomic_write(README, new.encode("utf-8"))
+    print(f"README.md: {', '.join(changed) or 'nothing'} regenerated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
