@@ -128,9 +128,21 @@ def command_reproduce(args) -> int:
 
 
 def command_report(args) -> int:
+    from mgrb.reporting.check import BAD_INPUT, NOTHING_FINISHED
     from mgrb.reporting.report import collect, write_report
 
-    path = write_report(collect(args.runs), args.out, tolerance=args.tolerance)
+    found = collect(args.runs)
+    for folder in found.bad:
+        print(f"mgrb: error: {folder.message}", file=sys.stderr)
+    if found.bad:  # a report that silently left out a folder it was given would mislead
+        print(f"mgrb: nothing written; {args.out} is as it was", file=sys.stderr)
+        return BAD_INPUT
+    if not found.groups:
+        print(f"mgrb: none of the folders given holds a finished run ({len(found.failed)} failed, "
+              f"{len(found.unfinished)} not finished); {args.out} is as it was", file=sys.stderr)
+        return NOTHING_FINISHED
+    path = write_report(found.groups, args.out, tolerance=args.tolerance, failed=found.failed,
+                        unfinished=found.unfinished)
     print(f"report: {path}")
     return 0
 
@@ -195,11 +207,20 @@ def command_list(args) -> int:
 
 
 def command_check(args) -> int:
-    from mgrb.reporting.check import check_runs, format_table
+    from mgrb.reporting.check import NOTHING_FINISHED, check_runs, format_table
 
-    rows = check_runs(args.runs, args.tolerance)
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
-    return 1 if any(row["verdict"] == "below" for row in rows) else 0
+    checked = check_runs(args.runs, args.tolerance)
+    if args.json:
+        unfinished = [{"experiment": None, "metric": None, "verdict": entry["status"], **entry}
+                      for entry in checked.unfinished]
+        print(json.dumps(checked.rows + unfinished, indent=2))
+    elif checked.rows or checked.unfinished:
+        print(format_table(checked.rows, checked.unfinished))
+    for folder in checked.bad:
+        print(f"mgrb: error: {folder.message}", file=sys.stderr)
+    if checked.exit_code == NOTHING_FINISHED:
+        print("mgrb: no verdict: none of the runs given has finished", file=sys.stderr)
+    return checked.exit_code
 
 
 def command_quickstart(args) -> int:
@@ -284,7 +305,12 @@ def _add_training_commands(commands) -> None:
 def _add_reading_commands(commands) -> None:
     """The commands that read experiments, run folders and data: report, list, check, data,
     tui, quickstart."""
-    report = commands.add_parser("report", help="write the reproduction report for run folders")
+    report = commands.add_parser(
+        "report", help="write the reproduction report for run folders",
+        description="reproduction.md, results.csv and figures/ from every finished run at or "
+                    "below the folders given; failed and unfinished runs are listed. Nothing is "
+                    "written, and the old report stays, when a path is not a run folder or its "
+                    "results are damaged (exit 2) or when none of the runs has finished (exit 3).")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument("--out", type=Path, default=_default_dir("MGRB_REPORTS", "reports"))
     report.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
@@ -298,10 +324,14 @@ def _add_reading_commands(commands) -> None:
     listing.set_defaults(handler=command_list)
     check = commands.add_parser(
         "check", help="compare finished runs with the paper's reported accuracy",
-        description="Verdict per run and metric: reproduced (inside reported +- tolerance), "
-                    "above, below, or no reference. Exit 0 when nothing is below, 1 when "
-                    "something is, 2 on bad input. Run folders of one experiment (several "
-                    "seeds) are judged by their mean.")
+        description="Verdict per experiment and metric: reproduced (inside reported +- "
+                    "tolerance), above, below, or no reference. Run folders of one experiment "
+                    "in one configuration (several seeds) are judged by their mean, each seed "
+                    "once; other configurations get rows of their own. A folder of runs (such "
+                    "as runs/NAME or runs) stands for every run below it; unfinished and failed "
+                    "runs are listed as such. Exit 0 when nothing is below, 1 when something "
+                    "is, 2 when a path is not a run folder or its results are damaged, 3 when "
+                    "none of the runs has finished.")
     check.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     check.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
     check.add_argument("--json", action="store_true", help="machine-readable output")

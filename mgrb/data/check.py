@@ -17,21 +17,25 @@ def data_root(root: Path | None) -> Path:
 def check_data(root: Path | None, download: bool = True) -> int:
     """Print the state of every data set; exit status 1 if a present data set is damaged."""
     from mgrb.data import data_present, load_dataset
+    from mgrb.data.cifar import CIFAR_LAYOUT
     from mgrb.data.folder import IMAGENET100_LAYOUT, MINIIMAGENET_LAYOUT
 
     root = data_root(root)
-    status = 0
+    status, cifar_missing = 0, False
     print(f"data folder: {root.resolve()} (set MGRB_DATA or --root to change it)")
     for name, (train, test) in EXPECTED_COUNTS.items():
         present = data_present(name, root)
         if not present and not download:
             print(f"{name}: missing (run `mgrb data` where the network allows to download it)")
+            cifar_missing = True
             continue
         try:
             data = load_dataset(name, root, download=download)
         except DataError as error:
-            print(f"{name}: {'damaged' if present else 'not available'}: {error}")
+            print(f"{name}: {'damaged' if present else 'not available'}: "
+                  f"{_without(str(error), CIFAR_LAYOUT)}")
             status = 1 if present else status
+            cifar_missing = True
             continue
         counts = (len(data.train_labels), len(data.test_labels))
         if counts != (train, test):
@@ -40,6 +44,8 @@ def check_data(root: Path | None, download: bool = True) -> int:
             status = 1
         else:
             print(f"{name}: ok, {train} train / {test} test images in {data.source}")
+    if cifar_missing:  # one layout covers both data sets: shown once, not in each message
+        print(f"CIFAR layout (both data sets):\n{CIFAR_LAYOUT}")
     print("digits: ok, bundled with scikit-learn")
     for name, layout in (("miniimagenet", MINIIMAGENET_LAYOUT),
                          ("imagenet100", IMAGENET100_LAYOUT)):
@@ -49,3 +55,12 @@ def check_data(root: Path | None, download: bool = True) -> int:
             print(f"{name}: not present. It cannot be downloaded automatically; put it here:\n"
                   f"{layout}\n")
     return status
+
+
+def _without(message: str, layout: str) -> str:
+    """A loader's message on one line, the layout it quotes replaced by a pointer to the one
+    printed below it."""
+    if layout not in message:
+        return message
+    before, _, after = message.partition(layout)
+    return " ".join(f"{before.rstrip().rstrip(':')} (below) {after}".split())

@@ -41,7 +41,12 @@ def select_experiments(experiments_dir: Path, patterns: list[str]
 
     Also returns the files that cannot run, file -> why (invalid, or a name that an earlier
     file already has): one bad file among many is reported, and the rest still run."""
-    chosen, available, unusable = [], {}, {}
+    available, unusable = _available(experiments_dir)
+    return _choose(available, patterns, experiments_dir), unusable
+
+
+def _available(experiments_dir: Path) -> tuple[dict[str, tuple[Path, Experiment]], dict[str, str]]:
+    available, unusable = {}, {}
     for path in sorted(experiments_dir.glob("*.yaml")):
         try:
             config = load_config(path)
@@ -53,31 +58,40 @@ def select_experiments(experiments_dir: Path, patterns: list[str]
                                    f"{available[config.name][0]} does; not run")
             continue
         available[config.name] = (path, config)
+    return available, unusable
+
+
+def _choose(available: dict, patterns: list[str], experiments_dir: Path) -> list:
     if not patterns:
-        return list(available.values()), unusable
+        return list(available.values())
+    chosen = []
     for pattern in patterns:
         matches = [name for name in available if fnmatch.fnmatch(name, pattern)]
         if not matches:
             raise MGRBError(f"EXPERIMENTS={pattern}: matches no experiment in {experiments_dir}/ "
                             f"(`mgrb list` shows the names)")
         chosen += [available[name] for name in matches if available[name] not in chosen]
-    return chosen, unusable
+    return chosen
 
 
 def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, reports_dir: Path,
               device: str, tolerance: float | None, progress) -> int:
     """Every run in its own `mgrb run` process (isolated.py): a run that fails, crashes or runs
-    out of memory is listed in the report with its message, and the batch goes on. Returns
-    0, 1 when a run failed, or 130 when stopped (the stopped run resumes next time)."""
+    out of memory is listed in the report with its message, and the batch goes on. The report
+    covers every finished run in runs_dir of every experiment file, not only this call's, so
+    that an experiment that fails now or cannot run never takes earlier results with it.
+
+    Returns 0; 1 when a run failed; 3 when no chosen experiment has a finished run and none
+    failed (nothing to judge: e.g. its data is missing); 130 when stopped (the stopped run
+    resumes next time)."""
     from mgrb.data import data_present
-    from mgrb.reporting.report import write_report
-    from mgrb.reporting.check import check_group, format_table, read_results
     from mgrb.pipeline.isolated import run_command, run_isolated
+    from mgrb.reporting.check import NOTHING_FINISHED
     from mgrb.store.runfolder import RunFolder
 
-    selected, unusable = select_experiments(experiments_dir, patterns)
-    groups: dict[str, list[dict]] = {}
-    failed: dict[str, str] = {}
+    available, unusable = _available(experiments_dir)
+    selected = _choose(available, patterns, experiments_dir)
+    failed: dict[Path, tuple[str, str]] = {}  # run folder -> (label, message)
     not_run: dict[str, str] = dict(unusable)
     for file, reason in unusable.items():
         progress.warn(f"skipping {file}: {reason}")
@@ -94,29 +108,61 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
             label = f"{name} (seed {run.seed})" if config.seeds else name
             if RunFolder(run.folder).is_finished():
                 progress.message(f"== {label}: finished earlier, skipped")
-            else:
-                progress.message(f"== {label} -> {run.folder}")
-                outcome = run_isolated(run_command(
-                    path, runs_dir / name, seed=run.seed if config.seeds else None,
-                    device=device, quiet=progress.quiet, experiments_dir=experiments_dir))
-                if outcome.interrupted:
-                    progress.message(f"{label} stopped; its checkpoint is saved")
-                    return INTERRUPTED
-                if not outcome.finished:
-                    failed[label] = outcome.error
-                    progress.warn(f"{label} failed: {outcome.error}; going on with the next")
-                    continue
-            try:
-                groups.setdefault(name, []).append(read_results(run.folder))
-            except MGRBError as error:  # a results.json damaged or from elsewhere
-                failed[label] = str(error)
-                progress.warn(f"{label}: {error}")
-    report = write_report(groups, reports_dir, tolerance=tolerance, failed=failed,
-                          not_run=not_run)
-    rows = [row for name, runs in groups.items() for row in check_group(name, runs, tolerance)]
+                continue
+            progress.message(f"== {label} -> {run.folder}")
+            outcome = run_isolated(run_command(
+                path, runs_dir / name, seed=run.seed if config.seeds else None,
+                device=device, quiet=progress.quiet, experiments_dir=experiments_dir))
+            if outcome.interrupted:
+                progress.message(f"{label} stopped; its checkpoint is saved")
+                return INTERRUPTED
+            if not outcome.finished:
+                failed[run.folder] = (label, outcome.error)
+                progress.warn(f"{label} failed: {outcome.error}; going on with the next")
+    report, found = _report(sorted(available), runs_dir, reports_dir, tolerance, failed, not_run,
+                            source=f"every finished run in {runs_dir} of the experiments in "
+                                   f"{experiments_dir}")
+    if failed:
+        return 1
+    return 0 if {config.name for _, config in selected} & set(found) else NOTHING_FINISHED
+
+
+def _report(names: list[str], runs_dir: Path, reports_dir: Path, tolerance,
+            failed: dict[Path, tuple[str, str]], not_run: dict[str, str], source: str):
+    """Write the report of every run folder in runs_dir/<name>, finished or not, with this
+    call's failures (a run killed now has no failed.json), and print the verdict table.
+    Returns the report's path and the experiments that have finished runs."""
+    from mgrb.reporting.check import format_table, group_rows
+    from mgrb.reporting.report import collect, write_report
+    from mgrb.reporting.runs import DAMAGED, group_runs, one_line
+
+    found = collect([runs_dir / name for name in names if (runs_dir / name).is_dir()])
+    groups = {name: runs for name, runs in found.groups.items() if name in names}
+    now = {str(folder): entry for folder, entry in failed.items()}
+    failures, unfinished = {}, {}
+    for folder, message in [*found.failed.items(), *found.unfinished.items()]:
+        label = _label(runs_dir, folder)
+        if folder in now:
+            failures[label] = now.pop(folder)[1]
+        else:
+            (failures if folder in found.failed else unfinished)[label] = message
+    failures.update({_label(runs_dir, f.path): f.message for f in found.bad if f.status == DAMAGED})
+    failures.update(dict(now.values()))  # failed before it made a run folder
+    report = write_report(groups, reports_dir, tolerance=tolerance, failed=failures,
+                          unfinished=unfinished, not_run=not_run, source=source)
+    rows = [row for group in group_runs([r for runs in groups.values() for r in runs])
+            for row in group_rows(group, tolerance)]
     if rows:
         print(format_table(rows))
-    for label, message in failed.items():
-        print(f"{label}: FAILED: {message}")
+    for label, message in failures.items():
+        print(f"{one_line(label)}: FAILED: {one_line(message)}")
     print(f"report: {report}")
-    return 1 if failed else 0
+    return report, groups
+
+
+def _label(runs_dir: Path, folder) -> str:
+    """A run folder as the report names it: its place in runs_dir (`name` or `name/seed-1`)."""
+    try:
+        return Path(folder).relative_to(runs_dir).as_posix()
+    except ValueError:
+        return str(folder)

@@ -37,17 +37,12 @@ def run_experiment(run, path: Path, device, progress, *, restart: bool, again: s
               f"{format_phase_table(results)}")
         return 0
     folder.restart_if_damaged = restart
-    folder.acquire_lock()
+    folder.acquire_lock()  # before anything below: a folder in use by another trainer is not ours
     try:
+        folder.clear_failure()
         progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}, "
                          f"run folder {folder.path}")
-        try:
-            results = _train(run, folder, device, progress, again)
-        except DamagedCheckpoints as error:
-            if not _agreed_to_start_over(error):
-                raise
-            folder.restart_if_damaged = True
-            results = _train(run, folder, device, progress, again)
+        results = _train_recording_failure(run, folder, device, progress, again)
     finally:
         folder.release_lock()
     if results is None:
@@ -55,6 +50,32 @@ def run_experiment(run, path: Path, device, progress, *, restart: bool, again: s
     print(format_phase_table(results))
     print(f"results: {folder.results_path}")
     return 0
+
+
+def _train_recording_failure(run, folder: RunFolder, device, progress, again: str) -> dict | None:
+    """_train, leaving failed.json with the message when the run ends in an error, so that a
+    reader does not take the folder for a run still under way or merely stopped."""
+    try:
+        try:
+            return _train(run, folder, device, progress, again)
+        except DamagedCheckpoints as error:
+            if not _agreed_to_start_over(error):
+                raise
+            folder.restart_if_damaged = True
+            return _train(run, folder, device, progress, again)
+    except MGRBError as error:
+        _record(folder, str(error), type(error).__name__)
+        raise
+    except Exception as error:  # an unexpected fault: cli.main reports it as an internal error
+        _record(folder, f"internal error: {type(error).__name__}: {error}", type(error).__name__)
+        raise
+
+
+def _record(folder: RunFolder, message: str, kind: str) -> None:
+    try:
+        folder.record_failure(message, kind)
+    except MGRBError:  # the disk that failed the run may fail this too; the error in hand matters more
+        pass
 
 
 def _train(run, folder: RunFolder, device, progress, again: str) -> dict | None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
-from mgrb.store import contracts
-from mgrb.errors import MGRBError
-from mgrb.store.runfolder import RESULTS
+from mgrb.reporting.runs import (DAMAGED, FINISHED, NOT_A_RUN, Folder, Group, find_folders, group_runs,
+                                 one_line)
 
 METRICS = ("avg_top1", "last_top1")
 VERDICTS = ("reproduced", "above", "below", "no reference")
+# `mgrb check` exit statuses: 0 nothing below; 1 a verdict is below; 2 a path is not a run
+# folder or its results are damaged; 3 no verdict at all, as nothing given has finished.
+BELOW, BAD_INPUT, NOTHING_FINISHED = 1, 2, 3
 
 
 def verdict(value: float, reported: float | None, tolerance: float) -> str:
@@ -22,22 +25,6 @@ def verdict(value: float, reported: float | None, tolerance: float) -> str:
     if value < reported - tolerance:
         return "below"
     return "reproduced"
-
-
-def read_results(run_dir: str | Path) -> dict:
-    """A finished run's results.json, checked against its contract (contracts.RESULTS_CONTRACT)."""
-    path = Path(run_dir) / RESULTS
-    if not Path(run_dir).is_dir():
-        raise MGRBError(f"{run_dir}: no such run folder")
-    try:
-        results = contracts.read("results", path)
-    except contracts.RunFileError as error:
-        raise MGRBError(f"{error}; not a results file this project wrote (damaged, or made "
-                        "elsewhere). Re-run the experiment to regenerate it.") from None
-    if results is None:
-        raise MGRBError(f"{path}: missing; the run has not finished (results.json is written "
-                        "only at the end). Resume it with `mgrb run` first.")
-    return results
 
 
 def check_group(name: str, runs: list[dict], tolerance: float | None = None) -> list[dict]:
@@ -57,23 +44,65 @@ def check_group(name: str, runs: list[dict], tolerance: float | None = None) -> 
     return rows
 
 
-def check_runs(run_dirs: list[str | Path], tolerance: float | None = None) -> list[dict]:
-    """Rows for every run folder given; folders of one experiment (seeds) count together."""
-    groups: dict[str, list[dict]] = {}
-    for run_dir in run_dirs:
-        results = read_results(run_dir)
-        groups.setdefault(results["experiment"], []).append(results)
-    return [row for name, runs in groups.items() for row in check_group(name, runs, tolerance)]
+def group_rows(group: Group, tolerance: float | None = None) -> list[dict]:
+    """check_group's rows for one configuration of one experiment, named by its label; `runs`
+    counts distinct seeds and `repeated_seeds` names seeds found in several folders."""
+    rows = check_group(group.experiment, group.runs, tolerance)
+    for row in rows:
+        row.update(label=group.label, variant=group.variant,
+                   repeated_seeds={str(seed): count for seed, count in group.repeated.items()})
+    return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    lines = [f"{'experiment':<26} {'metric':<10} {'reported':>9} {'reproduced':>14} "
+@dataclass
+class Checked:
+    rows: list[dict]        # verdict rows of the finished runs
+    unfinished: list[dict]  # {"folder", "status", "message"}: failed or not finished
+    bad: list[Folder]       # not run folders, or damaged results
+
+    @property
+    def exit_code(self) -> int:
+        if self.bad:
+            return BAD_INPUT
+        if any(row["verdict"] == "below" for row in self.rows):
+            return BELOW
+        return NOTHING_FINISHED if not self.rows else 0
+
+
+def check_runs(run_dirs: list[str | Path], tolerance: float | None = None) -> Checked:
+    """Verdicts for every run found at or below the folders given, one configuration of one
+    experiment per row; unfinished and failed runs, and what is not a run, set apart."""
+    folders = find_folders(run_dirs)
+    groups = group_runs([f.results for f in folders if f.status == FINISHED])
+    return Checked(rows=[row for group in groups for row in group_rows(group, tolerance)],
+                   unfinished=[{"folder": str(f.path), "status": f.status, "message": f.message}
+                               for f in folders if f.status not in (FINISHED, NOT_A_RUN, DAMAGED)],
+                   bad=[f for f in folders if f.status in (NOT_A_RUN, DAMAGED)])
+
+
+def format_table(rows: list[dict], unfinished: list[dict] = ()) -> str:
+    width = max([26] + [len(one_line(row.get("label", row["experiment"]))) for row in rows])
+    lines = [f"{'experiment':<{width}} {'metric':<10} {'reported':>9} {'reproduced':>14} "
              f"{'tol':>5}  verdict"]
     for row in rows:
         reported = "-" if row["reported"] is None else f"{row['reported']:.2f}"
         value = f"{row['reproduced']:.2f}"
         if row["std"] is not None:
             value += f"±{row['std']:.2f}"
-        lines.append(f"{row['experiment']:<26} {row['metric']:<10} {reported:>9} {value:>14} "
-                     f"{row['tolerance']:>5.1f}  {row['verdict']}")
+        lines.append(f"{one_line(row.get('label', row['experiment'])):<{width}} {row['metric']:<10} "
+                     f"{reported:>9} {value:>14} {row['tolerance']:>5.1f}  {row['verdict']}"
+                     f"{seed_note(row)}")
+    for entry in unfinished:
+        note = f"{entry['status']}: {one_line(entry['message'])}"
+        lines.append(f"{one_line(entry['folder']):<{width}} {'-':<10} {'-':>9} {'-':>14} {'-':>5}  "
+                     f"{note}")
     return "\n".join(lines)
+
+
+def seed_note(row: dict) -> str:
+    """How many distinct seeds, and which were found twice (each counted once)."""
+    repeated = row.get("repeated_seeds") or {}
+    if not repeated:
+        return ""
+    found = ", ".join(f"seed {seed} in {count} folders" for seed, count in repeated.items())
+    return f"  (n={row['runs']}; {found}, counted once)"

@@ -220,8 +220,13 @@ LAUNCH_CONTRACT = mapping({
 
 EXIT_CONTRACT = mapping({"code": (integer(-255, 255), True), "time": (number(0), False)})
 
+MAX_FAILURE_CHARS = 4000
+# failed.json: why the last attempt at an unfinished run ended in an error (gone once it is tried again)
+FAILED_CONTRACT = mapping({"message": (text(longest=MAX_FAILURE_CHARS), True),
+                           "kind": (text(longest=128), False), "time": (number(0, 1e11), False)})
+
 CONTRACTS = {"results": RESULTS_CONTRACT, "event": EVENT_CONTRACT, "lock": LOCK_CONTRACT,
-             "launch": LAUNCH_CONTRACT, "exit": EXIT_CONTRACT}
+             "launch": LAUNCH_CONTRACT, "exit": EXIT_CONTRACT, "failed": FAILED_CONTRACT}
 
 
 def check(kind: str, value, path) -> dict:

@@ -25,6 +25,7 @@ from mgrb.errors import RunFolderError
 from mgrb.store.processes import pid_alive
 
 CONFIG, EVENTS, RESULTS = "config.yaml", "events.jsonl", "results.json"
+FAILED = "failed.json"  # the last attempt ended in an error; removed when the run is tried again
 CHECKPOINTS = "checkpoints"
 DIGEST_LINE = 65  # a checkpoint starts with the hex SHA-256 of the rest and a newline
 CHECKPOINT_NAMES = ("latest.pt.new", "latest.pt", "previous.pt")  # newest first
@@ -57,6 +58,15 @@ class RunFolder:
 
     def is_finished(self) -> bool:
         return self.results_path.exists()
+
+    def holds_run(self) -> bool:
+        """Whether this is a run's folder: `mgrb run` writes config.yaml before anything else;
+        results.json or failed.json alone is a run copied without it."""
+        return any((self.path / name).exists() for name in (CONFIG, RESULTS, FAILED))
+
+    def failure(self) -> dict | None:
+        """failed.json checked against its contract; None when the last attempt did not fail."""
+        return contracts.read("failed", self.path / FAILED)
 
     def finished_results(self) -> dict | None:
         """results.json checked against its contract; None while the run is unfinished."""
@@ -102,13 +112,14 @@ class RunFolder:
             raise RunFolderError(f"{self.checkpoints}: is a symbolic link; checkpoints are "
                                  "written in the run folder only. Remove the link.")
         stored = self.stored_config()
-        changed = sorted(d for d in _differences(stored, config) if not _may_change(d)) \
+        changed = sorted(d for d in _differences(stored, config) if not may_change_on_resume(d)) \
             if stored is not None else []
         if changed:
             raise RunFolderError(
                 f"{self.path} holds a run of a different configuration (differs in: "
                 f"{', '.join(changed[:6])}). Resuming would mix two experiments: give another "
-                "folder with --out, or delete this one to start over.")
+                "folder with --out, or delete this one to start over; `mgrb resume "
+                f"{self.path}` continues the run it holds, with its own settings.")
         if stored != config:  # new, or only settings that do not change results differ
             atomic_write(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
 
@@ -158,6 +169,19 @@ class RunFolder:
 
     def write_results(self, results: dict) -> None:
         atomic_write(self.results_path, contracts.dumps("results", results, self.results_path))
+
+    def record_failure(self, message: str, kind: str) -> None:
+        """failed.json, so that readers (`mgrb check`, reports) tell a run that stopped on an
+        error from one still running or merely stopped."""
+        path = self.path / FAILED
+        record = {"message": str(message)[:contracts.MAX_FAILURE_CHARS], "kind": kind[:128],
+                  "time": round(time.time(), 3)}
+        atomic_write(path, contracts.dumps("failed", record, path))
+
+    def clear_failure(self) -> None:
+        """A new attempt is under way: the folder is unfinished again, no longer failed."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / FAILED).unlink()
 
     def save_checkpoint(self, state: dict) -> None:
         """latest.pt replaced atomically; the one before it kept as previous.pt.
@@ -285,7 +309,7 @@ MAY_CHANGE_ON_RESUME = ("description", "provenance", "reported", "estimate", "se
                         "train.eval_batch_size")
 
 
-def _may_change(key: str) -> bool:
+def may_change_on_resume(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE_ON_RESUME)
 
 

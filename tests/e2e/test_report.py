@@ -92,3 +92,33 @@ def test_an_unknown_experiment_pattern_is_an_error(reproduced, capsys):
     _, args = reproduced
     assert main(args + ["nothing_like_this*"]) == 2
     assert "matches no experiment" in capsys.readouterr().err
+
+
+def test_an_unrun_experiment_keeps_the_earlier_results_in_the_report(reproduced, capsys):
+    root, args = reproduced
+    summary = root / "reports" / "figures" / "summary.png"
+    # nothing chosen can run (its data is missing): nothing reproduced, exit 3
+    assert main(args + ["c10_missing"]) == 3
+    report = (root / "reports" / "reproduction.md").read_text()
+    assert "| tiny_ref | digits | 8/1 | vis | last_top1 |" in report
+    assert "| tiny_noref | digits | 8/1 | vis | avg_top1 |" in report
+    assert "**c10_missing** not run: cifar10 data not present" in report
+    assert "![summary](figures/summary.png)" in report and summary.exists()
+    with open(root / "reports" / "results.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+    assert "tiny_ref" in capsys.readouterr().out  # the verdict table still shows it
+
+
+def test_report_on_the_runs_folder_finds_every_seed(reproduced, capsys):
+    root, _ = reproduced
+    out = root / "report-of-runs"
+    assert main(["report", str(root / "runs"), "--out", str(out)]) == 0
+    report = (out / "reproduction.md").read_text()
+    assert "| tiny_ref | digits | 8/1 | vis | avg_top1 |" in report and "(n=2)" in report
+    assert "| tiny_noref | digits |" in report
+    # a CPU run: torch's CUDA build version is not presented as what the run used
+    assert "- cuda: not used (the runs trained on the CPU)" in report
+    capsys.readouterr()
+    assert main(["report", str(root / "nothing-here"), "--out", str(out)]) == 2
+    assert "no such folder; not a run folder" in capsys.readouterr().err
+    assert (out / "reproduction.md").read_text() == report  # left as it was

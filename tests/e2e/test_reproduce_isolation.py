@@ -11,6 +11,7 @@ from pathlib import Path
 
 from artifact_helpers import wait_for
 from mgrb.cli import main
+from mgrb.store import contracts
 from mgrb.store.runfolder import RunFolder
 
 FAULTS = Path(__file__).parents[1] / "faults"
@@ -54,6 +55,28 @@ def test_an_oom_and_a_crash_do_not_stop_the_next_run(tmp_path, monkeypatch, caps
     assert "| c_fine | digits |" in report
     assert "a_oom: FAILED: the device ran out of memory" in out
     assert "Traceback" not in err
+
+    # The OOM left its message in the folder; the crash could not, and is "not finished"
+    record = contracts.read("failed", tmp_path / "runs" / "a_oom" / "failed.json")
+    assert record["message"].startswith("the device ran out of memory")
+    assert not (tmp_path / "runs" / "b_crash" / "failed.json").exists()
+    runs = sorted(str(path) for path in (tmp_path / "runs").iterdir())
+    assert main(["check", *runs]) == 0  # unfinished runs are rows, not the end of the command
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(runs[0]) and "failed: the device ran out of memory" in line
+               for line in lines)
+    assert any(line.startswith(runs[1]) and "not finished" in line for line in lines)
+    assert any(line.startswith("c_fine ") and "no reference" in line for line in lines)
+
+    # Once the cause is gone, the same command resumes both, and the record goes with success
+    monkeypatch.delenv("MGRB_TEST_FAULTS")
+    assert main(["--experiments-dir", str(experiments), "reproduce", "--runs-dir",
+                 str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert not (tmp_path / "runs" / "a_oom" / "failed.json").exists()
+    report = (tmp_path / "reports" / "reproduction.md").read_text()
+    assert all(f"| {name} | digits |" in report for name in ("a_oom", "b_crash", "c_fine"))
+    assert "## Not reproduced here" not in report
 
 
 def test_a_stop_reaches_the_running_child_which_checkpoints(tmp_path):
