@@ -12,6 +12,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
+from artifact.core.explain import explain
 from artifact.core.service import Service, Snapshot
 from artifact.messages import SnapshotReady
 from artifact.screens.main import MainScreen
@@ -28,6 +29,9 @@ class ArtifactApp(App):
         Binding("ctrl+d", "toggle_dark", "Dark/light", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
+    # classes of every screen by the terminal's size: app.tcss says what a small one drops
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
 
     def __init__(self, service: Service, *, poll_interval: float = 1.0,
                  reports_dir: Path | None = None):
@@ -79,7 +83,8 @@ class ArtifactApp(App):
         try:
             path = self.service.write_report(names, self.reports_dir)
         except (OSError, ValueError) as error:
-            self.call_from_thread(tell, self, f"report not written: {error}", severity="error")
+            self.call_from_thread(tell, self, f"report not written: {explain(error)}",
+                                  severity="error")
             return
         self.call_from_thread(tell, self, f"{path} ({len(names)} experiments)",
                               title="report written", timeout=10)

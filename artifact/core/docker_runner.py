@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .explain import looks_raw, os_cause, os_reason
 from .owners import CONTAINER_ID, NotOurs, container_problem
 
 LABEL = "org.mgrb.experiment"
@@ -20,7 +22,8 @@ RUN_LABEL = "org.mgrb.run"
 LAUNCHER_LABEL = "org.mgrb.launcher"
 RUNS_LABEL = "org.mgrb.runs"  # the runs folder on the host: two launchers' runs stay apart
 LAUNCHER = "mgrb-tui"
-NO_DAEMON = ("No Docker daemon answers ({reason}). Is Docker running? Is DOCKER_HOST right? "
+DEFAULT_HOST = "unix:///var/run/docker.sock"  # where the SDK looks without DOCKER_HOST
+NO_DAEMON = ("No Docker daemon answers: {cause}. Is Docker running, and is DOCKER_HOST right? "
              "Local-process mode (settings) works without Docker.")
 NO_GPU_RUNTIME = ("Docker cannot give containers a GPU: the NVIDIA Container Toolkit is missing, or "
                   "Docker was not restarted after installing it. Install the NVIDIA Container Toolkit "
@@ -28,7 +31,12 @@ NO_GPU_RUNTIME = ("Docker cannot give containers a GPU: the NVIDIA Container Too
 
 
 class DockerUnavailable(Exception):
-    """One plain message for the UI: no SDK, no daemon, no image, no GPU runtime."""
+    """One plain message for the UI: no SDK, no daemon, no image, no GPU runtime. `cause`
+    is the reason alone, for a message that says the rest itself."""
+
+    def __init__(self, message: str, cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause or message
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,8 @@ def _sdk():
         import requests
     except ImportError as error:
         raise DockerUnavailable(f"The Docker SDK for Python is not installed ({error}); "
-                                "`pip install .[tui]` (or `make setup`) installs it.") from None
+                                "`pip install .[tui]` (or `make setup`) installs it.",
+                                "the Docker SDK for Python is not installed") from None
     return docker, requests
 
 
@@ -117,13 +126,42 @@ class DockerRunner:
                 f"The image {self.image} is not present on this Docker host; build it with "
                 "`make image` (or set another image in the settings).") from None
         except docker.errors.APIError as error:
-            explanation = str(error.explanation or error)
+            reason = error.explanation or getattr(error.response, "reason", None)
+            explanation = " ".join(str(reason or "no reason given").split())[:300]
             if "could not select device driver" in explanation:
                 raise DockerUnavailable(NO_GPU_RUNTIME) from None
-            raise DockerUnavailable(f"Docker refused: {explanation}") from None
+            raise DockerUnavailable(f"Docker refused: {explanation}",
+                                    f"the Docker daemon refused: {explanation}") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
             self._client = self._given  # a client we made is made afresh: the daemon may come back
-            raise DockerUnavailable(NO_DAEMON.format(reason=str(error)[:160])) from None
+            cause = self._unreachable(error)
+            raise DockerUnavailable(NO_DAEMON.format(cause=cause), cause) from None
+
+    def _unreachable(self, error: BaseException) -> str:
+        """Why no daemon answered, in words: the operating system's error under the SDK's
+        wrappers, with the address it concerns."""
+        where = "the Docker host" if self._factory or self._given else \
+            os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        failure = os_cause(error)
+        if isinstance(failure, FileNotFoundError):
+            return f"there is no Docker socket at {where}"
+        if isinstance(failure, ConnectionRefusedError):
+            return f"{where} refused the connection"
+        if isinstance(failure, PermissionError):
+            return f"permission denied on {where} (is your user in the docker group?)"
+        if isinstance(failure, socket.gaierror):
+            return f"the host name in {where} does not resolve"
+        if isinstance(failure, TimeoutError):
+            return f"{where} did not answer in time"
+        if failure is not None:
+            return f"{where}: {os_reason(failure)}"
+        text = " ".join(str(error).split())
+        # the SDK's own refusals (a malformed DOCKER_HOST) are sentences; wrappers quote reprs
+        return text[:200] if text and not looks_raw(text) else f"the Docker SDK cannot reach {where}"
+
+    def reachable(self) -> None:
+        """DockerUnavailable unless a daemon answers through the SDK."""
+        self._call(lambda client: client.ping())
 
     def check(self) -> None:
         def check(client):

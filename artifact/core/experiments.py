@@ -15,6 +15,8 @@ from mgrb.perf.estimate import projected_hours
 from mgrb.pipeline.reproduce import planned_runs
 from mgrb.perf.throughput import bench_dir, latest_gpu_measurement
 
+from .explain import explain
+
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "miniimagenet": "miniImageNet",
                   "imagenet100": "ImageNet-100", "digits": "digits"}
 
@@ -81,7 +83,7 @@ def _load(path: Path, runs_dir: Path, measurement) -> Experiment | BrokenExperim
     except ConfigError as error:
         return BrokenExperiment(path, str(error))
     except Exception as error:  # noqa: BLE001 - one bad file must not stop the launcher
-        return BrokenExperiment(path, f"cannot be loaded ({type(error).__name__}: {error})")
+        return BrokenExperiment(path, f"cannot be loaded ({explain(error)})")
 
 
 def _unreadable(path: Path) -> str | None:

@@ -9,6 +9,7 @@ the file and the field in its detail, and never stops the launcher.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -35,30 +36,34 @@ ACTIVE = (RUNNING, STALLED, UNKNOWN)  # a process or container may be at work: n
 # `mgrb check`'s verdicts on a finished run (in its order), and the stages a phase goes through
 REPRODUCED, ABOVE, BELOW, NO_REFERENCE = VERDICTS
 STAGE1, STAGE2, EVALUATED = "stage1", "stage2", "evaluated"
-LOSSES_KEPT = 2_000  # the monitor draws the last 400; a long run must not grow without end
+LOSSES_KEPT = 2_000  # points of the loss curve: a long run must not grow without end
 
 
 class EventTail:
     """Reads the new complete lines of an events.jsonl on each call; a line still being
     written is left for the next call, a line that breaks the event contract is skipped and
-    counted in `skipped`."""
+    counted in `skipped`. A file that is deleted or replaced is read afresh: `restarts` counts
+    those, so that what was folded from the old file can be dropped."""
 
     CHUNK = 8 * 1024 * 1024  # per call: a huge file is read over several polls, never at once
 
     def __init__(self, path: Path):
         self.path, self.offset, self._partial = Path(path), 0, b""
-        self.skipped = 0
+        self.skipped, self.restarts = 0, 0
         self._overlong = False  # inside a line longer than any event: skipped to its end
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file being read
 
     def read_new(self) -> list[dict]:
         """RunFileError for a file that is not a regular one (a link, a FIFO)."""
         handle = open_regular(self.path)
         if handle is None:
+            if self._file is not None:  # deleted (with its run folder, often) since the last call
+                self._start_over(None)
             return []
         with handle:
-            size = handle.seek(0, 2)
-            if size < self.offset:  # the file was replaced: start over
-                self.offset, self._partial, self._overlong = 0, b"", False
+            info = os.fstat(handle.fileno())
+            if (info.st_dev, info.st_ino) != self._file or info.st_size < self.offset:
+                self._start_over((info.st_dev, info.st_ino))
             handle.seek(self.offset)
             chunk = handle.read(self.CHUNK)
         self.offset += len(chunk)
@@ -68,6 +73,11 @@ class EventTail:
         if len(self._partial) > contracts.MAX_EVENT_BYTES:
             self._partial, self._overlong = b"", True
         return events
+
+    def _start_over(self, file: tuple[int, int] | None) -> None:
+        if self._file is not None:
+            self.restarts += 1
+        self._file, self.offset, self._partial, self._overlong, self.skipped = file, 0, b"", False, 0
 
     def _parse(self, line: bytes) -> dict | None:
         if self._overlong:  # the end of a line already too long to be an event
@@ -94,7 +104,12 @@ class Progress:
     iteration: int = 0
     iterations: int | None = None
     images_per_s: float | None = None
-    losses: list[tuple[float, float]] = field(default_factory=list)  # (progress in phases, loss)
+    # stage-1 losses against epochs counted over all phases (phase 2's first epoch follows
+    # phase 1's last): every logged value (the epoch's running mean), and each epoch's mean
+    losses: list[tuple[float, float]] = field(default_factory=list)
+    epoch_losses: list[tuple[float, float]] = field(default_factory=list)
+    phase_starts: dict[int, float] = field(default_factory=dict)  # phase -> epochs before it
+    _phase_epochs: dict[int, int] = field(default_factory=dict, repr=False)
     top1: list[float] = field(default_factory=list)
     last_event: float | None = None
     session_start: tuple[float, float] | None = None  # (time, fraction) when this process began
@@ -133,9 +148,20 @@ class Progress:
             self.images_per_s = event["images_per_s"]
         loss = (event.get("losses") or {}).get("total")
         if loss is not None and self.stage == STAGE1:
-            self.losses.append((self.phase + self.phase_fraction, float(loss)))
-            if len(self.losses) > 2 * LOSSES_KEPT:
-                del self.losses[:-LOSSES_KEPT]
+            self._fold_loss(float(loss), epoch_end=kind == "epoch")
+
+    def _fold_loss(self, loss: float, *, epoch_end: bool) -> None:
+        if self.epochs:
+            self._phase_epochs[self.phase] = self.epochs
+        if self.phase not in self.phase_starts:
+            # the phases before it, each with the epochs its events gave (or this one's)
+            known = [e for p, e in self._phase_epochs.items() if p < self.phase]
+            self.phase_starts[self.phase] = float(
+                sum(known) + (self.phase - len(known)) * (self.epochs or 0))
+        within = self.iteration / self.iterations if self.iterations and not epoch_end else 0.0
+        at = self.phase_starts[self.phase] + self.epoch + within
+        _extend(self.losses, at, loss)
+        _extend(self.epoch_losses, at, loss if epoch_end else None)
 
     @property
     def phase_fraction(self) -> float:
@@ -166,6 +192,17 @@ class Progress:
         seconds = (now - start_time) / gained * (1.0 - self.fraction)
         # a clock in the events that is off (or made up) gives no estimate rather than a wild one
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _extend(points: list[tuple[float, float]], at: float, value: float | None) -> None:
+    """A point at `at` (None: none), replacing those at or after it: a run resumed from an
+    earlier checkpoint trains those epochs again, and the curve shows the training that counts."""
+    while points and points[-1][0] >= at:
+        points.pop()
+    if value is not None:
+        points.append((at, value))
+    if len(points) > 2 * LOSSES_KEPT:
+        del points[:-LOSSES_KEPT]
 
 
 def _share(done: float, total: float) -> float:
@@ -252,11 +289,14 @@ class RunWatcher:
 
     def _read_events(self, reading: _Reading) -> None:
         for folder, tail in self._tails.items():
+            restarts = tail.restarts
             try:
                 events = tail.read_new()
             except RunFileError as error:
                 self._problem(reading, error)
                 continue
+            if tail.restarts != restarts:  # deleted or replaced: its old events no longer count
+                self._progress[folder] = Progress()
             for event in events:
                 self._progress[folder].fold(event)
 

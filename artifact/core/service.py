@@ -13,15 +13,17 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgrb.errors import MGRBError
 from mgrb.store.contracts import RunFileError
 
 from .experiments import BrokenExperiment, Experiment, load_experiments
+from .explain import explain
 from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
 from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot, device_for
 from .owners import NotOurs
 from .records import clear_for_launch, read_launch, record_launch
 from .runs import ACTIVE, BROKEN, FINISHED, QUEUED, RUNNING, RunState, RunWatcher
-from .settings import DOCKER, Settings
+from .settings import DOCKER, MODE_NAMES, Settings
 from .visibility import Plan, plan_slots, settings_problems
 
 # what a stop may be tried on: a queued run leaves the queue; a broken run may still have a
@@ -103,8 +105,8 @@ class Service:
             return watcher.refresh(stall_after_s=self.settings.stall_after_s,
                                    probe=self._docker_probe, now=now)
         except Exception as error:  # noqa: BLE001 - one run folder must not blank the table
-            return RunState(BROKEN, detail=f"the launcher cannot read this run's folder "
-                                           f"({type(error).__name__}: {error})")
+            return RunState(BROKEN, detail=f"the launcher cannot read this run's folder: "
+                                           f"{explain(error)}")
 
     def _gpu_users(self, states: dict[str, RunState], gpu: GpuSnapshot) -> dict[str, list[int]]:
         runs = []
@@ -177,17 +179,26 @@ class Service:
         return "asked the container to stop; it saves a checkpoint first"
 
     def save_settings(self, settings: Settings) -> list[str]:
+        """What is wrong with `settings`, or [] once they are saved. A switch to Docker mode
+        is saved only when a Docker daemon answers: otherwise every launch would fail."""
         problems = settings.problems()
+        refusal = None if problems else self.mode_refusal(settings)
+        if refusal:
+            return [refusal]
         with self._lock:
             if not problems:
                 gpu = self._gpu or self.gpu_monitor.read()
                 problems = [f"GPUs: {problem}"
                             for problem in settings_problems(gpu.gpus, settings.gpus, self.environ)]
-            if not problems:
-                self.settings, self._settings_damage = settings, None
-                self._docker = None  # the image or data folder may have changed
+            if problems:
+                return problems
+            try:
                 settings.save(self.runs_dir)
-        return problems
+            except (OSError, MGRBError) as error:  # the settings in force stay as they were
+                return [f"Settings not saved: {explain(error)}"]
+            self.settings, self._settings_damage = settings, None
+            self._docker = None  # the image or data folder may have changed
+        return []
 
     def reportable(self, names: list[str]) -> list[str]:
         """The chosen experiments a report can cover: those finished when last polled."""
@@ -237,8 +248,8 @@ class Service:
             try:
                 self._start(self.watchers[name].experiment, index, plan.uuids.get(index))
             except Exception as error:  # noqa: BLE001 - shown to the user, the queue goes on
-                self._messages.append(f"{name}: could not start: {error}")
-                state.detail = f"could not start: {error}"
+                state.detail = f"could not start: {explain(error)}"
+                self._messages.append(f"{name}: {state.detail}")
                 continue
             running_on.append(index)
             state.status, state.detail = RUNNING, "starting"
@@ -257,19 +268,34 @@ class Service:
             return
         self.local.start(experiment, gpu, uuid)
 
+    def mode_refusal(self, settings: Settings) -> str | None:
+        """One line saying why `settings` cannot switch to Docker mode (no daemon answers
+        through the SDK), None when they can or do not switch. Slow while a daemon does not
+        answer: called outside the lock, and by the UI from a worker thread."""
+        if settings.mode != DOCKER or self.settings.mode == DOCKER:
+            return None
+        from .docker_runner import DockerUnavailable
+
+        try:
+            self._make_docker_runner(settings).reachable()
+        except DockerUnavailable as error:
+            return (f"Docker mode not saved ({error.cause}); the launcher stays in "
+                    f"{MODE_NAMES[self.settings.mode]} mode.")
+        return None
+
     # -- docker ----------------------------------------------------------------------------
     def _docker_runner(self):
         if self._docker is None:
-            if self._docker_factory is not None:
-                self._docker = self._docker_factory(self.settings)
-            else:
-                from .docker_runner import DockerRunner
-
-                self._docker = DockerRunner(image=self.settings.image,
-                                            data_dir=Path(self.settings.data_dir).resolve(),
-                                            runs_dir=self.runs_dir.resolve(),
-                                            shm_size=self.settings.shm_size)
+            self._docker = self._make_docker_runner(self.settings)
         return self._docker
+
+    def _make_docker_runner(self, settings: Settings):
+        if self._docker_factory is not None:
+            return self._docker_factory(settings)
+        from .docker_runner import DockerRunner
+
+        return DockerRunner(image=settings.image, data_dir=Path(settings.data_dir).resolve(),
+                            runs_dir=self.runs_dir.resolve(), shm_size=settings.shm_size)
 
     def _docker_probe(self, experiment: Experiment, launch: dict):
         """NotOurs (for the run's detail) when launch.json names a container that this

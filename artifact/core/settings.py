@@ -14,6 +14,7 @@ from .records import write_json
 
 LOCAL, DOCKER = "local", "docker"  # local processes, or containers through the Docker SDK
 MODES = (LOCAL, DOCKER)
+MODE_NAMES = {LOCAL: "local-process", DOCKER: "Docker"}  # "... mode" in messages
 
 
 def _gpu_indices(value) -> str | None:

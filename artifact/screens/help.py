@@ -20,7 +20,9 @@ inside the range the paper reports.
 
 | key | where | does |
 |---|---|---|
-| type letters | experiments | filter the table (name, data set, protocol, hierarchy) |
+| type letters, or `/` | experiments | filter the table (name, data set, protocol, hierarchy) |
+| `↓` or `enter` | filter box | back to the table, filtered (then `enter` opens the monitor) |
+| `escape` | filter box | clear the filter |
 | `space` | experiments | select / unselect the experiment under the cursor |
 | `enter` | experiments | open the run monitor |
 | `ctrl+l` | experiments, monitor | launch the selected (or the highlighted) experiments; a stopped run resumes |
@@ -28,7 +30,7 @@ inside the range the paper reports.
 | `ctrl+k` | monitor | kill at once (the last periodic checkpoint remains) |
 | `ctrl+r` | experiments, monitor | results: per phase, and the verdict against the paper |
 | `ctrl+e` | experiments, results | write the reproduction report for the chosen finished runs |
-| `ctrl+o` | experiments | settings: local or Docker, GPUs, runs per GPU, stall time |
+| `ctrl+o` | experiments | settings: local or Docker (checked: a Docker daemon must answer), GPUs, runs per GPU, stall time |
 | `ctrl+d` | anywhere | dark / light colours |
 | `?` or `f1` | anywhere | this help |
 | `escape` | anywhere | back |

@@ -13,11 +13,15 @@ from artifact.widgets.experiment_table import ExperimentTable
 from artifact.widgets.gpu_panel import GpuPanel
 from artifact.widgets.styles import line, plain, tell
 
-NOT_FOR_FILTER = " ?"
+from .keys import FIRST_KEYS
+
+NOT_FOR_FILTER = " ?/"  # keys of their own on the table: select, help, to the filter
+TO_TABLE = ("down", "enter")  # from the filter box: to the table, whose enter opens the monitor
 
 
 class MainScreen(Screen):
     BINDINGS = [
+        *FIRST_KEYS,
         Binding("space", "toggle_select", "Select", show=True),
         Binding("enter", "monitor", "Monitor"),
         Binding("ctrl+l", "launch", "Launch"),
@@ -32,13 +36,13 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         # select_on_focus off: the first typed letter moves focus here and must stay
-        yield Input(placeholder="type to filter (name, data set, protocol, hierarchy)",
-                    id="filter", select_on_focus=False)
+        yield Input(placeholder="type to filter (name, data set, protocol, hierarchy); "
+                                "↓ or enter: to the table", id="filter", select_on_focus=False)
         yield ExperimentTable(id="experiments")
         yield Static(id="detail")
         with Vertical(id="gpu-box"):
             yield GpuPanel("reading GPUs…", id="gpus")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#gpu-box").border_title = "GPUs"
@@ -93,13 +97,15 @@ class MainScreen(Screen):
         self.table.set_filter(event.value)
         self._show_detail()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.table.focus()
-
     def on_key(self, event) -> None:
-        """Typing on the table starts filtering: the character goes to the filter box."""
+        """Typing on the table starts filtering: the character goes to the filter box; down or
+        enter in the filter box goes back to the table (the filter stays)."""
         filter_box = self.query_one("#filter", Input)
-        if self.focused is self.table and event.is_printable and event.character \
+        if self.focused is filter_box and event.key in TO_TABLE:
+            self.table.focus()
+            event.prevent_default()  # enter would also submit the filter: nothing more to do
+            event.stop()
+        elif self.focused is self.table and event.is_printable and event.character \
                 and event.character not in NOT_FOR_FILTER:
             filter_box.focus()
             filter_box.insert_text_at_cursor(event.character)

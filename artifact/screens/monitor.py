@@ -7,21 +7,23 @@ import time
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
+from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
 
 from artifact.core.runs import STAGE1, RunState
 from artifact.core.service import Snapshot
 from artifact.messages import SnapshotReady
 from artifact.widgets.accuracy_plot import AccuracyPlot
+from artifact.widgets.loss_plot import LossPlot
 from artifact.widgets.styles import duration, line, number, plain, plain_text, status_text, tell
 
-LOSS_SHOWN = 1e100
+from .keys import FIRST_KEYS
 
 
 class MonitorScreen(Screen):
     BINDINGS = [
+        *FIRST_KEYS,
         Binding("escape", "app.pop_screen", "Back"),
         Binding("ctrl+r", "results", "Results"),
         Binding("ctrl+l", "launch", "Launch/resume"),
@@ -45,17 +47,15 @@ class MonitorScreen(Screen):
             yield ProgressBar(total=100, show_eta=False, id="phase")
         yield Static(id="run-stats")
         with Horizontal(id="charts"):
-            with Vertical(id="accuracy-box"):
-                yield AccuracyPlot(id="accuracy")
-            with Vertical(id="loss-box"):
-                yield Sparkline([], id="loss")
-                yield Static(id="loss-range")
-        yield RichLog(id="log", max_lines=400, wrap=True)
-        yield Footer()
+            yield AccuracyPlot(id="accuracy")
+            yield LossPlot(id="loss")
+        # min_width below the default 78: lines wrap to an 80-column terminal instead of scrolling
+        yield RichLog(id="log", max_lines=400, wrap=True, min_width=20)
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#accuracy-box").border_title = "top-1 after each phase (%)"
-        self.query_one("#loss-box").border_title = "training loss (stage 1)"
+        self.query_one("#accuracy").border_title = "top-1 (%) after each phase"
+        self.query_one("#loss").border_title = "loss (stage 1) by epoch"
         self.query_one("#log").border_title = "log"
         if self.app.snapshot is not None:  # shown until the next poll's arrives
             self._show_snapshot(self.app.snapshot)
@@ -90,13 +90,8 @@ class MonitorScreen(Screen):
             f"{stage}{epoch}   ETA {duration(eta)}   images/s {rate}   on {where}   "
             f"folder {self._folder_label(state.folder)}"))
         self.query_one(AccuracyPlot).show(progress.top1, progress.phases, experiment.reported)
-        # clipped: Textual's Sparkline fails on a range wider than a float holds (±1e308,
-        # which an events.jsonl from elsewhere may claim)
-        losses = [min(max(loss, -LOSS_SHOWN), LOSS_SHOWN) for _, loss in progress.losses][-400:]
-        self.query_one("#loss", Sparkline).data = losses
-        if losses:
-            self.query_one("#loss-range", Static).update(
-                f"last {losses[-1]:.4f}   min {min(losses):.4f}   max {max(losses):.4f}")
+        self.query_one(LossPlot).show(progress.losses, progress.epoch_losses,
+                                      progress.phase_starts)
         self._show_log(state.log)
 
     def _folder_label(self, folder) -> str:

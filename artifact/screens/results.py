@@ -12,9 +12,12 @@ from artifact.core.service import Snapshot
 from artifact.messages import SnapshotReady
 from artifact.widgets.styles import cells, line, number, plain, status_text, verdict_text
 
+from .keys import FIRST_KEYS
+
 
 class ResultsScreen(Screen):
     BINDINGS = [
+        *FIRST_KEYS,
         Binding("escape", "app.pop_screen", "Back"),
         Binding("ctrl+e", "report", "Write report"),
     ]
@@ -28,7 +31,7 @@ class ResultsScreen(Screen):
         yield Static(id="results-title")
         yield DataTable(id="verdicts", cursor_type="none")
         yield DataTable(id="phases", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#verdicts").border_title = "check against the paper"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -35,6 +36,7 @@ class SettingsScreen(ModalScreen):
             yield Label("Data folder mounted at /data (Docker mode)")
             yield Input(settings.data_dir, id="data-dir")
             yield Static(id="settings-errors")
+            yield Static(id="settings-note")
             with Horizontal(id="settings-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
@@ -56,9 +58,37 @@ class SettingsScreen(ModalScreen):
         settings = replace(self.app.service.settings, mode=self.query_one("#mode", Select).value,
                            gpus=gpus, runs_per_gpu=runs_per_gpu, stall_after_s=stall,
                            image=value["image"].strip(), data_dir=value["data-dir"].strip())
-        errors += [] if errors else self.app.service.save_settings(settings)
         if errors:
-            self.query_one("#settings-errors", Static).update(line(*errors, sep="\n"))
+            self._show_errors(errors)
+            return
+        self.query_one("#save", Button).disabled = True
+        if settings.mode == DOCKER and self.app.service.settings.mode != DOCKER:
+            self._show_errors([])
+            self.query_one("#settings-note", Static).update("asking the Docker daemon…")
+        self._save(settings)
+
+    @work(thread=True, exclusive=True, group="settings", exit_on_error=False)
+    def _save(self, settings) -> None:
+        # a daemon that does not answer can take the SDK's whole timeout: not on the UI's thread
+        service = self.app.service
+        refusal = service.mode_refusal(settings)
+        problems = [refusal] if refusal else service.save_settings(settings)
+        self.app.call_from_thread(self._saved, problems, bool(refusal))
+
+    def _saved(self, problems: list[str], mode_refused: bool) -> None:
+        if not self.is_mounted:  # closed while the daemon was asked: say what became of it
+            tell(self.app, problems or ["settings saved"],
+                 severity="warning" if problems else "information")
+            return
+        self.query_one("#save", Button).disabled = False
+        self.query_one("#settings-note", Static).update("")
+        if mode_refused:  # the choice goes back to the mode in force, as the message says
+            self.query_one("#mode", Select).value = self.app.service.settings.mode
+        if problems:
+            self._show_errors(problems)
             return
         tell(self.app, "settings saved")
         self.app.pop_screen()
+
+    def _show_errors(self, errors: list[str]) -> None:
+        self.query_one("#settings-errors", Static).update(line(*errors, sep="\n"))

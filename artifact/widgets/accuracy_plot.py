@@ -1,57 +1,44 @@
-"""Top-1 after each phase as a text chart, with the paper's reported average and last
-accuracy drawn as horizontal lines."""
+"""Top-1 after each phase against the phase number, with the paper's reported average and last
+top-1 as horizontal lines named in the legend."""
 
 from __future__ import annotations
 
-from rich.text import Text
-from textual.widget import Widget
+from textual.content import Content
+
+from .chart import LINE, POINT, Chart, legend, tick_labels, ticks
+
+# RGB: the legend (Textual) and the chart (plotext) show the very same colour; mid tones read
+# on dark and light themes alike
+TOP1, AVERAGE, LAST = (230, 140, 20), (0, 165, 200), (200, 70, 200)
 
 
-class AccuracyPlot(Widget):
-    DEFAULT_CSS = "AccuracyPlot { height: 12; }"
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.top1: list[float] = []
-        self.phases: int | None = None
-        self.reported: dict | None = None
-
+class AccuracyPlot(Chart):
     def show(self, top1: list[float], phases: int | None, reported: dict | None) -> None:
-        self.top1, self.phases, self.reported = list(top1), phases, reported
-        self.refresh()
+        reported = reported or {}
+        super().show(tuple(top1), phases, reported.get("avg_top1"), reported.get("last_top1"))
 
-    def render(self) -> Text:
-        width, height = max(self.size.width - 7, 10), max(self.size.height - 2, 3)
-        phases = max(self.phases or len(self.top1), len(self.top1), 1)
-        reported = self.reported or {}
-        marks = {k: reported.get(k) for k in ("avg_top1", "last_top1") if reported.get(k)}
-        values = self.top1 + list(marks.values())
-        low = min(values, default=0.0)
-        low, high = max(0.0, min(low, 100.0) - 5.0), 100.0
-
-        def row_of(value: float) -> int:
-            return round((high - value) / (high - low) * (height - 1))
-
-        grid = [[(" ", "")] * width for _ in range(height)]
-        for key, style, char in (("avg_top1", "cyan", "─"), ("last_top1", "magenta", "┄")):
-            if key in marks:
-                grid[row_of(marks[key])] = [(char, style)] * width
-        for phase, value in enumerate(self.top1):
-            column = round(phase / max(phases - 1, 1) * (width - 1))
-            grid[row_of(value)][column] = ("●", "bold yellow")
-        text = Text()
-        for index, cells in enumerate(grid):
-            label = high - index * (high - low) / max(height - 1, 1)
-            text.append(f"{label:5.1f} │" if index % 3 == 0 or index == height - 1 else "      │",
-                        style="bright_black")
-            for char, style in cells:
-                text.append(char, style=style)
-            text.append("\n")
-        text.append("       phase 1 … " + str(phases), style="bright_black")
-        legend = "   ● top-1"
-        if "avg_top1" in marks:
-            legend += f"   ─ reported avg {marks['avg_top1']:.2f}"
-        if "last_top1" in marks:
-            legend += f"   ┄ reported last {marks['last_top1']:.2f}"
-        text.append(legend + "\n")
-        return text
+    def draw(self, plt, width: int, height: int) -> Content:
+        top1, phases, average, last = self.shown
+        phases = max(phases or 0, len(top1), 1)
+        left, right = 0.8, phases + 0.2
+        entries = [(POINT, TOP1, "top-1" if top1 else "top-1: no phase evaluated yet")]
+        lines = [(average, AVERAGE, "avg"), (last, LAST, "last")]
+        if average is not None and average == last:  # one line, or the second hides the first
+            lines = [(average, AVERAGE, "avg & last")]
+        for value, rgb, what in lines:
+            if value is not None:
+                entries.append(("─", rgb, f"reported {what} {value:.2f}"))
+                plt.plot([left, right], [value, value], marker=LINE, color=rgb)
+        if top1:
+            phase = list(range(1, len(top1) + 1))
+            plt.plot(phase, list(top1), marker=LINE, color=TOP1)
+            plt.scatter(phase, list(top1), marker=POINT, color=TOP1)
+        values = [*top1, *(v for v in (average, last) if v is not None)]
+        low = max(0.0, min(min(values, default=0.0), 100.0) - 5.0)
+        plt.ylim(low, 100.0)
+        plt.xlim(left, right)
+        x_ticks = ticks(1, phases, max(width // 5, 2), whole=True)
+        y_ticks = ticks(low, 100.0, max(height // 2, 2))
+        plt.xticks(x_ticks, tick_labels(x_ticks))
+        plt.yticks(y_ticks, tick_labels(y_ticks))
+        return legend(*entries)

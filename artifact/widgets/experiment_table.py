@@ -11,11 +11,14 @@ from artifact.core.runs import RunState
 
 from .styles import cells, number, status_text
 
-# (key, label, width): fixed widths, so that a status that grows later still fits
-COLUMNS = (("mark", " ", 1), ("name", "experiment", 31), ("dataset", "data set", 13),
+# (key, label, width), what matters first: an 80-column terminal shows the name, status, data
+# and GPU hours, the rest is a scroll away (the description is in the line under the table).
+# Fixed widths, so that a status that grows later still fits ("finished: no reference").
+COLUMNS = (("mark", " ", 1), ("name", "experiment", None), ("status", "status", 22),
+           ("data", "data", 7), ("hours", "GPU h", 5), ("dataset", "data set", 12),
            ("protocol", "protocol", 8), ("hierarchy", "hier.", 5),
-           ("reported", "reported avg/last", 17), ("status", "status", 24), ("data", "data", 7),
-           ("hours", "GPU h", 6))
+           ("reported", "reported avg/last", 17))
+NAME_WIDTHS = (10, 40)  # the name column fits the longest name, within these
 NO_STATUS_YET = "…"  # the status cell until the first poll has read the run folders
 
 
@@ -33,12 +36,13 @@ class ExperimentTable(DataTable):
         self.filter_text = ""
         self._states: dict[str, RunState] = {}
 
-    def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, key=key, width=width)
-
     def set_experiments(self, experiments: list[Experiment]) -> None:
         self.experiments = experiments
+        longest = max((len(e.name) for e in experiments), default=0)
+        name_width = min(max(longest, NAME_WIDTHS[0]), NAME_WIDTHS[1])
+        self.clear(columns=True)
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width or name_width)
         self._rebuild()
 
     def set_filter(self, text: str) -> None:
@@ -66,9 +70,9 @@ class ExperimentTable(DataTable):
             Text("missing", style="dark_orange")
         # a str cell would be read as markup: every value from a file goes in as plain text
         return [self._mark(experiment.name),
-                *cells(experiment.name, DATASET_TITLES[experiment.dataset], experiment.protocol,
-                       experiment.hierarchy, reported_text(experiment), status, data,
-                       number(experiment.gpu_hours))]
+                *cells(experiment.name, status, data, number(experiment.gpu_hours),
+                       DATASET_TITLES[experiment.dataset], experiment.protocol,
+                       experiment.hierarchy, reported_text(experiment))]
 
     def show_states(self, states: dict[str, RunState]) -> None:
         self._states = states

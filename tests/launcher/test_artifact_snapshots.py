@@ -1,6 +1,7 @@
 """Snapshots (pytest-textual-snapshot) of the launcher's screens on recorded run folders: a
 finished run, one stopped with a checkpoint, a failed launch; the GPU panel shows the
-NVML reading of tests/data (hand-written in NVML's shapes). Update after an intended change
+NVML reading of tests/data (hand-written in NVML's shapes); the picker and the monitor at a
+wide size and at 80x24. Update after an intended change
 with `pytest tests/launcher/test_artifact_snapshots.py --snapshot-update` and look at the SVGs."""
 
 from pathlib import Path
@@ -12,6 +13,7 @@ from artifact_helpers import replayed_nvml
 
 RECORDED = Path(__file__).parents[1] / "data" / "recorded"
 SIZE = (150, 42)
+SMALL = (80, 24)  # the smallest terminal the launcher is laid out for
 
 
 def _app() -> ArtifactApp:
@@ -33,12 +35,20 @@ def test_experiment_picker(snap_compare):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=_then())
 
 
+def test_experiment_picker_at_80x24(snap_compare):
+    assert snap_compare(_app(), terminal_size=SMALL, run_before=_then())
+
+
 def test_failed_run_detail(snap_compare):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=_then("b", "r", "o", "enter"))
 
 
 def test_run_monitor_of_a_finished_run(snap_compare):
     assert snap_compare(_app(), terminal_size=SIZE, run_before=_then("down", "enter"))
+
+
+def test_run_monitor_at_80x24(snap_compare):
+    assert snap_compare(_app(), terminal_size=SMALL, run_before=_then("down", "enter"))
 
 
 def test_results_with_verdicts(snap_compare):
