@@ -24,7 +24,7 @@ endif
 DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
 	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
 
-.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check
+.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check peer-bench
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -46,6 +46,7 @@ help:
 	@echo "make image-bench  the same inside the image on its GPUs; results land in RUNS/.bench"
 	@echo "make gpu-check    prove the GPU path here (CPU at a small size without one): benchmarks/results/"
 	@echo "make image-gpu-check  the same inside the image on its GPUs; results land in RUNS/gpu-check"
+	@echo "make peer-bench   our replay against Avalanche's on the same protocol (CPU, .venv-peer): benchmarks/results/"
 
 setup: $(VENV)/.installed
 
@@ -136,3 +137,18 @@ gpu-check: $(SETUP)
 image-gpu-check:
 	mkdir -p $(RUNS)
 	$(DOCKER_RUN) make gpu-check
+
+# Our plain replay against a maintained peer library's (Avalanche) on the same digits protocol,
+# three seeds, on the CPU (7 minutes on the idle two-core machine, over 30 when it is shared).
+# Avalanche gets an environment of its own, installed under the torch pins so that both sides run
+# the same torch; .venv never sees it.
+PEER_VENV := .venv-peer
+PEER_BASE_PYTHON := $(if $(MGRB_IN_CONTAINER),python,$(VENV)/bin/python)
+
+peer-bench: $(SETUP) $(PEER_VENV)/.installed
+	$(PY) -m benchmarks.peer_replay
+
+$(PEER_VENV)/.installed: requirements/peer.txt requirements/pins.txt
+	$(PEER_BASE_PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --constraint requirements/pins.txt -r requirements/peer.txt
+	touch $@
