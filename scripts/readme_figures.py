@@ -45,20 +45,27 @@ def ablation() -> str:
     rows = record["rows"]
     devices = sorted({device for row in rows for device in row["devices"]})
     runs = sum(len(row["seeds"]) for row in rows)
-    hours = sum(row["wall_time_s"] for row in rows) / 60
+    minutes = sum(row["wall_time_s"] for row in rows) / 60
+    commits = sorted({commit[:12] for row in rows for commit in row["git_commits"]})
     return (f"{markdown_table(rows)}\n\nMean ± standard deviation over seeds "
             f"{', '.join(map(str, rows[0]['seeds']))}; {runs} runs on {'; '.join(devices)}, "
-            f"{hours:.0f} minutes of training in all; `{record['command']}` "
+            f"{minutes:.0f} minutes of training in all, commit `{'`, `'.join(commits)}`; "
+            f"`{record['command']}` "
             f"(docs/results/digits-ablation.json, {record['generated']}).\n")
 
 
 def peer() -> str:
     record = _load("benchmarks/results/peer-replay-cpu.json")
-    lines = ["| implementation | average top-1 | last top-1 | seeds |", "|---|---|---|---|"]
-    for side in record["summary"]:
-        lines.append(f"| {side['label']} | {side['avg_mean']:.2f} ± {side['avg_std']:.2f} | "
-                     f"{side['last_mean']:.2f} ± {side['last_std']:.2f} | {side['seeds']} |")
-    return "\n".join(lines) + f"\n\n`{record['command']}` on {record['machine']}.\n"
+    lines = ["| row | implementation | average top-1 | last top-1 | seeds |", "|---|---|---|---|---|"]
+    for key, row in record["rows"].items():
+        avg, last = row["avg_top1"], row["last_top1"]
+        lines.append(f"| {key} | {row['label']} | {avg['mean']:.2f} ± {avg['std']:.2f} | "
+                     f"{last['mean']:.2f} ± {last['std']:.2f} | {len(row['seeds'])} |")
+    machine = record["machine"]
+    return ("\n".join(lines) + f"\n\n`make peer-bench` (`{record['command']}`) on {machine['cpu']}, "
+            f"{machine['cores']} cores, CPU only, {record['measured_at']} "
+            "(benchmarks/results/peer-replay-cpu.json and .md, which list every difference that "
+            "remains between the two sides).\n")
 
 
 GENERATORS = {"demo": demo, "ablation": ablation, "peer": peer}
