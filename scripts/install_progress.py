@@ -36,6 +36,14 @@ def tick(folder: Path, every: float, stop: threading.Event, out) -> None:
               f"{time.monotonic() - started:.0f} s", file=out, flush=True)
 
 
+def package(requirement: str) -> str:
+    """name==version, also for a wheel pip found as a file: /x/y/name-1.0-py3-none-any.whl."""
+    if "/" not in requirement:
+        return requirement
+    name, version = Path(requirement).name.split("-")[:2]
+    return f"{name}=={version}"
+
+
 def follow(lines, total: int, out) -> int:
     """Numbered package lines for pip's own; returns how many packages it named."""
     count = 0
@@ -44,7 +52,7 @@ def follow(lines, total: int, out) -> int:
         stripped = line.strip()
         if stripped.startswith(("Collecting ", "Processing ")):
             count += 1
-            print(f"  [{count}/{total}] {stripped.split()[1]}", file=out, flush=True)
+            print(f"  [{count}/{total}] {package(stripped.split()[1])}", file=out, flush=True)
         elif stripped.startswith("Installing collected packages"):
             print(f"  unpacking {count} packages (torch and the CUDA wheels take minutes) ...",
                   file=out, flush=True)

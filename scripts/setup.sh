@@ -18,7 +18,7 @@ run "$PYTHON" -m venv "$VENV"
 # that numbers the packages and reports the environment's size as it grows.
 packages=$(grep -cE '^[A-Za-z0-9_.-]+==' requirements.lock)
 echo "[2/4] $packages locked packages from requirements.lock (hashes checked; several GB)"
-echo "+ ${PIP[*]/--quiet/} install --require-hashes --no-deps -r requirements.lock"
+echo "+ $VENV/bin/pip --disable-pip-version-check install --progress-bar off --require-hashes --no-deps -r requirements.lock"
 "$VENV/bin/pip" --disable-pip-version-check install --progress-bar off --require-hashes \
     --no-deps -r requirements.lock 2>&1 \
     | "$PYTHON" scripts/install_progress.py --total "$packages" --watch "$VENV"
