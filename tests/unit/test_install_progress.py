@@ -18,7 +18,7 @@ Looking in indexes: https://pypi.org/simple, file:///opt/pypi/simple
 WARNING: Location 'file:///opt/pypi-more/simple/x/' is ignored: it is neither a file nor a directory.
 Collecting torch==2.14.1 (from -r requirements.lock (line 300))
   Downloading torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl (900 MB)
-Processing /opt/pypi/files/numpy-2.3.4-cp311-cp311-manylinux_2_28_x86_64.whl (from -r requirements.lock (line 200))
+Processing /opt/pypi/files/numpy-2.3.4-cp311-cp311-manylinux_2_28_x86_64.whl (from -r requirements.lock)
 Installing collected packages: numpy, torch
 ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.
 Successfully installed numpy-2.3.4 torch-2.14.1
