@@ -111,7 +111,15 @@ def start_fake_trainer(folder: Path, child_pid_file: Path | None = None) -> subp
     script = Path(folder) / "mgrb"
     script.write_text(FAKE_TRAINER)
     extra = [str(child_pid_file)] if child_pid_file else []
-    return subprocess.Popen([sys.executable, str(script), "run", *extra], start_new_session=True)
+    process = subprocess.Popen([sys.executable, str(script), "run", *extra], start_new_session=True)
+    # Until the child has exec'd, /proc shows pytest's command line, and the launcher rightly
+    # refuses to signal it: on a busy machine that window made the lock tests flaky.
+    cmdline, deadline = Path(f"/proc/{process.pid}/cmdline"), time.monotonic() + 60
+    while str(script).encode() not in cmdline.read_bytes():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"the fake trainer {script} did not start")
+        time.sleep(0.01)
+    return process
 
 
 def write_lock(folder: Path, pid: int, *, process="same", host: str | None = None) -> None:
