@@ -19,6 +19,7 @@ from mgrb.store import contracts
 from mgrb.reporting.check import VERDICTS, check_group
 from mgrb.store.contracts import RunFileError, open_regular
 from mgrb.store.runfolder import EVENTS, RESULTS
+from mgrb.store.runfolder import FAILED as FAILED_RECORD
 
 from .experiments import Experiment
 from .owners import NotOurs, supervisor_pid, trainer_pid
@@ -245,6 +246,7 @@ class _Reading:
     log: list[str] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
     locks: list[dict] = field(default_factory=list)  # the trainers' run.lock records
+    failure: dict | None = None  # failed.json: the last attempt (`mgrb run`) ended in an error
     alive: bool | None = False
     pid: int | None = None
     problems: list[str] = field(default_factory=list)
@@ -318,6 +320,9 @@ class RunWatcher:
         for folder in self.experiment.run_folders:
             lock = self._read(reading, read_lock, folder)
             reading.locks += [lock] if lock else []
+            if reading.failure is None and not (folder / RESULTS).exists():
+                reading.failure = self._read(
+                    reading, lambda f: read_record("failed", f / FAILED_RECORD), folder)
 
     def _read(self, reading: _Reading, read, path):
         try:
@@ -379,6 +384,10 @@ class RunWatcher:
             state.status = STALLED if quiet > stall_after_s else RUNNING
             if state.status == STALLED:
                 state.detail = f"no events for {quiet / 60:.0f} min (stalled?)"
+        elif reading.failure is not None:  # started elsewhere and ended in an error
+            message = " ".join(reading.failure["message"].split())
+            state.status = FAILED
+            state.detail = (message[:300] + "...") if len(message) > 300 else message
         elif launch:
             state.status = KILLED
             state.detail = ("its process is gone without an exit record (killed from outside, "

@@ -193,6 +193,19 @@ def test_stalled_and_started_elsewhere(tmp_path):
     assert watcher.refresh(stall_after_s=60).status == INTERRUPTED  # its lock stays behind
 
 
+def test_a_run_that_failed_elsewhere_shows_its_message(tmp_path):
+    from mgrb.store.runfolder import RunFolder
+
+    experiment = _experiment(tmp_path)
+    run = RunFolder(experiment.base_folder)
+    run.prepare({"name": experiment.name})
+    run.record_failure("cifar100: not found under /data\n(run `mgrb data`)", "DataError")
+    state = RunWatcher(experiment).refresh(stall_after_s=60)
+    assert state.status == FAILED and state.detail == "cifar100: not found under /data (run `mgrb data`)"
+    run.clear_failure()  # the next attempt is under way: no longer failed
+    assert RunWatcher(experiment).refresh(stall_after_s=60).status == NOT_RUN
+
+
 @pytest.mark.parametrize("running, gpus, per_gpu, expected", [
     ([], [], 1, CPU), ([None], [], 1, FULL), ([None], [], 2, CPU),
     ([], [0, 1], 1, 0), ([0], [0, 1], 1, 1), ([0, 1], [0, 1], 1, FULL),
