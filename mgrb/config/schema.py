@@ -279,6 +279,15 @@ def schema_of(cls) -> dict[str, Any]:
     return schema
 
 
+def all_settings(schema: dict | None = None, prefix: str = ""):
+    """(dotted key, Field) of every setting, in the file's order: train.lr, train.augment.flip."""
+    for key, spec in (SCHEMA if schema is None else schema).items():
+        if isinstance(spec, Field):
+            yield prefix + key, spec
+        else:
+            yield from all_settings(spec, f"{prefix}{key}.")
+
+
 def build(cls, data: dict):
     """The section `cls` from validated plain data (lists become tuples)."""
     values = {}

@@ -10,7 +10,7 @@ import yaml
 
 from mgrb.config import yamlsafe
 from mgrb.config.experiment import load_config, parse_config
-from mgrb.config.schema import MAX_SEED, SCHEMA, Field
+from mgrb.config.schema import MAX_SEED, all_settings
 from mgrb.config.defaults import DATASET_DEFAULTS
 from mgrb.errors import ConfigError
 from test_config import GOOD
@@ -29,16 +29,8 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 """
 
 
-def _fields(schema=SCHEMA, prefix=""):
-    for key, spec in schema.items():
-        if isinstance(spec, Field):
-            yield prefix + key, spec
-        else:
-            yield from _fields(spec, f"{prefix}{key}.")
-
-
-NUMERIC = {key: field for key, field in _fields() if field.kind in (int, float)}
-LISTS_OF_NUMBERS = {key: field for key, field in _fields() if field.items is not None}
+NUMERIC = {key: field for key, field in all_settings() if field.kind in (int, float)}
+LISTS_OF_NUMBERS = {key: field for key, field in all_settings() if field.items is not None}
 
 
 def _refused(text: str, expected: str, overrides=()):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mgrb.config.experiment import parse_config
-from mgrb.config.schema import SCHEMA, Experiment, Field
+from mgrb.config.schema import SCHEMA, Experiment, Field, all_settings
 from mgrb.errors import ConfigError
 
 BASE = yaml.safe_load((Path(__file__).parents[2] / "experiments" / "digits_5_1.yaml").read_text())
@@ -64,15 +64,7 @@ anchored_texts = _flow(st.one_of(scalar_texts, st.sampled_from(["*a", "*b", "&a 
                                                inner).map("".join))
 
 
-def _fields(schema, prefix=""):
-    for key, spec in schema.items():
-        if isinstance(spec, Field):
-            yield prefix + key, spec
-        else:
-            yield from _fields(spec, f"{prefix}{key}.")
-
-
-FIELDS = dict(_fields(SCHEMA))
+FIELDS = dict(all_settings())
 KEYS = sorted(FIELDS)
 
 

@@ -8,18 +8,10 @@ import pytest
 import yaml
 
 from mgrb.config import Experiment, load_config, parse_config
-from mgrb.config.schema import SCHEMA, Field, Method, Train, build, schema_of
+from mgrb.config.schema import SCHEMA, Method, Train, all_settings, build, schema_of
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
 DIGITS = EXPERIMENTS / "digits_5_1.yaml"
-
-
-def _leaves(schema, prefix=""):
-    for key, spec in schema.items():
-        if isinstance(spec, Field):
-            yield prefix + key, spec
-        else:
-            yield from _leaves(spec, f"{prefix}{key}.")
 
 
 def test_a_validated_experiment_is_frozen_all_the_way_down():
@@ -34,7 +26,7 @@ def test_a_validated_experiment_is_frozen_all_the_way_down():
 
 
 def test_types_and_nullability_come_from_the_annotations():
-    fields = dict(_leaves(SCHEMA))
+    fields = dict(all_settings())
     assert fields["train.lr"].kind is float and not fields["train.lr"].nullable
     assert fields["quirks.tree_depth_stage1"].kind is int and fields["quirks.tree_depth_stage1"].nullable
     assert fields["seeds"].kind is list and fields["seeds"].nullable
@@ -48,7 +40,7 @@ def test_types_and_nullability_come_from_the_annotations():
 def test_every_setting_of_the_schema_is_a_field_of_the_classes_and_back():
     config = load_config(DIGITS)
     plain = config.to_dict()
-    assert [key for key, _ in _leaves(SCHEMA)] == list(_flat(plain))
+    assert [key for key, _ in all_settings()] == list(_flat(plain))
     assert schema_of(Experiment) == SCHEMA
 
 
