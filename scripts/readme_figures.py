@@ -26,7 +26,11 @@ BLOCK = re.compile(r"(<!-- BEGIN generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
 
 
 def _load(relative: str) -> dict:
-    return json.loads((ROOT / relative).read_text(encoding="utf-8"))
+    try:
+        return json.loads((ROOT / relative).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"readme_figures: {relative}: cannot read it ({error}); README's block "
+                         "from it was not changed") from None
 
 
 def demo() -> str:
