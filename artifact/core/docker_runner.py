@@ -23,6 +23,9 @@ LAUNCHER_LABEL = "org.mgrb.launcher"
 RUNS_LABEL = "org.mgrb.runs"  # the runs folder on the host: two launchers' runs stay apart
 LAUNCHER = "mgrb-tui"
 DEFAULT_HOST = "unix:///var/run/docker.sock"  # where the SDK looks without DOCKER_HOST
+IMAGE_USER = "1000:1000"  # the image's own user, for a launcher that runs as root
+EXPERIMENTS_MOUNT = "/opt/mgrb/experiments"  # where the image's `mgrb` looks for experiments
+PIDS_LIMIT = 4096  # data loader workers and compile threads fit many times over
 NO_DAEMON = ("No Docker daemon answers: {cause}. Is Docker running, and is DOCKER_HOST right? "
              "Local-process mode (settings) works without Docker.")
 NO_GPU_RUNTIME = ("Docker cannot give containers a GPU: the NVIDIA Container Toolkit is missing, or "
@@ -103,12 +106,32 @@ def _base36(number: int) -> str:
     return digits or "0"
 
 
+def container_user(uid: int, gid: int) -> str:
+    """The invoking user, so that run folders on the host stay theirs; never root, which
+    would own them and could act on the mounted host folders with root's rights."""
+    return IMAGE_USER if uid == 0 else f"{uid}:{gid}"
+
+
+def hand_over(folder: Path, uid: int) -> None:
+    """A launcher running as root gives the run folder to the image's user, who writes it in
+    the container (a folder made by a local root run before included); others keep theirs."""
+    if uid != 0:
+        return
+    user, group = (int(part) for part in IMAGE_USER.split(":"))
+    os.chown(folder, user, group, follow_symlinks=False)
+    for parent, folders, files in os.walk(folder):  # symlinks are changed, never followed
+        for name in folders + files:
+            os.chown(os.path.join(parent, name), user, group, follow_symlinks=False)
+
+
 class DockerRunner:
-    def __init__(self, *, image: str, data_dir: Path, runs_dir: Path, shm_size: str = "16g",
-                 client=None, client_factory=None):
+    def __init__(self, *, image: str, data_dir: Path, runs_dir: Path, experiments_dir: Path | None = None,
+                 shm_size: str = "16g", client=None, client_factory=None):
         self.image, self.shm_size = image, shm_size
         # Bind mounts need absolute host paths.
         self.data_dir, self.runs_dir = Path(data_dir).resolve(), Path(runs_dir).resolve()
+        # None: the copy baked into the image (only for callers without an experiments folder)
+        self.experiments_dir = None if experiments_dir is None else Path(experiments_dir).resolve()
         self._given, self._client, self._factory = client, client, client_factory
 
     # -- the connection --------------------------------------------------------------------
@@ -188,10 +211,11 @@ class DockerRunner:
                 self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}", *device_args,
                                      *extra_args],
                 name=_container_name(run), detach=True, shm_size=self.shm_size,
-                labels=self.labels(experiment, run),
-                volumes={str(self.data_dir): {"bind": "/data", "mode": "ro"},
-                         str(self.runs_dir): {"bind": "/runs", "mode": "rw"}},
-                user=f"{os.getuid()}:{os.getgid()}",  # run folders on the host stay the user's
+                labels=self.labels(experiment, run), volumes=self.volumes(),
+                user=container_user(os.getuid(), os.getgid()),
+                # a training run needs no network, no privilege and no capability
+                network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                pids_limit=PIDS_LIMIT,
                 environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data", **cuda_env},
                 device_requests=device_requests or None)
             try:
@@ -203,6 +227,15 @@ class DockerRunner:
             return _describe(container)
 
         return self._call(start)
+
+    def volumes(self) -> dict[str, dict[str, str]]:
+        """The data read-only, the run folders writable, and the launcher's own experiment
+        files read-only over the image's copy, so edited and new files are the ones run."""
+        volumes = {str(self.data_dir): {"bind": "/data", "mode": "ro"},
+                   str(self.runs_dir): {"bind": "/runs", "mode": "rw"}}
+        if self.experiments_dir is not None:
+            volumes[str(self.experiments_dir)] = {"bind": EXPERIMENTS_MOUNT, "mode": "ro"}
+        return volumes
 
     def labels(self, experiment: str, run: str) -> dict[str, str]:
         """What marks a container as the one this launcher started for a run."""

@@ -256,9 +256,15 @@ class Service:
 
     def _start(self, experiment: Experiment, gpu: int | None, uuid: str | None) -> None:
         if self.settings.mode == DOCKER:
+            problems = self.settings.problems()  # settings.json may have been edited by hand
+            if problems:
+                raise ValueError("the settings are not usable: " + "; ".join(problems))
             device, _ = device_for(gpu, uuid)
             experiment.base_folder.mkdir(parents=True, exist_ok=True)
             clear_for_launch(experiment.base_folder)
+            from .docker_runner import hand_over
+
+            hand_over(experiment.base_folder, os.getuid())
             run = self._docker_runner().start(experiment=experiment.name,
                                               run=experiment.base_folder.name,
                                               gpus=[] if gpu is None else [uuid])
@@ -294,8 +300,9 @@ class Service:
             return self._docker_factory(settings)
         from .docker_runner import DockerRunner
 
-        return DockerRunner(image=settings.image, data_dir=Path(settings.data_dir).resolve(),
-                            runs_dir=self.runs_dir.resolve(), shm_size=settings.shm_size)
+        return DockerRunner(image=settings.image, data_dir=Path(settings.data_dir).expanduser().resolve(),
+                            runs_dir=self.runs_dir.resolve(), experiments_dir=self.experiments_dir,
+                            shm_size=settings.shm_size)
 
     def _docker_probe(self, experiment: Experiment, launch: dict):
         """NotOurs (for the run's detail) when launch.json names a container that this

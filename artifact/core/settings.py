@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from .records import write_json
 LOCAL, DOCKER = "local", "docker"  # local processes, or containers through the Docker SDK
 MODES = (LOCAL, DOCKER)
 MODE_NAMES = {LOCAL: "local-process", DOCKER: "Docker"}  # "... mode" in messages
+
+
+# Docker's reference grammar, short of the registry host's full syntax: [host[:port]/]path[:tag][@digest]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                             r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+SHM_SIZE = re.compile(r"^[1-9][0-9]{0,5}[bkmg]?$", re.I)  # as `docker run --shm-size` takes it
 
 
 def _gpu_indices(value) -> str | None:
@@ -74,7 +82,25 @@ class Settings:
         if isinstance(self.stall_after_s, bool) or not isinstance(self.stall_after_s, (int, float)) \
                 or not math.isfinite(self.stall_after_s) or not 10 <= self.stall_after_s <= 10**7:
             found.append("stalled after: 10 seconds to 10,000,000")
+        if not isinstance(self.image, str) or not IMAGE_REFERENCE.match(self.image):
+            found.append(f"Docker image: {str(self.image)[:80]!r} is not an image name such as "
+                         "mgrb-artifact:0.1.0")
+        if not isinstance(self.shm_size, str) or not SHM_SIZE.match(self.shm_size):
+            found.append(f"shared memory: {str(self.shm_size)[:40]!r} is not a size such as 16g or 512m")
+        if self.mode == DOCKER:
+            found += self.data_dir_problems()
         return found
+
+    def data_dir_problems(self) -> list[str]:
+        """Docker mounts the data folder into every container: it must be a folder already
+        (Docker would otherwise create it, owned by root)."""
+        if not isinstance(self.data_dir, str) or not self.data_dir.strip():
+            return ["data folder: a folder on this machine (Docker mode mounts it read-only)"]
+        folder = Path(self.data_dir).expanduser()
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            return [f"data folder: {folder.resolve()} {what} (Docker mode mounts it read-only)"]
+        return []
 
 
 def settings_path(runs_dir: Path) -> Path:

@@ -254,8 +254,9 @@ def test_docker_mode_through_the_service(tmp_path):
             gpu_monitor=GpuMonitor(smi_command="no-nvidia-smi-here"),
             docker_runner_factory=lambda settings: DockerRunner(
                 image=settings.image, data_dir=tmp_path / "data", runs_dir=tmp_path / "runs",
-                client=client))
-        assert service.save_settings(Settings(mode="docker")) == []
+                experiments_dir=tmp_path / "experiments", client=client))
+        (tmp_path / "data").mkdir()
+        assert service.save_settings(Settings(mode="docker", data_dir=str(tmp_path / "data"))) == []
         assert service.launch(["tiny"]).refused == []
         state = service.poll().states["tiny"]
         launch = read_launch(tmp_path / "runs" / "tiny")
@@ -264,6 +265,13 @@ def test_docker_mode_through_the_service(tmp_path):
         assert body["Cmd"] == ["mgrb", "run", "tiny", "--out", "/runs/tiny", "--device", "cpu"]
         assert "DeviceRequests" not in body["HostConfig"] or not body["HostConfig"]["DeviceRequests"]
         assert "CUDA_VISIBLE_DEVICES=" in body["Env"] and launch["device"] == "cpu"
+        host = body["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["PidsLimit"] == 4096 and host["NetworkMode"] == "none"
+        assert body["User"] != "0:0" and not body["User"].startswith("0:")
+        assert sorted(host["Binds"]) == sorted([
+            f"{tmp_path / 'data'}:/data:ro", f"{tmp_path / 'runs'}:/runs:rw",
+            f"{(tmp_path / 'experiments').resolve()}:/opt/mgrb/experiments:ro"])
         state = service.poll().states["tiny"]
         assert state.status == RUNNING
         assert "asked the container to stop" in service.stop("tiny")
@@ -288,7 +296,8 @@ def test_docker_mode_asks_for_the_gpu_by_uuid(tmp_path):
     first = reading["devices"][0]["uuid"]
     try:
         write_experiments(tmp_path / "experiments")
-        Settings(mode="docker").save(tmp_path / "runs")
+        (tmp_path / "data").mkdir()
+        Settings(mode="docker", data_dir=str(tmp_path / "data")).save(tmp_path / "runs")
         service = Service(
             experiments_dir=tmp_path / "experiments", runs_dir=tmp_path / "runs",
             gpu_monitor=GpuMonitor(nvml=ReplayedNvml(reading)), environ={},
@@ -445,3 +454,40 @@ def test_a_report_covers_the_finished_runs_and_ended_runs_are_not_stopped(tmp_pa
     assert service.write_report(names, tmp_path / "reports").exists()
     with pytest.raises(ValueError, match="none of the chosen experiments has finished"):
         service.write_report(["broken", "tiny_stopped"], tmp_path / "reports")
+
+
+@pytest.mark.parametrize("image, ok", [
+    ("mgrb-artifact:0.1.0", True), ("registry.example.org:5000/lab/mgrb-artifact:v1", True),
+    ("mgrb-artifact@sha256:" + "a" * 64, True), ("MGRB", False), ("mgrb artifact", False),
+    ("mgrb-artifact:", False), ("", False), ("-rm", False)])
+def test_the_docker_image_setting_must_be_an_image_name(image, ok):
+    problems = Settings(image=image).problems()
+    assert (problems == []) == ok, problems
+    if not ok:
+        assert problems[0].startswith("Docker image: ") and "such as mgrb-artifact:0.1.0" in problems[0]
+
+
+@pytest.mark.parametrize("size, ok", [("16g", True), ("512m", True), ("1073741824", False),
+                                      ("67108864b", False), ("0", False), ("16 g", False),
+                                      ("-1g", False), ("16gb", False)])
+def test_the_shared_memory_setting_must_be_a_docker_size(size, ok):
+    problems = Settings(shm_size=size).problems()
+    assert (problems == []) == ok, problems
+
+
+def test_docker_mode_needs_an_existing_data_folder(tmp_path):
+    missing = tmp_path / "nowhere"
+    assert Settings(mode="docker", data_dir=str(missing)).problems() == [
+        f"data folder: {missing} does not exist (Docker mode mounts it read-only)"]
+    (tmp_path / "file").write_text("")
+    assert Settings(mode="docker", data_dir=str(tmp_path / "file")).problems() == [
+        f"data folder: {tmp_path / 'file'} is not a folder (Docker mode mounts it read-only)"]
+    assert Settings(mode="docker", data_dir=str(tmp_path)).problems() == []
+    assert Settings(mode="local", data_dir=str(missing)).problems() == []  # not mounted there
+
+
+def test_containers_never_run_as_root():
+    from artifact.core.docker_runner import container_user
+
+    assert container_user(0, 0) == "1000:1000"
+    assert container_user(1234, 99) == "1234:99"

@@ -59,7 +59,7 @@ def test_start_sends_command_gpus_mounts_shm_labels_and_user(engine, make_runner
                               "org.mgrb.runs": str(tmp_path / "runs")}
     assert sorted(body["Env"]) == [f"CUDA_VISIBLE_DEVICES={GPU_A},{GPU_B}", "MGRB_DATA=/data",
                                    "MGRB_RUNS=/runs"]
-    assert body["User"] == f"{os.getuid()}:{os.getgid()}"
+    assert body["User"] == ("1000:1000" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}")
     host = body["HostConfig"]
     assert host["ShmSize"] == 16 * 1024 ** 3
     assert sorted(host["Binds"]) == sorted([f"{tmp_path / 'data'}:/data:ro", f"{tmp_path / 'runs'}:/runs:rw"])

@@ -66,6 +66,7 @@ async def _choose_docker_and_save(pilot, app):
 
 def test_docker_mode_is_saved_when_a_daemon_answers(tmp_path, monkeypatch, engine):
     monkeypatch.setenv("DOCKER_HOST", engine.base_url)  # the real SDK's from_env finds it
+    monkeypatch.setenv("MGRB_DATA", str(tmp_path))  # Docker mode needs a data folder that exists
     write_experiments(tmp_path / "experiments")
 
     async def scenario():
@@ -86,6 +87,7 @@ def test_docker_mode_is_saved_when_a_daemon_answers(tmp_path, monkeypatch, engin
 def test_docker_mode_without_a_daemon_says_why_in_one_line_and_keeps_the_mode(tmp_path, monkeypatch):
     socket = tmp_path / "no-daemon.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{socket}")
+    monkeypatch.setenv("MGRB_DATA", str(tmp_path))
     write_experiments(tmp_path / "experiments")
 
     async def scenario():
@@ -109,6 +111,7 @@ def test_docker_mode_without_a_daemon_says_why_in_one_line_and_keeps_the_mode(tm
 
 def test_a_launch_without_a_daemon_is_told_by_its_cause_not_a_repr(tmp_path, monkeypatch, engine):
     monkeypatch.setenv("DOCKER_HOST", engine.base_url)
+    monkeypatch.setenv("MGRB_DATA", str(tmp_path))
     write_experiments(tmp_path / "experiments")
 
     async def scenario():

@@ -217,7 +217,8 @@ def docker_service(tmp_path):
     engine = FakeEngine()
     client = docker.DockerClient(base_url=engine.base_url, version="1.43")
     write_experiments(tmp_path / "experiments")
-    Settings(mode="docker").save(tmp_path / "runs")
+    (tmp_path / "data").mkdir()
+    Settings(mode="docker", data_dir=str(tmp_path / "data")).save(tmp_path / "runs")
     service = Service(experiments_dir=tmp_path / "experiments", runs_dir=tmp_path / "runs",
                       gpu_monitor=GpuMonitor(smi_command="no-nvidia-smi-here"),
                       docker_runner_factory=lambda settings: DockerRunner(
