@@ -6,7 +6,8 @@ IMAGE ?= mgrb-artifact
 VERSION ?= 0.1.0
 EXPERIMENTS ?=
 DATA ?= $(CURDIR)/data
-RUNS ?= $(CURDIR)/runs
+# inside the image, the mounted /runs: what a container writes elsewhere dies with it
+RUNS ?= $(if $(MGRB_IN_CONTAINER),/runs,$(CURDIR)/runs)
 SHM ?= 16g
 
 ifdef MGRB_IN_CONTAINER
@@ -21,10 +22,20 @@ PY := $(VENV)/bin/python
 SETUP := setup
 endif
 
-DOCKER_RUN = docker run --rm -it --gpus all --shm-size $(SHM) \
-	-v $(DATA):/data -v $(RUNS):/runs $(IMAGE):$(VERSION)
+# Containers get the data read-only, the run folders writable and this folder's experiment
+# files read-only over the image's copy (edited and new files are the ones run); no
+# capability, no privilege gain, a pids limit, no network (shell excepted); and run as the
+# invoking user, or as the image's user (uid 1000) when make runs as root. GPUS= on a machine
+# without GPUs.
+GPUS ?= --gpus all
+DOCKER_USER := $(if $(filter 0,$(shell id -u)),1000:1000,$(shell id -u):$(shell id -g))
+DOCKER_FLAGS = --rm $(GPUS) --shm-size $(SHM) --user $(DOCKER_USER) --cap-drop ALL \
+	--security-opt no-new-privileges --pids-limit 4096 \
+	-v $(DATA):/data:ro -v $(RUNS):/runs -v $(CURDIR)/experiments:/opt/mgrb/experiments:ro
+DOCKER_RUN = docker run $(DOCKER_FLAGS) --network none $(IMAGE):$(VERSION)
+SOURCE_COMMIT = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image shell image-tui image-bench lint bench gpu-check image-gpu-check peer-bench
+.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image image-test image-folders image-reproduce shell image-tui image-bench lint bench gpu-check image-gpu-check peer-bench
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -38,6 +49,8 @@ help:
 	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
 	@echo "make tui          the terminal launcher: pick, launch, watch, check (mgrb tui)"
 	@echo "make image        build the container image $(IMAGE):$(VERSION)"
+	@echo "make image-test   build the image from the registries alone and check it offline (root or a Docker daemon)"
+	@echo "make image-reproduce  make reproduce inside the image: EXPERIMENTS=..., GPUS= without GPUs"
 	@echo "make shell        a shell in the image with GPUs, /data and /runs mounted"
 	@echo "make image-tui    the launcher inside the image (local-process mode, GPUs mounted)"
 	@echo "make lint         hadolint on the Dockerfile, ruff, and the import contracts between layers"
@@ -69,7 +82,7 @@ DEMO_ABLATION := digits_replay_keep digits_kd_keep digits_rebalance_keep digits_
 	digits_mgrb_no_stage2_keep digits_mgrb_keep digits_replay digits_kd digits_rebalance \
 	digits_regularizer digits_mgrb_no_stage2 digits_mgrb
 DEMO_RUNS ?= $(RUNS)/demo
-DEMO_REPORTS ?= $(CURDIR)/reports/demo
+DEMO_REPORTS ?= $(if $(MGRB_IN_CONTAINER),/runs/reports/demo,$(CURDIR)/reports/demo)
 
 demo-ablation: $(SETUP)
 	$(MGRB) --experiments-dir experiments/demo reproduce $(DEMO_ABLATION) --runs-dir $(DEMO_RUNS) \
@@ -104,19 +117,32 @@ lock:
 	.lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 		--extra test --extra tui --constraint requirements/pins.txt --output-file requirements.lock pyproject.toml
 
+# BASE_IMAGE=... builds on another base than the Dockerfile's pinned one.
 image:
-	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+	docker build --build-arg VERSION=$(VERSION) --build-arg SOURCE_COMMIT=$(SOURCE_COMMIT) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
-shell:
+# The image built from a stand-in base and the registries, then checked offline as a reviewer
+# uses it, with the launcher's Docker mode against it (scripts/image_test.sh).
+image-test: $(SETUP)
+	bash scripts/image_test.sh
+
+# The folders the containers mount; as root, the runs folder is handed to the image's user.
+image-folders:
 	mkdir -p $(DATA) $(RUNS)
-	$(DOCKER_RUN) bash
+	@if [ "$$(id -u)" = 0 ] && [ "$$(stat -c %u $(RUNS))" = 0 ]; then \
+		echo "chown 1000:1000 $(RUNS)"; chown 1000:1000 $(RUNS); fi
 
-image-tui:
-	mkdir -p $(DATA) $(RUNS)
-	$(DOCKER_RUN) mgrb tui
+image-reproduce: image-folders
+	$(DOCKER_RUN) make reproduce EXPERIMENTS='$(EXPERIMENTS)'
 
-image-bench:
-	mkdir -p $(RUNS)
+shell: image-folders
+	docker run -it $(DOCKER_FLAGS) $(IMAGE):$(VERSION) bash
+
+image-tui: image-folders
+	docker run -it $(DOCKER_FLAGS) --network none $(IMAGE):$(VERSION) mgrb tui
+
+image-bench: image-folders
 	$(DOCKER_RUN) make bench
 
 lint: $(SETUP)
@@ -134,8 +160,7 @@ bench: $(SETUP)
 gpu-check: $(SETUP)
 	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
-image-gpu-check:
-	mkdir -p $(RUNS)
+image-gpu-check: image-folders
 	$(DOCKER_RUN) make gpu-check
 
 # Our plain replay against a maintained peer library's (Avalanche) on the same digits protocol,

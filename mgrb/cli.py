@@ -350,9 +350,20 @@ def _add_reading_commands(commands) -> None:
     quick.set_defaults(handler=command_quickstart)
 
 
+def _refuse_process_1(args) -> None:
+    """A run records its pid in run.lock, and every reader refuses pid 1 (a signal to it reaches
+    a whole container): as process 1, a run could be neither watched nor stopped."""
+    if os.getpid() == 1 and args.handler in (command_run, command_resume, command_reproduce):
+        raise MGRBError("mgrb runs as process 1, as in a container started without an init "
+                        "process: its run folder would name pid 1, which no reader trusts. Start "
+                        "the container with `docker run --init`, or use the project's image, whose "
+                        "entry point (tini) does this.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _refuse_process_1(args)
         return args.handler(args)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

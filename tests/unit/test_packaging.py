@@ -24,6 +24,15 @@ def _lock() -> dict[str, str]:
     return pins
 
 
+def _stages() -> dict[str, str]:
+    """The Dockerfile's stages by name (the unnamed last one: "final")."""
+    stages = {}
+    for block in (ROOT / "Dockerfile").read_text().split("\nFROM ")[1:]:
+        header = block.split("\n", 1)[0].split()
+        stages[header[2] if len(header) == 3 and header[1] == "AS" else "final"] = block
+    return stages
+
+
 def _project_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
@@ -59,10 +68,11 @@ def test_make_setup_and_the_image_run_the_same_install_script():
 
 
 def test_the_image_python_matches_the_lock():
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    image_python = re.search(r"ARG PYTHON_VERSION=(\d+\.\d+)", dockerfile).group(1)
-    lock_python = re.search(r"with Python (\d+\.\d+)", (ROOT / "requirements.lock").read_text())
-    assert image_python == lock_python.group(1)
+    """Debian's python3.11 in both stages: the venv's bin/python points at /usr/bin/python3.11."""
+    lock_python = re.search(r"with Python (\d+\.\d+)", (ROOT / "requirements.lock").read_text()).group(1)
+    for name, stage in _stages().items():
+        assert re.search(rf"apt-get install [^\n]*python{lock_python}\b", stage), name
+    assert f"PYTHON=/usr/bin/python{lock_python} " in _stages()["build"]
 
 
 def test_the_lock_was_made_by_the_makefile_command():
@@ -98,7 +108,7 @@ def test_ruff_passes():
 def test_every_package_of_the_project_is_copied_into_the_image():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
-    build_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[2]
+    build_stage = _stages()["build"]
     for package in packages:
         assert f"COPY {package} ./{package}" in build_stage, package
 
@@ -106,7 +116,7 @@ def test_every_package_of_the_project_is_copied_into_the_image():
 def test_every_script_a_make_target_runs_is_copied_into_the_image():
     """`make bench` inside the image (make image-bench) needs its folder there too."""
     makefile = (ROOT / "Makefile").read_text()
-    build_stage = (ROOT / "Dockerfile").read_text().split("\nFROM ")[2]
+    build_stage = _stages()["build"]
     modules = re.findall(r"\$\(PY\) -m ([\w.]+)", makefile)
     assert modules, "the Makefile runs no module with $(PY) -m"
     for module in modules:
