@@ -57,13 +57,23 @@ def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Gener
 
 
 def resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Apply drawn affine matrices to a batch in one resampling.
+    """Apply drawn affine matrices to a batch in one resampling: torchvision's crop -> flip ->
+    rotate with zero fill, for the same drawn parameters.
 
-    One affine grid with nearest sampling and zero fill reproduces crop-with-padding, flip and
-    rotation (integer shifts land exactly on pixel centres).
+    One affine grid with nearest sampling reproduces the three steps (integer shifts land
+    exactly on pixel centres), except in the corners: torchvision rotates the cropped frame, so
+    what the rotation brings in from outside that frame is zero fill, even where the shifted
+    image has pixels. Those points are masked: where the grid minus the crop's shift falls
+    outside the frame, under the same nearest rounding as grid_sample's.
     """
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    theta = theta.to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    frame = grid - theta[:, None, None, :, 2]
+    size = torch.tensor(images.shape[-1:-3:-1], dtype=grid.dtype, device=grid.device)  # (W, H)
+    index = torch.round(((frame + 1) * size - 1) / 2)
+    inside = ((index >= 0) & (index <= size - 1)).all(dim=-1)
+    return out * inside.unsqueeze(1).to(out.dtype)
 
 
 class TensorBatches:
