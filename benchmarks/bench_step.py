@@ -38,7 +38,8 @@ import torch
 from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,
                                            ReferenceStep, loop_regularizer)
 from mgrb.config import Experiment, load_config
-from mgrb.data.batches import Augment, TensorBatches
+from mgrb.data.augment import Augment
+from mgrb.data.batches import TensorBatches
 from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours
 from mgrb.method.soft_targets import soft_targets
 from mgrb.method.losses import class_balanced_weights, mg_regularizer, negative_entropy

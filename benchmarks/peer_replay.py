@@ -289,7 +289,7 @@ def differences(settings: dict, ours_images: list[int], variants: list[str]) -> 
         "augmentation is drawn per image from a generator of its own, so the batches and the "
         "crops and rotations differ from ours; so do the random new classifier rows of each "
         "phase (both Xavier-normal, bias zero, old rows kept).",
-        f"augmentation: the same operation (mgrb.data.batches.augment_batch: shift by up to "
+        f"augmentation: the same operation (mgrb.data.augment.augment_batch: shift by up to "
         f"{augment['crop_padding']} pixel(s), rotation by up to {augment['rotation']:g} degrees, "
         f"{'a' if augment['flip'] else 'no'} horizontal flip, one nearest-neighbour resampling "
         "with zero fill), applied per image as Avalanche's dataset transform instead of per "
@@ -538,7 +538,7 @@ def worker(payload_path: Path, variant: str, seed: int, out: Path) -> None:
     from avalanche.training.storage_policy import ExemplarsSelectionStrategy, ParametricBuffer
     from avalanche.training.supervised import Naive
 
-    from mgrb.data.batches import Augment, augment_batch
+    from mgrb.data.augment import Augment, augment_batch
     from mgrb.store.files import atomic_write
     from mgrb.training.control import learning_rate
     from mgrb.training.models import IncrementalNet, build_backbone

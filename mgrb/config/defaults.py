@@ -20,13 +20,16 @@ DATASET_DEFAULTS = {
         "protocol": {"memory_total": 2000},
         "model": {"backbone": "resnet18"},
         "train": {"epochs": 160, "milestones": [100, 120], "stage2_epochs": 30,
-                  "augment": {"crop_padding": 0, "flip": True, "rotation": 15}},
+                  "augment": {"crop_padding": 0, "flip": True, "rotation": 15},
+                  "stage2_augment": True},
+        "quirks": {"opencv_bgr": True},  # docs/method.md section 8
     },
     "imagenet100": {
         "protocol": {"memory_total": 2000},
         "model": {"backbone": "resnet18"},
         "train": {"epochs": 120, "milestones": [30, 60, 90], "stage2_epochs": 30,
-                  "augment": {"random_resized_crop": True, "flip": True, "rotation": 15}},
+                  "augment": {"random_resized_crop": True, "flip": True, "rotation": 15},
+                  "stage2_augment": True},
     },
     "digits": {
         # 7 images per old class (1 held out, 6 replayed) against about 150 of a new class:

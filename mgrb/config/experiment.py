@@ -12,9 +12,10 @@ import yaml
 
 from mgrb.config import yamlsafe
 from mgrb.config.defaults import DATASET_DEFAULTS
-from mgrb.config.schema import SCHEMA, Experiment, Field, build
+from mgrb.config.schema import ABSENT_MEANS, SCHEMA, Experiment, Field, build
 from mgrb.errors import ConfigError
 from mgrb.store.contracts import NAME_PATTERN
+from mgrb.store.runfolder import with_absent
 
 def did_you_mean(word: str, choices) -> str:
     """' (did you mean X?)' for the closest choice, or nothing when none is close."""
@@ -266,7 +267,7 @@ def config_from_data(data, path: str) -> Experiment:
     as strictly as an experiment file: the folder may come from anywhere."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of keys (name:, dataset:, ...)")
-    return _resolve(copy.deepcopy(data), _Source(path))
+    return _resolve(with_absent(data, ABSENT_MEANS), _Source(path))
 
 
 def _resolve(data: dict, source: _Source) -> Experiment:

@@ -147,6 +147,9 @@ class Train:
     milestones: tuple[int, ...] = setting((70, 140, 210), longest=MAX_LIST, items=EPOCH_LIST)
     stage2_epochs: int = setting(40, minimum=0, maximum=MAX_EPOCHS)
     stage2_milestones: tuple[int, ...] = setting((15,), longest=MAX_LIST, items=EPOCH_LIST)
+    stage2_augment: bool = setting(False, help="augment the balanced set in stage 2 as in stage 1, "
+                                   "its features recomputed every epoch (the original does on "
+                                   "miniImageNet and ImageNet-100)")
     augment: Augmentation = section(Augmentation)
     precision: str = setting("auto", choices=("auto", "fp32", "bf16"),
                              help="auto: bf16 autocast on a GPU, fp32 on the CPU")
@@ -196,6 +199,8 @@ class Quirks:
     tree_depth_stage2: int | None = setting(18, minimum=2, maximum=100)
     cifar10_vis_clusters: int | None = setting(2, minimum=1, maximum=MAX_CLASSES)
     fresh_classifier: bool = setting(True)
+    opencv_bgr: bool = setting(False, help="miniImageNet's channels in BGR order, normalised with RGB "
+                               "statistics, as the original's OpenCV loading gives them")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,3 +307,8 @@ def build(cls, data: dict):
 
 
 SCHEMA = schema_of(Experiment)
+
+
+# Settings added after run folders were first written, each with the value that reproduces
+# what the code did before it existed: absent from a stored config.yaml, a setting has it.
+ABSENT_MEANS = {"train.stage2_augment": False, "quirks.opencv_bgr": False}

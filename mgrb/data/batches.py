@@ -1,89 +1,54 @@
 """Batches for training and evaluation.
 
-In-memory data sets (CIFAR, digits, miniImageNet at 84x84) stay a uint8 tensor on the
-training device; a batch is an index into it and augmentation runs on the whole batch at
-once. File-based data sets (ImageNet-100) go through a DataLoader with PIL transforms.
+In-memory data sets (CIFAR, digits, the miniImageNet and ImageNet-100 caches of `mgrb data
+prepare`) stay a uint8 tensor on the training device, or in pinned host memory where the GPU
+has no room; a batch is an index into it and augmentation runs on the whole batch at once.
+ImageNet-100 without a cache goes through a DataLoader with PIL transforms.
 All random draws come from one CPU generator whose state checkpoints carry.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from mgrb.data.augment import Augment, draw_affine, resample
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Random crop with zero padding, horizontal flip and rotation, as in docs/method.md section 3."""
-
-    crop_padding: int = 0
-    flip: bool = False
-    rotation: float = 0.0
-    random_resized_crop: bool = False  # ImageNet-100's file pipeline only
-
-    @property
-    def active(self) -> bool:
-        return bool(self.crop_padding or self.flip or self.rotation or self.random_resized_crop)
+RESIDENT_SHARE = 0.5  # of the GPU's free memory the images may take: the rest is training's
 
 
-def draw_affine(batch: int, size: int, augment: Augment, generator: torch.Generator) -> torch.Tensor:
-    """The (B, 2, 3) affine matrices of one batch, drawn on the CPU generator.
-
-    Output O = Rotate(Flip(Shift(I))) as torchvision's RandomCrop -> RandomHorizontalFlip ->
-    RandomRotation. Drawing is separate from resampling so that a resumed epoch can replay the
-    draws of the batches it skips and continue with exactly the numbers it would have used.
-    """
-    angle = (torch.rand(batch, generator=generator) * 2 - 1) * math.radians(augment.rotation)
-    sign = torch.ones(batch)
-    if augment.flip:
-        sign = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
-    pad = augment.crop_padding
-    shift = torch.randint(-pad, pad + 1, (2, batch), generator=generator).float() * 2 / size
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    return torch.stack([
-        torch.stack([sign * cos, -sign * sin, shift[0]], dim=1),
-        torch.stack([sin, cos, shift[1]], dim=1),
-    ], dim=1)
-
-
-def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Crop-with-padding, flip and rotation of a float batch (B, C, S, S), drawn now."""
-    theta = draw_affine(images.shape[0], images.shape[-1], augment, generator)
-    return resample(images, theta.to(images.device, images.dtype))
-
-
-def resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Apply drawn affine matrices to a batch in one resampling: torchvision's crop -> flip ->
-    rotate with zero fill, for the same drawn parameters.
-
-    One affine grid with nearest sampling reproduces the three steps (integer shifts land
-    exactly on pixel centres), except in the corners: torchvision rotates the cropped frame, so
-    what the rotation brings in from outside that frame is zero fill, even where the shifted
-    image has pixels. Those points are masked: where the grid minus the crop's shift falls
-    outside the frame, under the same nearest rounding as grid_sample's.
-    """
-    theta = theta.to(images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    frame = grid - theta[:, None, None, :, 2]
-    size = torch.tensor(images.shape[-1:-3:-1], dtype=grid.dtype, device=grid.device)  # (W, H)
-    index = torch.round(((frame + 1) * size - 1) / 2)
-    inside = ((index >= 0) & (index <= size - 1)).all(dim=-1)
-    return out * inside.unsqueeze(1).to(out.dtype)
+def fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether images of `nbytes` may live on `device`: always on the CPU; on a GPU when they
+    take at most half of its free memory."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= RESIDENT_SHARE * free
 
 
 class TensorBatches:
-    """Batches from a uint8 image tensor held on the training device."""
+    """Batches from a uint8 image tensor (N, C, S, S): held on the training device when it fits
+    (`fits_on`), otherwise in pinned host memory, each batch gathered there and copied while
+    the GPU works on the one before. Augmentation and crops run on the batch, on the device.
+    `out_size` below S: training crops come out at that size, evaluation takes the centre."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, device):
-        self.images = images.to(device)
-        self.labels = labels.to(device)
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, device, *,
+                 out_size: int | None = None, resident: bool | None = None):
+        self.device = torch.device(device)
+        if resident is None:
+            resident = fits_on(self.device, images.numel() * images.element_size())
+        self.resident = resident
+        if resident:
+            self.images = images.to(self.device)
+        else:
+            self.images = images.pin_memory() if self.device.type == "cuda" else images.contiguous()
+        self.labels = labels.to(self.device)
+        self.out_size = out_size if out_size and out_size != images.shape[-1] else None
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self._staging: list[tuple[torch.Tensor, object]] = []  # pinned buffers, copy-done events
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -97,7 +62,6 @@ class TensorBatches:
         """
         if shuffle:
             indices = indices[torch.randperm(indices.numel(), generator=generator)]
-        indices = indices.to(self.images.device)
         starts = range(0, indices.numel(), batch_size)
         thetas = None
         if augment is not None and augment.active:
@@ -107,15 +71,41 @@ class TensorBatches:
             size = self.images.shape[-1]
             thetas = torch.cat([draw_affine(min(batch_size, indices.numel() - start), size,
                                             augment, generator) for start in starts])
-            thetas = thetas.to(self.images.device)
+            thetas = thetas.to(self.device)
+        on_device = indices.to(self.device)
         for number, start in enumerate(starts):
             if number < skip:
                 continue
-            chosen = indices[start:start + batch_size]
-            x = self.images[chosen].float().div_(255)
+            x = self._gather(indices[start:start + batch_size], number).float().div_(255)
             if thetas is not None:
-                x = resample(x, thetas[start:start + batch_size])
-            yield (x - self.mean) / self.std, self.labels[chosen]
+                x = resample(x, thetas[start:start + batch_size], out_size=self.out_size,
+                             resized=augment.random_resized_crop)
+            elif self.out_size:
+                margin = (x.shape[-1] - self.out_size) // 2
+                x = x[..., margin:margin + self.out_size, margin:margin + self.out_size]
+            yield (x - self.mean) / self.std, self.labels[on_device[start:start + batch_size]]
+
+    def _gather(self, chosen: torch.Tensor, number: int) -> torch.Tensor:
+        """The batch's uint8 images on the training device."""
+        if self.images.device == self.device:
+            return self.images[chosen.to(self.device)]
+        if self.device.type != "cuda":
+            return self.images[chosen.cpu()]
+        # Two pinned buffers in turn: a batch is gathered into one while the copy from the
+        # other may still run; an event says when a buffer's copy is done and it may be reused.
+        if len(self._staging) < 2 or self._staging[0][0].shape[0] < chosen.numel():
+            shape = (chosen.numel(), *self.images.shape[1:])
+            self._staging = [(torch.empty(shape, dtype=torch.uint8).pin_memory(), None) for _ in range(2)]
+        buffer, copied = self._staging[number % 2]
+        if copied is not None:
+            copied.synchronize()
+        rows = buffer[:chosen.numel()]
+        torch.index_select(self.images, 0, chosen.cpu(), out=rows)
+        batch = rows.to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._staging[number % 2] = (buffer, event)
+        return batch
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -181,5 +171,5 @@ class FileBatches:
 
 def make_batches(images, labels, mean, std, device, image_size: int, num_workers: int):
     if isinstance(images, torch.Tensor):
-        return TensorBatches(images, labels, mean, std, device)
+        return TensorBatches(images, labels, mean, std, device, out_size=image_size)
     return FileBatches(images, labels, mean, std, device, image_size, num_workers)

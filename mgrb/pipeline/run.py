@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mgrb.config.schema import ABSENT_MEANS
 from mgrb.errors import MGRBError
 from mgrb.store.runfolder import DamagedCheckpoints, RunFolder
 
@@ -30,7 +31,7 @@ def run_experiment(run, path: Path, device, progress, *, restart: bool, again: s
     0 when finished, 130 when stopped with a checkpoint (`again` is the command that resumes
     it); MGRBError for what the user can fix. Nothing already saved is lost on any path."""
     folder = RunFolder(run.folder)
-    folder.prepare(run.config.to_dict())
+    folder.prepare(run.config.to_dict(), absent_means=ABSENT_MEANS)
     results = folder.finished_results()
     if results is not None:
         print(f"{folder.path} already holds a finished run; nothing to do.\n"

@@ -6,6 +6,8 @@ exists only once a run has finished, and every file appears whole or not at all.
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import hashlib
 import io
@@ -100,8 +102,11 @@ class RunFolder:
         return stored
 
     # -- set-up --------------------------------------------------------------------------
-    def prepare(self, config: dict) -> None:
-        """Create the folder, or check that an existing one holds this same experiment."""
+    def prepare(self, config: dict, *, absent_means: dict[str, object] | None = None) -> None:
+        """Create the folder, or check that an existing one holds this same experiment.
+        `absent_means`: dotted settings added after a folder may have been made, each with the
+        value that reproduces what the code did before it existed (absent from an older
+        config.yaml, it is taken to have that value)."""
         self._refuse_foreign()
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -111,7 +116,7 @@ class RunFolder:
         if self.checkpoints.is_symlink():
             raise RunFolderError(f"{self.checkpoints}: is a symbolic link; checkpoints are "
                                  "written in the run folder only. Remove the link.")
-        stored = self.stored_config()
+        stored = with_absent(self.stored_config(), absent_means or {})
         changed = sorted(d for d in _differences(stored, config) if not may_change_on_resume(d)) \
             if stored is not None else []
         if changed:
@@ -307,6 +312,21 @@ MAY_CHANGE_ON_RESUME = ("description", "provenance", "reported", "estimate", "se
                         "dataset.root", "dataset.download", "train.checkpoint_every",
                         "train.checkpoint_minutes", "train.log_every", "train.num_workers",
                         "train.eval_batch_size")
+
+
+def with_absent(config: dict | None, absent_means: dict[str, object]) -> dict | None:
+    """A copy of `config` with each dotted setting it lacks set to the given value."""
+    if config is None:
+        return None
+    config = copy.deepcopy(config)
+    for dotted, value in absent_means.items():
+        *sections, key = dotted.split(".")
+        place = config
+        for section in sections:
+            place = place.get(section) if isinstance(place, dict) else None
+        if isinstance(place, dict) and key not in place:
+            place[key] = value
+    return config
 
 
 def may_change_on_resume(key: str) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from mgrb.data.batches import Augment
+from mgrb.data.augment import Augment
 from mgrb.config.schema import Train
 from mgrb.method.phase import MGRBPhase
 from mgrb.store.runfolder import RunFolder

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -14,17 +15,22 @@ from mgrb.training.control import STOP_REQUESTED, Interrupted, learning_rate, re
 from mgrb.training.progress import Progress
 
 
-def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase, features: torch.Tensor,
-                       labels: torch.Tensor, *, optimizer, train: Train,
-                       generator: torch.Generator, phase: int, phases: int, run: RunFolder,
-                       progress: Progress) -> None:
-    """The backbone is frozen and the balanced set is not augmented, so its features are
-    computed once (by the caller) and the classifier trains on them: exactly what re-running
-    the frozen backbone every epoch would give, at a fraction of the cost."""
+def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase,
+                       epoch_features: Callable[[], tuple[torch.Tensor, torch.Tensor]], *,
+                       optimizer, train: Train, generator: torch.Generator, phase: int, phases: int,
+                       run: RunFolder, progress: Progress) -> None:
+    """The backbone is frozen, so the classifier trains on the balanced set's features, which
+    `epoch_features` gives for each epoch: the same ones computed once where the balanced set
+    is not augmented (CIFAR, exactly what re-running the frozen backbone would give, at a
+    fraction of the cost), new ones of newly augmented images where the original augments it
+    (miniImageNet, ImageNet-100; train.stage2_augment)."""
     classifier.train()
-    epochs, size = train.stage2_epochs, features.shape[0]
+    epochs = train.stage2_epochs
     started = time.monotonic()
     for epoch in range(epochs):
+        features, labels = epoch_features()
+        size = features.shape[0]
+        classifier.train()  # the features were made in eval mode
         lr = learning_rate(train.lr, epoch=epoch, iteration=0, iterations=1,
                            milestones=train.stage2_milestones, decay=train.lr_decay,
                            warmup_epochs=0)

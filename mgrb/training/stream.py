@@ -10,7 +10,8 @@ import torch
 
 from mgrb.config.schema import Experiment
 from mgrb.data import ClassIncrementalData, load_dataset
-from mgrb.data.batches import Augment, make_batches
+from mgrb.data.augment import Augment
+from mgrb.data.batches import make_batches
 from mgrb.data.protocol import Protocol, class_order, memory_roles, memory_sizes
 from mgrb.training.progress import Progress
 
@@ -36,6 +37,8 @@ def open_stream(config: Experiment, device: torch.device, progress: Progress) ->
     proto, train, source = config.protocol, config.train, config.dataset
     progress.message(f"loading {source.name} ...")
     data = load_dataset(source.name, source.root, download=source.download)
+    if source.name == "miniimagenet" and config.quirks.opencv_bgr:
+        data = opencv_channel_order(data)
     num_classes = config.num_classes
     order = class_order(num_classes, proto.order_seed)
     label_of_class = torch.empty(num_classes, dtype=torch.long)
@@ -57,3 +60,11 @@ def open_stream(config: Experiment, device: torch.device, progress: Progress) ->
                               data.image_size, workers),
         augment=Augment(**dataclasses.asdict(train.augment)),
         data_counts=torch.bincount(train_labels, minlength=num_classes))
+
+
+def opencv_channel_order(data: ClassIncrementalData) -> ClassIncrementalData:
+    """The original reads miniImageNet with OpenCV: channels in BGR order, normalised with the
+    RGB statistics all the same (quirks.opencv_bgr, docs/method.md section 8)."""
+    return dataclasses.replace(data, train_images=data.train_images.flip(1),
+                               test_images=data.test_images.flip(1),
+                               source=f"{data.source}; channels in BGR order (quirks.opencv_bgr)")

@@ -225,11 +225,14 @@ class Trainer:
                                "hierarchy": public_description(self.hierarchy)})
 
     @torch.no_grad()
-    def _features(self, indices: torch.Tensor):
+    def _features(self, indices: torch.Tensor, augment=None):
+        """Backbone features in eval mode; `augment`: the images augmented first, drawn on the
+        run's generator."""
         self.model.eval()
         features, labels = [], []
         for x, y in self.stream.train_set.batches(indices, self.train_cfg.eval_batch_size,
-                                           shuffle=False, augment=None, generator=None):
+                                           shuffle=False, augment=augment,
+                                           generator=self.generator if augment else None):
             with self.numerics.autocast():
                 features.append(self._student_backbone(self._prepare(x)).float())
             labels.append(y)
@@ -243,8 +246,15 @@ class Trainer:
 
     # -- stage 2 -------------------------------------------------------------------------
     def _stage2(self, phase: int, method: MGRBPhase, split) -> None:
-        features, labels = self._features(split.balanced)
-        retrain_classifier(self.model.classifier, method, features, labels,
+        if self.train_cfg.stage2_augment:  # new features every epoch, of newly augmented images
+            def epoch_features():
+                return self._features(split.balanced, augment=self.stream.augment)
+        else:  # the test transform: the same features every epoch, computed once
+            fixed = self._features(split.balanced)
+
+            def epoch_features():
+                return fixed
+        retrain_classifier(self.model.classifier, method, epoch_features,
                            optimizer=self._adamw(self.model.classifier.parameters()),
                            train=self.train_cfg, generator=self.generator, phase=phase,
                            phases=self.stream.protocol.num_phases, run=self.run,

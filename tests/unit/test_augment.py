@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from mgrb.data.batches import Augment, TensorBatches, augment_batch, draw_affine, resample
+from mgrb.data.augment import Augment, augment_batch, draw_affine, resample
+from mgrb.data.batches import TensorBatches
 
 S = 12
 
@@ -125,3 +126,80 @@ def test_skipped_batches_leave_the_rest_of_the_epoch_unchanged(skip):
     assert len(resumed) == len(full) - skip
     for (x, y), (x2, y2) in zip(full[skip:], resumed):
         assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_random_resized_crop_boxes_follow_torchvisions_rules():
+    theta = draw_affine(4000, 256, Augment(random_resized_crop=True), torch.Generator().manual_seed(2))
+    width, height = theta[:, 0, :2].norm(dim=1) * 256, theta[:, 1, :2].norm(dim=1) * 256
+    assert torch.allclose(width, width.round(), atol=1e-3) and torch.allclose(height, height.round(), atol=1e-3)
+    left = ((theta[:, 0, 2] + 1) * 256 - width) / 2
+    top = ((theta[:, 1, 2] + 1) * 256 - height) / 2
+    assert (left > -1e-3).all() and (top > -1e-3).all()
+    assert (left + width < 256 + 1e-3).all() and (top + height < 256 + 1e-3).all()
+    share = width * height / 256 ** 2
+    whole = share > 0.999
+    ratio = width[~whole] / height[~whole]
+    assert share.min() > 0.07 and ratio.min() > 0.74 and ratio.max() < 1.34
+    assert whole.float().mean() < 0.05  # the whole image: a drawn full box or the fallback
+
+
+def _smooth(n: int, size: int) -> torch.Tensor:
+    """Images without fine detail, so that bilinear and nearest sampling nearly agree."""
+    coarse = torch.rand(n, 3, 6, 6, generator=torch.Generator().manual_seed(4)) * 200 + 40
+    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(1, 255)
+
+
+def test_random_resized_crop_flip_rotate_follows_torchvision_image_by_image():
+    """One bilinear resampling against torchvision's resized_crop (bilinear) -> hflip -> rotate
+    (nearest, zero fill) at the same drawn box, flip and angle: the zero-filled corners agree,
+    and the pixels differ by interpolation only."""
+    import numpy as np
+    from PIL import Image
+
+    size, out = 64, 56
+    images = _smooth(16, size)
+    theta = draw_affine(16, size, Augment(random_resized_crop=True, flip=True, rotation=15),
+                        torch.Generator().manual_seed(6))
+    ours = resample(images, theta, out_size=out, resized=True)
+    for image, matrix, result in zip(images, theta, ours):
+        width, height = (matrix[:, :2].norm(dim=1) * size).round().int().tolist()
+        left = round(((matrix[0, 2].item() + 1) * size - width) / 2)
+        top = round(((matrix[1, 2].item() + 1) * size - height) / 2)
+        picture = Image.fromarray(image.round().to(torch.uint8).permute(1, 2, 0).numpy())
+        picture = TF.resized_crop(picture, top, left, height, width, [out, out],
+                                  InterpolationMode.BILINEAR, antialias=True)
+        if matrix[0, 0].item() * matrix[1, 1].item() < 0:
+            picture = TF.hflip(picture)
+        angle = math.degrees(math.atan2(matrix[1, 0].item(), matrix[1, 1].item()))
+        expected = torch.from_numpy(np.array(TF.rotate(picture, angle, InterpolationMode.NEAREST, fill=0)))
+        expected = expected.permute(2, 0, 1).float()
+        filled, filled_here = (expected == 0).all(dim=0), (result.round() == 0).all(dim=0)
+        assert (filled == filled_here).float().mean() > 0.99
+        both = ~filled & ~filled_here
+        assert (expected - result).abs()[:, both].mean() < 6  # of 255: interpolation, not geometry
+
+
+def test_host_held_images_give_the_batches_device_held_ones_give():
+    """Where the GPU has no room the images stay in (pinned) host memory and each batch is
+    gathered there: the same batches, draws and all (here both on the CPU)."""
+    images = (torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    augment = Augment(random_resized_crop=True, flip=True, rotation=15)
+
+    def epoch(resident):
+        data = TensorBatches(images, torch.arange(10), (0.5,) * 3, (0.25,) * 3, "cpu", out_size=12,
+                             resident=resident)
+        return list(data.batches(torch.arange(10), 4, shuffle=True, augment=augment,
+                                 generator=torch.Generator().manual_seed(7)))
+
+    held, gathered = epoch(True), epoch(False)
+    assert [x.shape for x, _ in held] == [(4, 3, 12, 12), (4, 3, 12, 12), (2, 3, 12, 12)]
+    for (x, y), (x2, y2) in zip(held, gathered):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_evaluation_of_a_larger_cache_takes_the_centre_crop():
+    """ImageNet-100's evaluation: the centre 224 of the 256x256 image (here 12 of 16)."""
+    images = (torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    data = TensorBatches(images, torch.arange(3), (0.0,) * 3, (1.0,) * 3, "cpu", out_size=12)
+    ((x, _),) = data.batches(torch.arange(3), 8, shuffle=False, augment=None, generator=None)
+    assert torch.equal(x, images[..., 2:14, 2:14].float() / 255)
