@@ -248,6 +248,40 @@ def command_data(args) -> int:
     return check_data(args.root, download=not args.no_download)
 
 
+def command_data_prepare(args) -> int:
+    import time
+
+    from mgrb.data.cache import cache_side
+    from mgrb.data.prepare import prepare_cache
+    from mgrb.training.progress import Progress
+
+    progress, started = Progress(quiet=args.quiet), time.monotonic()
+
+    def report(done: int, total: int, kept: int) -> None:
+        progress.count(f"{args.dataset}:", done, total, started=started, first=kept)
+
+    try:
+        prepared = prepare_cache(args.dataset, args.root, args.out, workers=args.workers,
+                                 shard_images=args.shard_images, report=report,
+                                 image_size=cache_side(args.dataset, args.size))
+    except KeyboardInterrupt:
+        print("\ninterrupted. Run the same command again: the shards finished so far are kept",
+              file=sys.stderr)
+        return 130
+    print(prepared.summary())
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgrb", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -340,6 +374,7 @@ def _add_reading_commands(commands) -> None:
     data.add_argument("--root", type=Path, help="data folder (default: $MGRB_DATA or ./data)")
     data.add_argument("--no-download", action="store_true", help="only check, never download")
     data.set_defaults(handler=command_data)
+    _add_prepare_command(data.add_subparsers(dest="data_command", metavar="{prepare}"))
 
     tui = commands.add_parser("tui", help="the terminal launcher: pick, launch, watch, check")
     tui.add_argument("--runs-dir", type=Path, default=_default_dir("MGRB_RUNS", "runs"),
@@ -348,6 +383,30 @@ def _add_reading_commands(commands) -> None:
 
     quick = commands.add_parser("quickstart", help="print the quick instructions")
     quick.set_defaults(handler=command_quickstart)
+
+
+def _add_prepare_command(commands) -> None:
+    prepare = commands.add_parser(
+        "prepare", help="decode miniImageNet or ImageNet-100 once into a uint8 cache",
+        description="Decode every image of the data set once (RGB, squashed to 256x256 for "
+                    "ImageNet-100, 84x84 for miniImageNet, as the authors' code did) into shards "
+                    "of a cache folder with a manifest of their sha256. Interrupted, it resumes "
+                    "when run again: finished shards are kept.")
+    prepare.add_argument("dataset", choices=("imagenet100", "miniimagenet"))
+    # SUPPRESS: `mgrb data --root X prepare ...` keeps its X when the option is not repeated here
+    prepare.add_argument("--root", type=Path, default=argparse.SUPPRESS,
+                         help="data folder (default: $MGRB_DATA or ./data)")
+    prepare.add_argument("--out", type=Path,
+                         help="cache folder (default: <data folder>/<dataset>-cache-<size>)")
+    prepare.add_argument("--workers", type=_positive,
+                         help="decoding processes (default: one per available core)")
+    prepare.add_argument("--size", type=_positive, default=None,
+                         help="the network's image side, for a reduced-resolution try: the cache "
+                              "holds 8:7 of it for ImageNet-100 (default 224 from 256x256)")
+    prepare.add_argument("--shard-images", type=_positive, default=2048,
+                         help="images per shard file (default: 2048)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress line")
+    prepare.set_defaults(handler=command_data_prepare)
 
 
 def _refuse_process_1(args) -> None:

@@ -95,6 +95,10 @@ class Dataset:
     name: str = setting(choices=tuple(NUM_CLASSES))
     root: str | None = setting(None, help="data folder; default $MGRB_DATA or ./data")
     download: bool = setting(True, help="let torchvision download CIFAR if absent")
+    image_size: int | None = setting(None, minimum=8, maximum=512, help="side of the images the "
+                                     "network sees (miniImageNet, ImageNet-100; default 84 and "
+                                     "224): a smaller side trains at reduced resolution from a "
+                                     "cache prepared for it (mgrb data prepare --size)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -311,4 +315,4 @@ SCHEMA = schema_of(Experiment)
 
 # Settings added after run folders were first written, each with the value that reproduces
 # what the code did before it existed: absent from a stored config.yaml, a setting has it.
-ABSENT_MEANS = {"train.stage2_augment": False, "quirks.opencv_bgr": False}
+ABSENT_MEANS = {"train.stage2_augment": False, "quirks.opencv_bgr": False, "dataset.image_size": None}

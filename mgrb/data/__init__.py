@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -25,14 +26,22 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
         from mgrb.data.cifar import load_cifar
 
         return load_cifar(base, 10 if name == "cifar10" else 100, download=download)
+    if name in ("miniimagenet", "imagenet100"):
+        from mgrb.data.cache import NETWORK_SIZES, cache_folder, cache_present, cache_side, load_cache
+
+        side = cache_side(name, image_size)
+        if cache_present(name, base, side):
+            # Training crops ImageNet-100's 256x256 images to 224 (evaluation: the centre).
+            return dataclasses.replace(load_cache(cache_folder(name, base, side)),
+                                       image_size=image_size or NETWORK_SIZES[name])
     if name == "miniimagenet":
         from mgrb.data.folder import load_miniimagenet
 
-        return load_miniimagenet(_subfolder(base, name), image_size=image_size or 84)
+        return load_miniimagenet(dataset_folder(base, name), image_size=image_size or 84)
     if name == "imagenet100":
         from mgrb.data.folder import load_imagenet100
 
-        return load_imagenet100(_subfolder(base, name))
+        return load_imagenet100(dataset_folder(base, name))
     raise ValueError(f"unknown data set {name!r}")
 
 
@@ -46,7 +55,11 @@ def data_present(name: str, root: str | Path | None = None) -> bool:
             base / "test_batch").exists()
     if name == "cifar100":
         return (base / "cifar-100-python" / "test").exists() or (base / "meta").exists()
-    folder = _subfolder(base, name)
+    from mgrb.data.cache import cache_present
+
+    if cache_present(name, base):  # `mgrb data prepare` made it; the image folders may be gone
+        return True
+    folder = dataset_folder(base, name)
     if name == "imagenet100":
         return (folder / "train").is_dir() and (folder / "val").is_dir()
     if not folder.is_dir():
@@ -57,9 +70,10 @@ def data_present(name: str, root: str | Path | None = None) -> bool:
         p.is_dir() and p.name.startswith("n0") for p in folder.iterdir())
 
 
-def _subfolder(base: Path, name: str) -> Path:
+def dataset_folder(base: Path, name: str) -> Path:
     """The data set's own folder: <root>/<name>, or root itself when it is that folder."""
     return base / name if (base / name).is_dir() else base
 
 
-__all__ = ["ClassIncrementalData", "DATASETS", "data_present", "default_root", "load_dataset"]
+__all__ = ["ClassIncrementalData", "DATASETS", "data_present", "dataset_folder", "default_root",
+           "load_dataset"]

@@ -1,16 +1,24 @@
-"""miniImageNet and ImageNet-100 from folders of image files (docs/method.md section 1)."""
+"""miniImageNet and ImageNet-100 from folders of image files (docs/method.md section 1).
+
+The file lists (`miniimagenet_files`, `imagenet100_files`) are read without decoding
+anything, so that the loaders here and the uint8 cache (`mgrb data prepare`) share one
+reading of each layout and one class numbering."""
 
 from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from mgrb.errors import DataError
 from mgrb.data.base import ClassIncrementalData
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the cache's workers never need it
+    import torch
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -31,6 +39,20 @@ IMAGENET100_LAYOUT = """\
    a full ILSVRC-2012 train/ and val/ tree also works: the other classes are ignored)"""
 
 
+@dataclass(frozen=True)
+class Sources:
+    """A data set's image files and class ids as its layout defines them; nothing decoded."""
+
+    name: str
+    root: Path
+    train_paths: list[Path]
+    train_labels: list[int]
+    test_paths: list[Path]
+    test_labels: list[int]
+    wnids: list[str]  # by class id
+    split: str  # how train and test were told apart, for results.json and the cache manifest
+
+
 def imagenet100_wnids() -> list[str]:
     """ImageNet-100's wnids in class-id order (line i = class id i)."""
     text = (Path(__file__).parents[1] / "resources" / "imagenet100_wnids.txt").read_text()
@@ -49,20 +71,27 @@ def _class_folders(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.startswith("n")}
 
 
-def _decode(paths: list[Path], size: int, progress=None) -> torch.Tensor:
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB: any mode (greyscale, CMYK, palette, RGBA) converted, then
+    squashed to a square with PIL's bilinear filter, aspect ratio not kept, as the authors'
+    code did (Resize((256, 256)) for ImageNet-100, 84x84 for miniImageNet)."""
     from PIL import Image
 
-    def load(path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB").resize((size, size), Image.BILINEAR)
-                return np.asarray(image, dtype=np.uint8)
-        except (OSError, ValueError) as error:
-            raise DataError(f"{path}: not a readable image ({error}); replace or remove it") from None
+    try:
+        with Image.open(path) as image:
+            if image.mode != "RGB":  # convert() copies even an RGB image: 15% of the time
+                image = image.convert("RGB")
+            return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path}: not a readable image ({error}); replace or remove it") from None
+
+
+def _decode(paths: list[Path], size: int, progress=None) -> torch.Tensor:
+    import torch
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for index, array in enumerate(pool.map(load, paths)):
+        for index, array in enumerate(pool.map(lambda path: decode_image(path, size), paths)):
             out[index] = array
             if progress and (index + 1) % 1000 == 0:
                 progress(index + 1, len(paths))
@@ -76,9 +105,8 @@ def _check_classes(wnids: list[str], expected_digest: str, root: Path, layout: s
                         f"100 expected classes. Expected layout:\n{layout}")
 
 
-def load_miniimagenet(root: str | Path, image_size: int = 84, verify_classes: bool = True,
-                      progress=None) -> ClassIncrementalData:
-    """Class id = rank of the wnid in sorted order; images resized and held in memory."""
+def miniimagenet_files(root: str | Path, verify_classes: bool = True) -> Sources:
+    """Class id = rank of the wnid in sorted order."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"miniImageNet not found in {root}. Expected layout:\n{MINIIMAGENET_LAYOUT}")
@@ -95,7 +123,7 @@ def load_miniimagenet(root: str | Path, image_size: int = 84, verify_classes: bo
         _check_classes(wnids, MINIIMAGENET_SHA256, root, MINIIMAGENET_LAYOUT)
     if set(test_folders) != set(wnids):
         raise DataError(f"{test_dir}: its class folders differ from the training folders")
-    train_paths, train_labels, test_paths, test_labels = [], [], [], []
+    sources = Sources("miniimagenet", root.resolve(), [], [], [], [], wnids, split_rule)
     for class_id, wnid in enumerate(wnids):
         files = _images_in(train_folders[wnid])
         if test_folders is train_folders:
@@ -105,21 +133,16 @@ def load_miniimagenet(root: str | Path, image_size: int = 84, verify_classes: bo
             train, test = files, _images_in(test_folders[wnid])
         if not train or not test:
             raise DataError(f"{train_folders[wnid]}: no images for one of the splits")
-        train_paths += train
-        test_paths += test
-        train_labels += [class_id] * len(train)
-        test_labels += [class_id] * len(test)
-    return ClassIncrementalData(
-        name="miniimagenet", num_classes=len(wnids),
-        train_images=_decode(train_paths, image_size, progress),
-        train_labels=torch.tensor(train_labels), test_images=_decode(test_paths, image_size),
-        test_labels=torch.tensor(test_labels), class_names=list(wnids), mean=IMAGENET_MEAN,
-        std=IMAGENET_STD, image_size=image_size, wnids=list(wnids),
-        source=f"{root.resolve()}; split: {split_rule}")
+        sources.train_paths.extend(train)
+        sources.test_paths.extend(test)
+        sources.train_labels.extend([class_id] * len(train))
+        sources.test_labels.extend([class_id] * len(test))
+    return sources
 
 
-def load_imagenet100(root: str | Path) -> ClassIncrementalData:
-    """File lists only: 224x224 images are decoded per batch by the DataLoader."""
+def imagenet100_files(root: str | Path) -> Sources:
+    """Class id = line of the wnid in mgrb/resources/imagenet100_wnids.txt; ILSVRC's val/ is
+    the test split."""
     root = Path(root)
     wnids = imagenet100_wnids()
     missing = [f"{split}/{wnid}" for split in ("train", "val") for wnid in wnids
@@ -128,16 +151,43 @@ def load_imagenet100(root: str | Path) -> ClassIncrementalData:
         raise DataError(f"ImageNet-100 incomplete in {root}: {len(missing)} class folders "
                         f"missing ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
                         f". Expected layout:\n{IMAGENET100_LAYOUT}")
-    paths = {"train": ([], []), "val": ([], [])}
-    for split, (files, labels) in paths.items():
+    sources = Sources("imagenet100", root.resolve(), [], [], [], [], wnids,
+                      "ILSVRC-2012 train/ for training, val/ for testing")
+    for split, paths, labels in (("train", sources.train_paths, sources.train_labels),
+                                 ("val", sources.test_paths, sources.test_labels)):
         for class_id, wnid in enumerate(wnids):
             found = _images_in(root / split / wnid)
             if not found:
                 raise DataError(f"{root / split / wnid}: no images")
-            files += found
+            paths += found
             labels += [class_id] * len(found)
+    return sources
+
+
+def load_miniimagenet(root: str | Path, image_size: int = 84, verify_classes: bool = True,
+                      progress=None) -> ClassIncrementalData:
+    """Images resized and held in memory."""
+    import torch
+
+    sources = miniimagenet_files(root, verify_classes)
     return ClassIncrementalData(
-        name="imagenet100", num_classes=100, train_images=paths["train"][0],
-        train_labels=torch.tensor(paths["train"][1]), test_images=paths["val"][0],
-        test_labels=torch.tensor(paths["val"][1]), class_names=list(wnids), mean=IMAGENET_MEAN,
-        std=IMAGENET_STD, image_size=224, wnids=list(wnids), source=str(root.resolve()))
+        name="miniimagenet", num_classes=len(sources.wnids),
+        train_images=_decode(sources.train_paths, image_size, progress),
+        train_labels=torch.tensor(sources.train_labels),
+        test_images=_decode(sources.test_paths, image_size),
+        test_labels=torch.tensor(sources.test_labels), class_names=list(sources.wnids),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=image_size, wnids=list(sources.wnids),
+        source=f"{sources.root}; split: {sources.split}")
+
+
+def load_imagenet100(root: str | Path) -> ClassIncrementalData:
+    """File lists only: 224x224 images are decoded per batch by the DataLoader."""
+    import torch
+
+    sources = imagenet100_files(root)
+    return ClassIncrementalData(
+        name="imagenet100", num_classes=100, train_images=sources.train_paths,
+        train_labels=torch.tensor(sources.train_labels), test_images=sources.test_paths,
+        test_labels=torch.tensor(sources.test_labels), class_names=list(sources.wnids),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=224, wnids=list(sources.wnids),
+        source=str(sources.root))

@@ -19,6 +19,7 @@ class Progress:
         self.quiet = quiet
         self._open_bar = False
         self._last_plain = 0.0
+        self._last_count = 0.0
 
     def _write(self, text: str) -> None:
         if self._open_bar:
@@ -58,3 +59,24 @@ class Progress:
             self._last_plain = time.monotonic()
             self._write(f"{label} epoch {epoch}/{epochs} loss {loss:.4f} "
                         f"{images_per_s:,.0f} img/s elapsed {_duration(elapsed)}")
+
+    def count(self, label: str, done: int, total: int, *, started: float, first: int = 0,
+              unit: str = "images") -> None:
+        """Called as items are done, as often as that may be: the line is redrawn at most four
+        times a second on a TTY, printed every 30 s otherwise. `first` items were done before
+        `started` (kept from an interrupted run): the rate and the ETA leave them out."""
+        if self.quiet:
+            return
+        now, last = time.monotonic(), done >= total
+        if not last and now - self._last_count < (0.25 if self.tty else 30):
+            return
+        self._last_count = now
+        rate = (done - first) / (now - started) if now > started else 0.0
+        eta = _duration((total - done) / rate) if rate > 0 else "-:--"
+        text = f"{label} {done:,}/{total:,} {unit} {rate:,.0f} {unit}/s ETA {eta}"
+        if not self.tty:
+            self._write(text)
+            return
+        self.stream.write(f"\r{text}" + ("\n" if last else "  "))
+        self.stream.flush()
+        self._open_bar = not last

@@ -36,7 +36,8 @@ class IncrementalStream:
 def open_stream(config: Experiment, device: torch.device, progress: Progress) -> IncrementalStream:
     proto, train, source = config.protocol, config.train, config.dataset
     progress.message(f"loading {source.name} ...")
-    data = load_dataset(source.name, source.root, download=source.download)
+    data = load_dataset(source.name, source.root, download=source.download,
+                        image_size=source.image_size)
     if source.name == "miniimagenet" and config.quirks.opencv_bgr:
         data = opencv_channel_order(data)
     num_classes = config.num_classes

@@ -27,3 +27,15 @@ def test_plain_output_names_the_absolute_epoch_too():
     Progress(out).epoch(phase=1, phases=6, stage="stage 1", epoch=12, epochs=12, first=9,
                         loss=0.1, images_per_s=50.0, started=time.monotonic())
     assert "phase 2/6 stage 1 epoch 12/12" in out.getvalue()
+
+
+def test_a_count_is_redrawn_in_place_a_few_times_a_second_and_its_rate_leaves_out_kept_items():
+    screen = Terminal()
+    progress = Progress(screen)
+    started = time.monotonic() - 10  # 1,000 images done in 10 s after 1,000 kept from before
+    progress.count("imagenet100:", 2000, 4000, started=started, first=1000)
+    progress.count("imagenet100:", 2100, 4000, started=started, first=1000)  # too soon: not drawn
+    assert screen.getvalue().count("\r") == 1
+    assert screen.getvalue().startswith("\rimagenet100: 2,000/4,000 images 100 images/s ETA 0:")
+    progress.count("imagenet100:", 4000, 4000, started=started, first=1000)  # the last: always
+    assert screen.getvalue().count("\r") == 2 and screen.getvalue().endswith("ETA 0:00\n")
