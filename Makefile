@@ -95,6 +95,7 @@ demo-record: $(SETUP)
 	$(PY) -m mgrb.reporting.ablation --runs-dir $(DEMO_RUNS) --out $(DEMO_REPORTS) \
 		--record docs/results/digits-ablation.json $(DEMO_ABLATION)
 	cp $(RUNS)/digits_5_1/results.json docs/results/digits_5_1.json
+	cp $(DEMO_REPORTS)/ablation.png docs/results/digits-ablation.png
 	$(PY) scripts/readme_figures.py
 
 readme: $(SETUP)
