@@ -50,7 +50,8 @@ def data_help(dataset: str, root) -> str:
         return (f"{DATASET_TITLES[dataset]} is not in {where}. `make data` downloads it where "
                 "the network allows; or copy torchvision's folder there, or set MGRB_DATA.")
     return (f"{DATASET_TITLES[dataset]} is not in {where / dataset}: it cannot be downloaded "
-            "automatically. `mgrb data` prints the folder layout to put there; or set MGRB_DATA.")
+            "automatically. `mgrb data` prints the folder layout to put there; or set MGRB_DATA. "
+            f"Then `mgrb data prepare {dataset}` decodes it once for fast runs.")
 
 
 MAX_EXPERIMENT_BYTES = 1024 * 1024  # the largest of the project's files is a few kB

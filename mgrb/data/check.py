@@ -17,6 +17,7 @@ def data_root(root: Path | None) -> Path:
 def check_data(root: Path | None, download: bool = True) -> int:
     """Print the state of every data set; exit status 1 if a present data set is damaged."""
     from mgrb.data import data_present, load_dataset
+    from mgrb.data.cache import cache_folder, cache_present
     from mgrb.data.cifar import CIFAR_LAYOUT
     from mgrb.data.folder import IMAGENET100_LAYOUT, MINIIMAGENET_LAYOUT
 
@@ -49,8 +50,12 @@ def check_data(root: Path | None, download: bool = True) -> int:
     print("digits: ok, bundled with scikit-learn")
     for name, layout in (("miniimagenet", MINIIMAGENET_LAYOUT),
                          ("imagenet100", IMAGENET100_LAYOUT)):
-        if data_present(name, root):
-            print(f"{name}: present in {root / name}")
+        if cache_present(name, root):
+            print(f"{name}: cache in {cache_folder(name, root)} (mgrb data prepare {name}); runs "
+                  "use it")
+        elif data_present(name, root):
+            print(f"{name}: present in {root / name}; `mgrb data prepare {name}` decodes it once "
+                  "into a cache that runs use instead (much faster)")
         else:
             print(f"{name}: not present. It cannot be downloaded automatically; put it here:\n"
                   f"{layout}\n")

@@ -222,3 +222,12 @@ def test_a_prepare_killed_mid_way_resumes_and_ends_as_an_uninterrupted_one(tmp_p
     prepare_cache("imagenet100", data_root, tmp_path / "whole", workers=1, shard_images=16)
     assert (cache / "manifest.json").read_text() == (tmp_path / "whole" / "manifest.json").read_text()
     assert load_cache(cache).test_images.shape == (101, 3, 256, 256)
+
+
+def test_mgrb_data_points_to_prepare_and_then_to_the_cache(tmp_path, capsys):
+    data_root = _imagenet_tree(tmp_path / "data")
+    assert main(["data", "--root", str(data_root), "--no-download"]) == 0
+    assert "imagenet100: present in" in capsys.readouterr().out
+    prepare_cache("imagenet100", data_root, workers=1)
+    assert main(["data", "--root", str(data_root), "--no-download"]) == 0
+    assert f"imagenet100: cache in {data_root / 'imagenet100-cache-256'}" in capsys.readouterr().out
