@@ -55,7 +55,7 @@ help:
 	@echo "make image-tui    the launcher inside the image (local-process mode, GPUs mounted)"
 	@echo "make lint         hadolint on the Dockerfile, ruff, and the import contracts between layers"
 	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
-	@echo "make bench        images/s of a training step: fast path vs the original-style pipeline"
+	@echo "make bench        images/s of a training step (fast vs original-style); the ImageNet-100 data path"
 	@echo "make image-bench  the same inside the image on its GPUs; results land in RUNS/.bench"
 	@echo "make gpu-check    prove the GPU path here (CPU at a small size without one): benchmarks/results/"
 	@echo "make image-gpu-check  the same inside the image on its GPUs; results land in RUNS/gpu-check"
@@ -151,10 +151,14 @@ lint: $(SETUP)
 	$(VENV)/bin/ruff check mgrb tests scripts $(wildcard artifact benchmarks)
 	$(PY) -m pytest -q tests/unit/test_layers.py
 
-# Speed is measured here, never asserted in unit tests. On a GPU: the full table; on a CPU:
-# the same measurements with a few steps (slow, and only the ratios are meaningful).
+# Speed is measured here, never asserted in unit tests. On a GPU: the full table, the
+# ImageNet-shaped step included; on a CPU: the same measurements with a few steps (slow, and
+# only the ratios are meaningful). Then the data path: the ImageNet-100 cache's prepare rate and
+# its loader's images/s. Both write to <runs>/.bench ($MGRB_RUNS, else runs/), where `mgrb list`
+# reads the step rates.
 bench: $(SETUP)
 	$(PY) -m benchmarks.bench_step
+	$(PY) -m benchmarks.bench_data
 
 # The GPU path end to end: numerics matrix, determinism, SIGKILL and resume, the bench table,
 # an NVML reading. Without CUDA it runs the same steps on the CPU at a small size and says so.

@@ -14,16 +14,26 @@ Measured, in one run of this script on one machine:
      batches really held;
   3. the achieved model FLOP/s and, for a known GPU, the fraction of its dense bf16 peak (a
      MIG slice's share of it by its streaming multiprocessors);
-  4. the projected stage-1 time of every paper experiment at the measured rate;
+  4. the projected stage-1 time of every paper experiment at the measured rate of its step
+     shape (mgrb.perf.estimate.projection_shape);
   5. on a GPU, the total images/s of 1, 2 and 4 concurrent runs (processes) on the device,
-     measured over the same wall-clock window.
+     measured over the same wall-clock window;
+  6. on a GPU (on a CPU only when --shapes asks, at a batch of 2: an image costs about 220
+     GFLOP, seconds there), the fast-path step of an ImageNet-100 phase: the CIFAR-stem
+     ResNet-18 and its teacher at 224x224, batches of 128 cropped from 256x256 uint8 images by
+     TensorBatches with ImageNet-100's augmentation (random resized crop, flip, rotation), as the
+     trainer runs from `mgrb data prepare`'s cache. Its model FLOP/s is not the CIFAR step's:
+     ImageNet-100 experiments are projected from it.
 Results go to <runs>/.bench/<device>.json, where `mgrb list` and the launcher read a GPU's
-measured rate for their projected hours.
+measured rate for their projected hours: `model_tflops` is the CIFAR-shaped step's, as in
+files from before item 6; `shapes` holds every measured shape's record by key
+(mgrb.perf.throughput.CIFAR_SHAPE, IMAGENET_SHAPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import re
@@ -38,9 +48,12 @@ import torch
 from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,
                                            ReferenceStep, loop_regularizer)
 from mgrb.config import Experiment, load_config
+from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.data.augment import Augment
 from mgrb.data.batches import TensorBatches
-from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours
+from mgrb.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from mgrb.data.protocol import memory_sizes
+from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours, projection_shape
 from mgrb.method.soft_targets import soft_targets
 from mgrb.method.losses import class_balanced_weights, mg_regularizer, negative_entropy
 from mgrb.method.phase import MGRBPhase
@@ -48,7 +61,8 @@ from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.control import stage1_step
 from mgrb.training.numerics import Compiler, Numerics, applied
 from mgrb.errors import MGRBError
-from mgrb.perf.throughput import Measurement, bench_dir, record
+from mgrb.perf.throughput import (CIFAR_SHAPE, IMAGENET_SHAPE, SHAPE_LABELS, Measurement, bench_dir,
+                                  record)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +70,7 @@ EXPERIMENT = ROOT / "experiments" / "c100_ont_10_10.yaml"
 N_OLD, N_SEEN = 90, 100
 GROUPS = [c % 20 for c in range(N_SEEN)]          # 20 coarse groups, as CIFAR-100's
 COUNTS = [18] * N_OLD + [500] * (N_SEEN - N_OLD)  # e - v exemplars; full count for new classes
+IMAGENET_EXPERIMENT = ROOT / "experiments" / "i100_ont_50_10.yaml"
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets (no sparsity: half the sheets'
 # "with sparsity" figure), FLOP/s, and the whole chip's streaming multiprocessors, which a MIG
@@ -65,6 +80,35 @@ PEAK_BF16 = (("H100 PCIe", 756e12, 114), ("H100 NVL", 835e12, 132), ("H100", 989
              ("H200 NVL", 835e12, 132), ("H200", 989e12, 132), ("A100", 312e12, 108),
              ("L40S", 362e12, None), ("RTX 4090", 165e12, None))
 GPU_IMAGES = 20000  # about a CIFAR-100 phase's training set: new classes plus exemplars
+# Timed batches an epoch of the ImageNet-shaped set on a GPU: 3,264 images (640 MB) at batch
+# 128, so that its whole warm-up epoch takes seconds at 224x224; gathering a batch from the
+# set costs the same whatever the set's size.
+IMAGENET_WINDOW = 24
+IMAGENET_GPU_STEPS = 2 * IMAGENET_WINDOW
+
+
+@dataclasses.dataclass(frozen=True)
+class StepShape:
+    """A training step the bench measures: the experiment whose settings it takes (backbone,
+    stem, numerics, augmentation, loss settings) and the synthetic images it trains on. Every
+    shape runs the last phase of a 100-class protocol: 90 old classes and 10 new."""
+
+    key: str                # its key in the results' `shapes` (mgrb.perf.throughput)
+    title: str              # for the printed table
+    experiment: Path
+    side: int               # of the uint8 images batches are taken from
+    out_size: int | None    # of the crops the network sees; None: the images' own side
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+SHAPES = {
+    "cifar": StepShape(CIFAR_SHAPE, "ResNet-34 + teacher, CIFAR-100 shapes", EXPERIMENT, 32, None,
+                       CIFAR100_MEAN, CIFAR100_STD),
+    "imagenet": StepShape(IMAGENET_SHAPE, "CIFAR-stem ResNet-18 + teacher, ImageNet-100 shapes "
+                          "(224x224 crops of 256x256 uint8 images)", IMAGENET_EXPERIMENT, 256, 224,
+                          IMAGENET_MEAN, IMAGENET_STD),
+}
 
 
 class BenchError(Exception):
@@ -138,6 +182,13 @@ def synthetic_size(on_gpu: bool, batch: int, steps: int) -> int:
     return batch * (steps + 1) + max(1, batch // 2)
 
 
+def imagenet_size(on_gpu: bool, batch: int, steps: int) -> int:
+    """Images in the ImageNet-shaped synthetic set: on a CPU as `synthetic_size`; on a GPU a
+    window of IMAGENET_WINDOW batches an epoch (more steps take more epochs), the first batch
+    and a half-size last one."""
+    return synthetic_size(False, batch, min(steps, IMAGENET_WINDOW) if on_gpu else steps)
+
+
 def device_name(device: torch.device) -> str:
     if device.type != "cuda":
         return f"CPU {platform.processor() or platform.machine()}"
@@ -187,10 +238,10 @@ def bench_regularizer(device, repeats: int, beta: float) -> dict:
 
 
 # -- 2. the stage-1 step -------------------------------------------------------------------
-def make_networks(device, channels_last: bool):
+def make_networks(device, channels_last: bool, backbone: str = "resnet34", stem: str = "cifar"):
     torch.manual_seed(0)
-    model = IncrementalNet(build_backbone("resnet34"), N_SEEN).to(device)
-    teacher = IncrementalNet(build_backbone("resnet34"), N_OLD).to(device).eval()
+    model = IncrementalNet(build_backbone(backbone, 3, stem), N_SEEN).to(device)
+    teacher = IncrementalNet(build_backbone(backbone, 3, stem), N_OLD).to(device).eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     if channels_last:
@@ -199,25 +250,41 @@ def make_networks(device, channels_last: bool):
     return model, teacher
 
 
-def synthetic_cifar(n: int):
+def synthetic_images(n: int, side: int):
+    """n random uint8 images (n, 3, side, side) and their labels among the seen classes."""
     generator = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, N_SEEN, (n,), generator=generator)
     return images, labels
+
+
+def synthetic_cifar(n: int):
+    return synthetic_images(n, 32)
+
+
+def class_counts(config: Experiment) -> list[int]:
+    """Training images of each seen class in the measured phase, for the class-balanced loss:
+    e - v exemplars of an old class, a new class's full count (COUNTS for CIFAR-100)."""
+    proto = config.protocol
+    per_class, holdout = memory_sizes(config.num_classes, proto.memory_total,
+                                      proto.memory_per_class, proto.holdout_fraction)
+    new = FULL_TRAIN_PER_CLASS[config.dataset.name]
+    return [per_class - holdout] * N_OLD + [new] * (N_SEEN - N_OLD)
 
 
 class FastStep:
     """The trainer's stage-1 step: its numerics (mgrb.training.numerics: bf16 backbone, fp32
     classifier, compiled backbones when asked) and MGRBPhase's losses, on batches from
-    TensorBatches."""
+    TensorBatches, with the backbone and augmentation of `config` (the shape's experiment)."""
 
     def __init__(self, config: Experiment, device, images, labels, *, batch: int,
-                 compile: bool):
+                 compile: bool, shape: StepShape = SHAPES["cifar"]):
         self.device, self.batch = device, batch
         self.numerics = Numerics.resolve(device, precision=config.train.precision,
                                          channels_last=config.train.channels_last,
                                          compile=compile)
-        model, teacher = make_networks(device, channels_last=self.numerics.channels_last)
+        model, teacher = make_networks(device, self.numerics.channels_last, config.model.backbone,
+                                       config.model.stem)
         self.model = model
         self.compiler = Compiler(compile, device.type)
         student, teacher_backbone = (self.compiler.wrap(model.backbone),
@@ -227,13 +294,15 @@ class FastStep:
                                                         teacher.classifier, x)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05,
                                            fused=self.numerics.fused_optimizer or None)
-        self.data = TensorBatches(images, labels, CIFAR100_MEAN, CIFAR100_STD, device)
+        self.data = TensorBatches(images, labels, shape.mean, shape.std, device,
+                                  out_size=shape.out_size)
         targets = soft_targets(beta=config.method.beta, coarse=GROUPS).to(device)
         self.method = MGRBPhase(config.method, cb_reduction=config.quirks.cb_reduction,
                                 phase=1, n_old=N_OLD, n_seen=N_SEEN, teacher=teacher_logits,
-                                class_weights=class_balanced_weights(COUNTS, N_SEEN).to(device),
+                                class_weights=class_balanced_weights(class_counts(config),
+                                                                     N_SEEN).to(device),
                                 targets_stage1=targets, targets_stage2=None)
-        self.augment = Augment(crop_padding=4, flip=True, rotation=15)
+        self.augment = Augment(**dataclasses.asdict(config.train.augment))  # as the trainer's
         self.generator = torch.Generator().manual_seed(0)
         self.loss_sum = torch.zeros((), device=device)  # summed on the device, as the trainer
         self.batches_per_epoch = -(-len(self.data) // batch)
@@ -345,7 +414,8 @@ def projections(measurement: Measurement) -> list[dict]:
         config = load_config(path)
         if config.dataset.name in PAPER_DATASETS:
             hours, _ = projected_hours(config, measurement)
-            rows.append({"experiment": config.name, "projected_hours": round(hours, 3)})
+            rows.append({"experiment": config.name, "projected_hours": round(hours, 3),
+                         "shape": projection_shape(config, measurement)[0]})
     return rows
 
 
@@ -416,6 +486,15 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _shapes(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
+    if not names or not set(names) <= set(SHAPES) or "cifar" not in names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected cifar or cifar,imagenet (the CIFAR shape is always measured: "
+            "its rate is what every reader of the results uses)")
+    return names
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -424,6 +503,14 @@ def parse(argv):
     parser.add_argument("--steps", type=int, help="measured fast-path steps (default: 200 on a "
                         "GPU, 3 on a CPU); the reference style runs a quarter as many")
     parser.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    parser.add_argument("--shapes", type=_shapes, metavar="cifar[,imagenet]",
+                        help="the step shapes to measure (default: cifar,imagenet on a GPU, cifar "
+                        "on a CPU, where an ImageNet-shaped image costs seconds); cifar is always "
+                        "among them: its rate is the file's model_tflops, which every reader uses")
+    parser.add_argument("--imagenet-batch", type=int, help="batch of the ImageNet-shaped step "
+                        "(default: 128 on a GPU, 2 on a CPU)")
+    parser.add_argument("--imagenet-steps", type=int, help="its measured steps (default: "
+                        f"{IMAGENET_GPU_STEPS} on a GPU, 1 on a CPU)")
     parser.add_argument("--pack", choices=("auto", "yes", "no"), default="auto",
                         help="measure 1, 2 and 4 concurrent runs (auto: on a GPU)")
     parser.add_argument("--pack-runs", type=_counts, default=(1, 2, 4), metavar="N,N,...",
@@ -445,6 +532,10 @@ def parse(argv):
         parser.error("--device cuda: PyTorch sees no CUDA device here")
     if args.batch < 1 or (args.steps is not None and args.steps < 1) or args.pack_seconds <= 0:
         parser.error("--batch, --steps and --pack-seconds must be positive")
+    if any(value is not None and value < 1 for value in (args.imagenet_batch, args.imagenet_steps)):
+        parser.error("--imagenet-batch and --imagenet-steps must be positive")
+    if args.shapes is None:
+        args.shapes = ("cifar", "imagenet") if args.device == "cuda" else ("cifar",)
     return args
 
 
@@ -476,12 +567,61 @@ def writable_results_folder(runs_dir: Path) -> Path:
     return folder
 
 
-def measure(args, config, device: torch.device) -> dict:
-    """The regulariser and the stage-1 step (fast path and reference style), as a record."""
+class Plan(NamedTuple):
+    """One shape's sizes, settled before anything is measured."""
+    shape: StepShape
+    batch: int
+    steps: int
+    images: int             # in the synthetic set
+    windows: list[range]    # the timed batches (mid_epoch_windows)
+
+
+def plan_shapes(args, on_gpu: bool) -> dict[str, Plan]:
+    """The asked shapes' plans, refused now, not after minutes of measuring. The CIFAR shape
+    takes --batch and --steps; the ImageNet one its own, far smaller on a CPU by default."""
+    plans = {}
+    for name in args.shapes:
+        if name == "cifar":
+            batch, steps = args.batch, args.steps or (200 if on_gpu else 3)
+            images = synthetic_size(on_gpu, batch, steps)
+        else:
+            batch = args.imagenet_batch or (128 if on_gpu else 2)
+            steps = args.imagenet_steps or (IMAGENET_GPU_STEPS if on_gpu else 1)
+            images = imagenet_size(on_gpu, batch, steps)
+        plans[name] = Plan(SHAPES[name], batch, steps, images, mid_epoch_windows(images, batch, steps))
+    return plans
+
+
+def fast_path(plan: Plan, config: Experiment, device: torch.device, images, labels, *,
+              compile: bool, peak: float | None) -> dict:
+    """The fast-path step of one shape, timed over mid-epoch windows after a whole warm-up
+    epoch: its record in the results' `shapes`."""
+    step = FastStep(config, device, images, labels, batch=plan.batch, compile=compile,
+                    shape=plan.shape)
+    with applied(step.numerics):  # the trainer's settings: TF32 off, cuDNN autotuning on a GPU
+        warm_up(step)
+        timed_images, timed_seconds = timed_windows(step, plan.windows)
+        syncs = host_syncs(step) if device.type == "cuda" else "not checked (CPU)"
+    rate = timed_images / timed_seconds
+    per_image = flops_per_training_image(config)
+    achieved = rate * per_image
+    return {"label": SHAPE_LABELS[plan.shape.key], "experiment": config.name,
+            "backbone": config.model.backbone, "stem": config.model.stem,
+            "image_side": plan.shape.side, "input_side": plan.shape.out_size or plan.shape.side,
+            "augment": dataclasses.asdict(step.augment), "batch": plan.batch, "steps": plan.steps,
+            "synthetic_images": plan.images, "batches_per_epoch": step.batches_per_epoch,
+            "images_resident": step.data.resident, "timed_windows": len(plan.windows),
+            "timed_images": timed_images, "timed_seconds": timed_seconds,
+            "numerics": step.numerics.describe(), "compile_report": step.compiler.report(),
+            "host_syncs_in_step": syncs, "images_per_s": rate, "flops_per_image": per_image,
+            "model_tflops": achieved / 1e12, "peak_fraction": achieved / peak if peak else None}
+
+
+def measure(args, config, device: torch.device, plan: Plan) -> dict:
+    """The regulariser and the CIFAR-shaped stage-1 step (fast path and reference style), as a
+    record."""
     on_gpu = device.type == "cuda"
-    steps = args.steps or (200 if on_gpu else 3)
-    n_images = synthetic_size(on_gpu, args.batch, steps)
-    windows = mid_epoch_windows(n_images, args.batch, steps)  # refused now, not after minutes
+    steps, n_images, windows = plan.steps, plan.images, plan.windows
     name = device_name(device)
     sm_count = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else None
     peak, mig_share = device_peak(name, sm_count, args.peak_tflops)
@@ -493,31 +633,45 @@ def measure(args, config, device: torch.device) -> dict:
           f"vectorised {reg['vectorised_ms']:.3f} ms, {reg['speedup']:.0f}x", flush=True)
 
     images, labels = synthetic_cifar(n_images)
-    fast_step = FastStep(config, device, images, labels, batch=args.batch, compile=args.compile)
-    with applied(fast_step.numerics):  # the trainer's settings: TF32 off, cuDNN autotuning on a GPU
-        warm_up(fast_step)
-        timed_images, timed_seconds = timed_windows(fast_step, windows)
-        syncs = host_syncs(fast_step) if on_gpu else "not checked (CPU)"
-    fast = timed_images / timed_seconds
+    shape = fast_path(plan, config, device, images, labels, compile=args.compile, peak=peak)
+    fast = shape["images_per_s"]
     torch.backends.cudnn.benchmark = on_gpu  # the reference gets cuDNN's fastest kernels too
     reference = timed_rate(reference_step(config, device, images, labels, args.batch), device,
                            max(2, steps // 4), args.batch)
-    per_image = flops_per_training_image(config)
-    achieved = fast * per_image
     return {"device": name, "device_type": device.type, "torch": torch.__version__,
             "batch": args.batch, "steps": steps, "compile": args.compile,
-            "synthetic_images": n_images, "batches_per_epoch": fast_step.batches_per_epoch,
-            "timed_windows": len(windows), "timed_images": timed_images,
-            "timed_seconds": timed_seconds, "numerics": fast_step.numerics.describe(),
-            "compile_report": fast_step.compiler.report(),
+            "synthetic_images": n_images, "batches_per_epoch": shape["batches_per_epoch"],
+            "timed_windows": len(windows), "timed_images": shape["timed_images"],
+            "timed_seconds": shape["timed_seconds"], "numerics": shape["numerics"],
+            "compile_report": shape["compile_report"],
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "regularizer": reg, "fast_images_per_s": fast, "reference_images_per_s": reference,
-            "ratio": fast / reference, "host_syncs_in_step": syncs,
-            "flops_per_image": per_image, "model_tflops": achieved / 1e12,
+            "ratio": fast / reference, "host_syncs_in_step": shape["host_syncs_in_step"],
+            "flops_per_image": shape["flops_per_image"], "model_tflops": shape["model_tflops"],
             "peak_tflops": peak / 1e12 if peak else None, "sm_count": sm_count,
             "peak_scaled_for_mig": mig_share is not None, "peak_mig_share": mig_share,
-            "peak_fraction": achieved / peak if peak else None,
+            "peak_fraction": shape["peak_fraction"], "shapes": {CIFAR_SHAPE: shape},
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def measure_imagenet(args, device: torch.device, plan: Plan, peak: float | None) -> dict:
+    """The ImageNet-shaped fast-path step's record; out of GPU memory (a small MIG slice), a
+    record that says so, and the CIFAR measurement stands."""
+    config = load_config(plan.shape.experiment)
+    print(f"ImageNet-100 step: batch {plan.batch}; {plan.steps} timed steps; synthetic set of "
+          f"{plan.images} images of {plan.shape.side}x{plan.shape.side}", flush=True)
+    images, labels = synthetic_images(plan.images, plan.shape.side)
+    try:
+        return fast_path(plan, config, device, images, labels, compile=args.compile, peak=peak)
+    except torch.cuda.OutOfMemoryError:
+        error = (f"out of GPU memory at batch {plan.batch}; a smaller --imagenet-batch measures "
+                 "a rate, not the paper's batch")
+    finally:
+        del images, labels
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # what the failed step held, before packing starts its runs
+    return {"label": SHAPE_LABELS[plan.shape.key], "experiment": config.name, "batch": plan.batch,
+            "error": error}
 
 
 def print_step(results: dict) -> None:
@@ -542,18 +696,46 @@ def print_step(results: dict) -> None:
              if mig_share else ""), flush=True)
 
 
+def print_shape(shape: StepShape, entry: dict, peak_tflops: float | None, on_gpu: bool) -> None:
+    """A shape's fast-path rate, after the CIFAR table (print_step)."""
+    print(f"stage-1 step, {shape.title}:")
+    if "error" in entry:
+        print(f"  not measured: {entry['error']}", flush=True)
+        return
+    windows = entry["timed_windows"]
+    print(f"  fast path       {entry['images_per_s']:10.1f} images/s ({entry['timed_images']} images "
+          f"in {windows} timed mid-epoch window{'s' if windows > 1 else ''}, "
+          f"{entry['timed_seconds']:.3g} s, batch {entry['batch']})")
+    if on_gpu:  # on a CPU the images are where the step runs either way
+        print("  images          " + ("on the GPU" if entry["images_resident"] else
+                                      "in pinned host memory, gathered batch by batch"))
+        print(f"  host syncs inside a fast-path step: {entry['host_syncs_in_step']}")
+    achieved = entry["model_tflops"]
+    print(f"  model FLOP/s    {achieved:10.3g} TFLOP/s ({entry['flops_per_image'] / 1e9:.1f} GFLOP per "
+          "training image)"
+          + (f", {100 * achieved / peak_tflops:.1f}% of the bf16 peak" if peak_tflops else ""), flush=True)
+
+
 def bench(args) -> int:
     writable_results_folder(args.runs_dir)
     device = torch.device(args.device)
-    results = measure(args, load_config(EXPERIMENT), device)
+    plans = plan_shapes(args, device.type == "cuda")
+    results = measure(args, load_config(EXPERIMENT), device, plans["cifar"])
     print_step(results)
-    measurement = Measurement(results["device"], results["model_tflops"], results["measured_at"],
-                              Path())
+    path = record(args.runs_dir, results)  # saved now: what follows may fail or be stopped
+    if "imagenet" in plans:
+        peak = results["peak_tflops"] and results["peak_tflops"] * 1e12
+        entry = measure_imagenet(args, device, plans["imagenet"], peak)
+        results["shapes"][IMAGENET_SHAPE] = entry
+        print_shape(plans["imagenet"].shape, entry, results["peak_tflops"], device.type == "cuda")
+        record(args.runs_dir, results)
+    measurement = Measurement.from_results(results, Path())
     results["projections"] = projections(measurement)
-    print("projected stage-1 time per paper experiment at this rate:")
+    print("projected stage-1 time per paper experiment at the measured rates:")
     for row in results["projections"]:
-        print(f"  {row['experiment']:<34} {row['projected_hours']:8.2f} h")
-    path = record(args.runs_dir, results)  # saved now: packing below may fail or be stopped
+        print(f"  {row['experiment']:<34} {row['projected_hours']:8.2f} h  "
+              f"({SHAPE_LABELS[row['shape']]})")
+    record(args.runs_dir, results)
     if args.pack == "yes" or (args.pack == "auto" and device.type == "cuda"):
         print(f"runs packed on one device, {args.pack_seconds:g} s timed together:", flush=True)
         results["packed_images_per_s"] = packed(args, args.pack_seconds, results["synthetic_images"])

@@ -21,6 +21,7 @@ from pathlib import Path
 from mgrb.config import Experiment, load_config
 from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.data.protocol import Protocol, memory_sizes
+from mgrb.perf.throughput import CIFAR_SHAPE, IMAGENET_SHAPE
 
 # ASSUMPTION, not a measurement: 50 TFLOP/s sustained. The trainer runs in fp32 (cuDNN
 # convolutions in TF32, about 495 TFLOP/s dense peak on an H100) on 32x32 images at batch
@@ -39,6 +40,12 @@ INPUT_SHAPE = {"cifar10": (32, 3), "cifar100": (32, 3), "miniimagenet": (84, 3),
 
 # The data sets of the paper; the digits demo is not one, so --write leaves its files alone.
 PAPER_DATASETS = ("cifar10", "cifar100", "miniimagenet", "imagenet100")
+
+# The step shape `make bench` measures for a data set's experiments (mgrb.perf.throughput);
+# a data set not named here is projected from the CIFAR-shaped rate.
+MEASURED_SHAPE = {"imagenet100": IMAGENET_SHAPE}
+# What a basis says when the data set's own shape was not measured and the CIFAR one stood in.
+MISSING_SHAPE = {IMAGENET_SHAPE: "no ImageNet-shaped measurement"}
 
 
 def training_image_steps(config: Experiment) -> dict:
@@ -114,14 +121,30 @@ def gpu_hours(config: Experiment, sustained_tflops: float = ASSUMED_SUSTAINED_TF
     return training_flops(config) / (sustained_tflops * 1e12) / 3600
 
 
+def projection_shape(config: Experiment, measurement) -> tuple[str, str]:
+    """(the measured step shape whose rate projects this experiment, a note for its basis).
+
+    ImageNet-100 is projected from the 224x224 ResNet-18 step where the measurement has one;
+    every other data set, and ImageNet-100 without it, from the 32x32 ResNet-34 step that every
+    measurement holds (miniImageNet's 84x84 step has no measurement of its own). Model FLOP/s
+    differ between those shapes, so a basis that had to fall back says so."""
+    shape = MEASURED_SHAPE.get(config.dataset.name, CIFAR_SHAPE)
+    if measurement.tflops(shape) is None:
+        return CIFAR_SHAPE, MISSING_SHAPE.get(shape, f"no {shape} measurement")
+    return shape, ""
+
+
 def projected_hours(config: Experiment, measurement=None) -> tuple[float | None, str]:
     """(GPU hours, how they were obtained): from a measured rate when `make bench` has run on
-    a GPU here (a `mgrb.perf.throughput.Measurement`), else the experiment file's `estimate:`."""
+    a GPU here (a `mgrb.perf.throughput.Measurement`), else the experiment file's `estimate:`.
+    The basis names the step shape the rate was measured on (`projection_shape`)."""
     if measurement is None or config.dataset.name not in PAPER_DATASETS:
         return config.estimate.gpu_hours, config.estimate.basis or "no estimate"
     flops = training_flops(config)
-    return (flops / (measurement.model_tflops * 1e12) / 3600,
-            f"projection: {_plain(flops / 1e15)} PFLOP of training at {measurement.describe()}")
+    shape, note = projection_shape(config, measurement)
+    return (flops / (measurement.tflops(shape) * 1e12) / 3600,
+            f"projection: {_plain(flops / 1e15)} PFLOP of training at "
+            f"{measurement.describe(shape, note)}")
 
 
 def _three_digits(value: float) -> float:

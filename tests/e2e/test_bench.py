@@ -1,5 +1,6 @@
-"""`make bench`'s script through its real entry point on this machine's CPU, with the
-smallest sizes: it measures every part, packing included, and writes where the readers look.
+"""`make bench`'s scripts through their real entry points on this machine's CPU, with the
+smallest sizes: the step bench measures every part, packing and the ImageNet-shaped step
+included, the data bench the prepare and the loader, and both write where the readers look.
 No figure is asserted (speed lives in the benchmark, not in tests); the shapes are."""
 
 import json
@@ -11,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mgrb.perf.throughput import latest_gpu_measurement
+from mgrb.perf.throughput import (CIFAR_SHAPE, IMAGENET_SHAPE, Measurement, latest_data_measurement,
+                                  latest_gpu_measurement)
 
 from benchmarks import bench_step
 from benchmarks.bench_step import BenchError, device_peak, mid_epoch_windows
@@ -19,18 +21,22 @@ from benchmarks.bench_step import BenchError, device_peak, mid_epoch_windows
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench(*args, runs):
-    return subprocess.run([sys.executable, "-m", "benchmarks.bench_step", "--runs-dir", str(runs),
+def _bench(*args, runs, script="bench_step"):
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--runs-dir", str(runs),
                            *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
 def test_bench_on_the_cpu_measures_every_part_and_records_it(tmp_path):
+    # the ImageNet-shaped step only when asked on a CPU, at batch 1: about 220 GFLOP an image
     done = _bench("--device", "cpu", "--batch", "2", "--steps", "1", "--pack", "yes",
-                  "--pack-runs", "1,2", "--pack-seconds", "0.1", runs=tmp_path)
+                  "--pack-runs", "1,2", "--pack-seconds", "0.1", "--shapes", "cifar,imagenet",
+                  "--imagenet-batch", "1", runs=tmp_path)
     assert done.returncode == 0, done.stderr
     for part in ("regulariser, 128 x 100", "fast path", "reference style", "ratio",
                  "model FLOP/s", "c100_ont_10_10", "2 run(s) at once", "written:",
-                 "2 images in 1 timed mid-epoch window"):
+                 "2 images in 1 timed mid-epoch window", "ImageNet-100 shapes (224x224 crops",
+                 "1 images in 1 timed mid-epoch window, ", "i100_ont_50_10",
+                 "(224x224 ResNet-18 step)", "(32x32 ResNet-34 step)"):
         assert part in done.stdout
     [path] = (tmp_path / ".bench").glob("*.json")
     results = json.loads(path.read_text())
@@ -47,6 +53,19 @@ def test_bench_on_the_cpu_measures_every_part_and_records_it(tmp_path):
     projected = {row["experiment"]: row["projected_hours"] for row in results["projections"]}
     assert projected["i100_ont_50_10"] > projected["c100_ont_10_10"] > 0
     assert "digits_5_1" not in projected
+    shapes = {row["experiment"]: row["shape"] for row in results["projections"]}
+    assert (shapes["i100_ont_50_5"], shapes["c100_ont_10_10"], shapes["mini_ont_10_10"]) == (
+        IMAGENET_SHAPE, CIFAR_SHAPE, CIFAR_SHAPE)
+    # per-shape records; the top-level rate stays the CIFAR step's, for every older reader
+    cifar, imagenet = results["shapes"][CIFAR_SHAPE], results["shapes"][IMAGENET_SHAPE]
+    assert cifar["model_tflops"] == results["model_tflops"] and cifar["input_side"] == 32
+    assert (imagenet["experiment"], imagenet["backbone"], imagenet["stem"]) == (
+        "i100_ont_50_10", "resnet18", "cifar")
+    assert (imagenet["image_side"], imagenet["input_side"], imagenet["batch"]) == (256, 224, 1)
+    assert imagenet["augment"]["random_resized_crop"] and imagenet["timed_images"] == 1
+    assert imagenet["flops_per_image"] > 20 * cifar["flops_per_image"]
+    assert imagenet["model_tflops"] > 0 and imagenet["synthetic_images"] == 3
+    assert Measurement.from_results(results, path).tflops(IMAGENET_SHAPE) == imagenet["model_tflops"]
     # a CPU rate is kept on record but never used for the GPU hours of the table
     assert latest_gpu_measurement(tmp_path) is None
 
@@ -222,3 +241,43 @@ def test_timed_windows_take_only_mid_epoch_batches_after_a_whole_warm_up_epoch(s
         assert images_in == sum(batch for _, batch in inside)
     assert [[batch for _, batch in inside] for inside, _ in timed] == sizes_timed
     assert counted == sum(map(sum, sizes_timed))
+
+
+def test_the_data_bench_on_the_cpu_measures_the_prepare_and_the_loader(tmp_path):
+    scratch = tmp_path / "scratch"
+    done = _bench("--images", "200", "--workers", "2", "--loader-images", "16", "--batch", "8",
+                  "--out", str(scratch), runs=tmp_path / "runs", script="bench_data")
+    assert done.returncode == 0, done.stderr
+    for part in ("prepare (mgrb data prepare imagenet100): 200 JPEGs of 500x375", "2 processes",
+                 "images per core-second", "after the first chunk", "cache loader (TensorBatches)",
+                 "cpu   resident", "cpu   host-gathered", "written:"):
+        assert part in done.stdout
+    assert list(scratch.iterdir()) == []  # the tree and the cache are removed
+    [path] = (tmp_path / "runs" / ".bench").glob("*.json")
+    assert path.name.startswith("data-CPU")
+    results = json.loads(path.read_text())
+    assert results == latest_data_measurement(tmp_path / "runs", "cpu")
+    prepare = results["prepare"]
+    assert (prepare["images"], prepare["train_images"], prepare["val_images"]) == (200, 100, 100)
+    assert prepare["workers"] == 2 and prepare["source_size"] == [500, 375]
+    assert prepare["image_size"] == 256 and prepare["cache_bytes"] > 200 * 3 * 256 * 256
+    assert prepare["seconds"] > 0 and prepare["cpu_seconds"] > 0
+    assert prepare["images_per_s"] > 0 and prepare["images_per_core_s"] > 0
+    loader = results["loader"]
+    assert (loader["images"], loader["image_side"], loader["out_size"], loader["batch"]) == (16, 256, 224, 8)
+    assert set(loader["rates"]) == {"cpu"} | ({"cuda"} if torch.cuda.is_available() else set())
+    rows = loader["rates"]["cpu"]
+    assert (rows["resident"]["resident"], rows["host_gathered"]["resident"]) == (True, False)
+    assert all(row["images"] == 16 and row["images_per_s"] > 0 for row in rows.values())
+    # beside the step files, never read as one
+    assert latest_gpu_measurement(tmp_path / "runs") is None
+
+
+def test_the_data_bench_refuses_bad_arguments_and_unwritable_folders(tmp_path):
+    done = _bench("--images", "20", runs=tmp_path, script="bench_data")
+    assert done.returncode == 2 and "at least 200 are needed" in done.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    done = _bench("--device", "cpu", runs=blocked, script="bench_data")
+    assert done.returncode == 1 and "cannot create the results folder" in done.stderr
+    assert "Traceback" not in done.stderr and "prepare" not in done.stdout
