@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from benchmarks.bench_step import IMAGENET_EXPERIMENT, device_name, synchronize
+from mgrb.cli import positive_int
 from mgrb.config import load_config
 from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.data.augment import Augment
@@ -291,28 +292,18 @@ def bench(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive whole number")
-    return value
-
-
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=_positive,
+    parser.add_argument("--images", type=positive_int,
                         help=f"JPEGs in the generated tree (default: {DEFAULT_IMAGES}, or "
                         f"{CHUNKS_PER_WORKER} chunks of {CHUNK_IMAGES} for each decoding process "
                         f"where that is more; at least {MIN_IMAGES})")
-    parser.add_argument("--workers", type=_positive,
+    parser.add_argument("--workers", type=positive_int,
                         help="decoding processes of the prepare (default: the cores this process may use)")
-    parser.add_argument("--loader-images", type=_positive,
+    parser.add_argument("--loader-images", type=positive_int,
                         help="images in the loader's uint8 set (default: 1024 without a GPU, 8192 with one)")
-    parser.add_argument("--batch", type=_positive, default=128, help="the loader's batch")
+    parser.add_argument("--batch", type=positive_int, default=128, help="the loader's batch")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="cuda: also measure the loader on the GPU (auto: when there is one)")
     parser.add_argument("--out", type=Path,

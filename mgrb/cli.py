@@ -272,7 +272,8 @@ def command_data_prepare(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type of a count (also the benchmarks'): a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -398,12 +399,12 @@ def _add_prepare_command(commands) -> None:
                          help="data folder (default: $MGRB_DATA or ./data)")
     prepare.add_argument("--out", type=Path,
                          help="cache folder (default: <data folder>/<dataset>-cache-<size>)")
-    prepare.add_argument("--workers", type=_positive,
+    prepare.add_argument("--workers", type=positive_int,
                          help="decoding processes (default: one per available core)")
-    prepare.add_argument("--size", type=_positive, default=None,
+    prepare.add_argument("--size", type=positive_int, default=None,
                          help="the network's image side, for a reduced-resolution try: the cache "
                               "holds 8:7 of it for ImageNet-100 (default 224 from 256x256)")
-    prepare.add_argument("--shard-images", type=_positive, default=2048,
+    prepare.add_argument("--shard-images", type=positive_int, default=2048,
                          help="images per shard file (default: 2048)")
     prepare.add_argument("--quiet", action="store_true", help="no progress line")
     prepare.set_defaults(handler=command_data_prepare)

@@ -57,9 +57,9 @@ def test_the_loader_takes_imagenet100s_augmentation_from_its_experiment():
 
 @pytest.mark.parametrize("argv, message", [
     (["--images", "150"], "at least 200 are needed"),
-    (["--workers", "0"], "expected a positive whole number"),
-    (["--loader-images", "x"], "expected a positive whole number"),
-    (["--batch", "-4"], "expected a positive whole number"),
+    (["--workers", "0"], "is not a positive whole number"),
+    (["--loader-images", "x"], "is not a positive whole number"),
+    (["--batch", "-4"], "is not a positive whole number"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:
