@@ -28,15 +28,17 @@ RUN echo 'path-include=/usr/share/man/man5/lexnames.5WN.gz' > /etc/dpkg/dpkg.cfg
         wordnet-base wordnet-sense-index \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/mgrb
-COPY pyproject.toml requirements.lock README.md Makefile ./
+COPY pyproject.toml requirements.lock README.md Makefile LICENSE CITATION.cff CHANGELOG.md ./
 COPY requirements ./requirements
 COPY scripts ./scripts
 COPY mgrb ./mgrb
 COPY artifact ./artifact
 COPY experiments ./experiments
 COPY benchmarks ./benchmarks
-# The very commands of `make setup`.
-RUN PYTHON=/usr/bin/python3.11 VENV=/opt/venv NLTK_DIR=/opt/nltk_data bash scripts/setup.sh
+# The very commands of `make setup`; then WordNet's license beside its database, since the final
+# image has the database but not Debian's wordnet-base package that brought the license.
+RUN PYTHON=/usr/bin/python3.11 VENV=/opt/venv NLTK_DIR=/opt/nltk_data bash scripts/setup.sh \
+    && install -m 644 /usr/share/doc/wordnet-base/copyright /opt/nltk_data/corpora/wordnet/LICENSE
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
@@ -77,7 +79,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     MGRB_IN_CONTAINER=1 \
     PYTHONUNBUFFERED=1 \
     USER=mgrb \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MGRB_SOURCE_COMMIT=${SOURCE_COMMIT}
+# The third-party licenses of this very image (its Debian packages, every package of the lock,
+# WordNet's license, which came along above), by the script behind `make licenses`.
+RUN python /opt/mgrb/scripts/license_report.py --lock /opt/mgrb/requirements.lock \
+        --out /opt/mgrb/THIRD_PARTY_LICENSES.md
 USER 1000:1000
 WORKDIR /opt/mgrb
 VOLUME ["/data", "/runs"]

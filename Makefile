@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 IMAGE ?= mgrb-artifact
-VERSION ?= 0.1.0
+# The version has one source, pyproject.toml (mgrb/version.py reads the same field).
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 EXPERIMENTS ?=
 DATA ?= $(CURDIR)/data
 # inside the image, the mounted /runs: what a container writes elsewhere dies with it
@@ -31,11 +32,12 @@ GPUS ?= --gpus all
 DOCKER_USER := $(if $(filter 0,$(shell id -u)),1000:1000,$(shell id -u):$(shell id -g))
 DOCKER_FLAGS = --rm $(GPUS) --shm-size $(SHM) --user $(DOCKER_USER) --cap-drop ALL \
 	--security-opt no-new-privileges --pids-limit 4096 \
-	-v $(DATA):/data:ro -v $(RUNS):/runs -v $(CURDIR)/experiments:/opt/mgrb/experiments:ro
+	-v $(DATA):/data:ro -v $(RUNS):/runs -v $(CURDIR)/experiments:/opt/mgrb/experiments:ro \
+	-e MGRB_IMAGE_ID="$$(docker image inspect --format '{{.Id}}' $(IMAGE):$(VERSION) 2>/dev/null)"
 DOCKER_RUN = docker run $(DOCKER_FLAGS) --network none $(IMAGE):$(VERSION)
 SOURCE_COMMIT = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image image-test image-folders image-reproduce shell image-tui image-bench lint bench gpu-check image-gpu-check peer-bench
+.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image image-test image-folders image-reproduce shell image-tui image-bench lint bench gpu-check image-gpu-check peer-bench dist licenses
 
 help:
 	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
@@ -60,6 +62,8 @@ help:
 	@echo "make gpu-check    prove the GPU path here (CPU at a small size without one): benchmarks/results/"
 	@echo "make image-gpu-check  the same inside the image on its GPUs; results land in RUNS/gpu-check"
 	@echo "make peer-bench   our replay against Avalanche's on the same protocol (CPU, .venv-peer): benchmarks/results/"
+	@echo "make licenses     the third-party license report of this environment: dist/THIRD_PARTY_LICENSES.md"
+	@echo "make dist         the release: source archive (TAG=...), saved image, lock, licenses, SHA256SUMS in dist/"
 
 setup: $(VENV)/.installed
 
@@ -182,3 +186,15 @@ $(PEER_VENV)/.installed: requirements/peer.txt requirements/pins.txt
 	$(PEER_BASE_PYTHON) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/python -m pip install --quiet --constraint requirements/pins.txt -r requirements/peer.txt
 	touch $@
+
+# The third-party license report (scripts/license_report.py): the lock's Python packages with
+# the licenses pip-licenses reads from this environment, the Debian packages, WordNet.
+licenses: $(SETUP)
+	$(PY) scripts/license_report.py --out dist/THIRD_PARTY_LICENSES.md
+
+# The release a reviewer downloads (scripts/dist.sh), dist/mgrb-artifact-VERSION-release/: the source
+# archive of HEAD (TAG=... for a tag), the image saved where a Docker daemon has it, the lock,
+# the license report, .zenodo.json, SHA256SUMS and verify_release.sh. A tree with uncommitted
+# changes is refused unless ALLOW_DIRTY=1. Needs the environment of `make setup` (pip-licenses).
+dist:
+	TAG='$(TAG)' ALLOW_DIRTY='$(ALLOW_DIRTY)' IMAGE_NAME='$(IMAGE)' PYTHON='$(PY)' bash scripts/dist.sh

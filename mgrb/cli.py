@@ -284,7 +284,10 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mgrb.version import ShowVersion
+
     parser = argparse.ArgumentParser(prog="mgrb", description=__doc__)
+    parser.add_argument("--version", action=ShowVersion)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--experiments-dir", type=Path, default=EXPERIMENTS_DIR,
                         help="folder of experiment files (default: experiments)")

@@ -27,6 +27,8 @@ KEEP=${IMAGE_TEST_KEEP:-0}
 SUITE=bookworm
 TAG=$$
 IMAGE=mgrb-artifact-image-test
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
+DIST_CHECK=mgrb-dist-check-$$:$VERSION
 STAND_IN=mgrb-stand-in-base
 COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [[ $COMMIT != unknown ]] && ! git diff --quiet HEAD 2>/dev/null; then COMMIT+=-dirty; fi
@@ -70,7 +72,7 @@ cleanup() {
     say "cleaning up"
     docker ps -aq --filter "label=org.mgrb.image-test=$TAG" | xargs -r docker rm -f >/dev/null 2>&1
     docker ps -aq --filter "ancestor=$IMAGE:$TAG" | xargs -r docker rm -f >/dev/null 2>&1
-    docker rmi -f "$IMAGE:$TAG" "$STAND_IN:$TAG" "$STAND_IN:$TAG-build" >/dev/null 2>&1
+    docker rmi -f "$IMAGE:$TAG" "$STAND_IN:$TAG" "$STAND_IN:$TAG-build" "$DIST_CHECK" >/dev/null 2>&1
     docker image prune -f --filter "label=org.mgrb.stage=build" >/dev/null 2>&1
     if [[ -n $DAEMON_PID ]]; then
         kill -TERM "$DAEMON_PID" 2>/dev/null
@@ -255,6 +257,50 @@ if make --no-print-directory image-reproduce GPUS= IMAGE="$IMAGE" VERSION="$TAG"
 else
     tail -15 "$WORK/reproduce.log" >&2
     record FAIL "make image-reproduce EXPERIMENTS=digits_5_1" "log above"
+fi
+
+# -- what the image says about itself -------------------------------------------------------
+IMAGE_ID=$(docker image inspect --format '{{.Id}}' "$IMAGE:$TAG")
+if grep -qF "\"image\": \"$IMAGE_ID\"" "$RUNS/digits_5_1/results.json" 2>/dev/null; then
+    record PASS "results.json records the image id" "${IMAGE_ID:7:12}"
+else
+    record FAIL "results.json records the image id" "no \"image\": \"$IMAGE_ID\" in $RUNS/digits_5_1/results.json"
+fi
+in_image "mgrb --version names the commit" "commit $COMMIT" --user 1000:1000 "$IMAGE:$TAG" mgrb --version
+docker run "${SAFE[@]}" "$IMAGE:$TAG" cat /opt/mgrb/THIRD_PARTY_LICENSES.md >"$WORK/licenses.md" 2>&1 || true
+if "$PYTHON" scripts/license_report.py --check "$WORK/licenses.md" >/dev/null 2>&1 \
+        && grep -q '^## Debian packages ([1-9]' "$WORK/licenses.md" && grep -qF 'WordNet 3.0 Copyright' "$WORK/licenses.md" \
+        && docker run "${SAFE[@]}" "$IMAGE:$TAG" test -s /opt/mgrb/LICENSE; then
+    record PASS "LICENSE and the license report in the image" "$(grep -o '^## Debian packages ([0-9]*' "$WORK/licenses.md" | grep -o '[0-9]*$') Debian packages, every locked one"
+else
+    head -5 "$WORK/licenses.md" >&2
+    record FAIL "LICENSE and the license report in the image" "report incomplete or missing (above)"
+fi
+
+# make dist's image part on a tiny image that carries the real report (saving the 6.7 GB image
+# would take minutes here): docker save, then untag it, and verify_release.sh loads it back. In a
+# clone whose HEAD is this work tree, so that uncommitted changes are what is archived and tested.
+started=$(date +%s)
+git clone -q "$ROOT" "$WORK/clone"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' file; do
+    if [[ -f $file ]]; then mkdir -p "$WORK/clone/$(dirname "$file")"; cp -p "$file" "$WORK/clone/$file"
+    else rm -f "$WORK/clone/$file"; fi
+done
+git -C "$WORK/clone" add -A
+git -C "$WORK/clone" -c user.name=image-test -c user.email=image-test@localhost commit -q --allow-empty -m "work tree"
+mkdir -p "$WORK/dist-image/opt/mgrb"
+cp "$WORK/licenses.md" "$WORK/dist-image/opt/mgrb/THIRD_PARTY_LICENSES.md"
+tar -C "$WORK/dist-image" -c . | docker import \
+    --change "LABEL org.opencontainers.image.revision=$(git -C "$WORK/clone" rev-parse HEAD)" \
+    --change 'CMD ["/none"]' - "$DIST_CHECK" >/dev/null
+if DIST_DIR=$WORK/dist IMAGE_NAME=${DIST_CHECK%:*} PYTHON=$PYTHON bash "$WORK/clone/scripts/dist.sh" >"$WORK/dist.log" 2>&1 \
+        && docker rmi "$DIST_CHECK" >/dev/null \
+        && bash "$WORK/dist/mgrb-artifact-$VERSION-release/verify_release.sh" --unpack-to "$WORK/unpacked" >>"$WORK/dist.log" 2>&1 \
+        && grep -q "image: $DIST_CHECK loaded, id sha256:.* as recorded" "$WORK/dist.log"; then
+    record PASS "make dist saves an image, verify_release.sh loads it" "$(elapsed "$started") s, a tiny image"
+else
+    tail -15 "$WORK/dist.log" >&2
+    record FAIL "make dist saves an image, verify_release.sh loads it" "log above"
 fi
 
 # -- the launcher's Docker mode against this daemon and image -------------------------------

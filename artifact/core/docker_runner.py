@@ -205,6 +205,8 @@ class DockerRunner:
         device_requests = _device_requests(docker, gpus)
 
         def start(client):
+            # The image cannot know its own id; results.json records what it is told here.
+            image_id = client.images.get(self.image).id
             # create + start rather than `run`: `run` pulls when create finds no image, and a
             # container that fails to start is ours to remove.
             container = client.containers.create(
@@ -216,7 +218,8 @@ class DockerRunner:
                 # a training run needs no network, no privilege and no capability
                 network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"],
                 pids_limit=PIDS_LIMIT,
-                environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data", **cuda_env},
+                environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data", "MGRB_IMAGE_ID": image_id,
+                             **cuda_env},
                 device_requests=device_requests or None)
             try:
                 container.start()  # the daemon resolves GPU requests here, not at create

@@ -20,12 +20,13 @@ from mgrb.reporting.runs import (FAILED, FINISHED, NOT_FINISHED, Folder, Group, 
                                  one_line)
 from mgrb.store.contracts import NAME_PATTERN
 from mgrb.store.files import atomic_write
+from mgrb.version import one_line as artifact_line
 
 MARKERS = {"reproduced": "✅ reproduced", "above": "⬆️ above", "below": "❌ below",
            "no reference": "— no reference"}
 CSV_COLUMNS = ["experiment", "variant", "dataset", "protocol", "hierarchy", "metric", "reported",
                "tolerance", "reproduced_mean", "reproduced_std", "runs", "repeated_seeds",
-               "verdict", "wall_time_s", "device", "git_commit"]
+               "verdict", "wall_time_s", "device", "git_commit", "artifact_version", "image"]
 SUMMARY = "figures/summary.png"
 _ESCAPES = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "[": "\\[", "]": "\\]", "~": "\\~",
             "#": "\\#", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -63,9 +64,28 @@ def _claims(groups: list[Group], tolerance) -> list[dict]:
                        hierarchy=_hierarchy(runs),
                        wall_time_s=round(sum(r.get("wall_time_s", 0) for r in runs), 1),
                        device="; ".join(sorted({r.get("device", "?") for r in runs})),
-                       git_commit="; ".join(sorted({str(r.get("git_commit")) for r in runs})))
+                       git_commit="; ".join(sorted({str(r.get("git_commit")) for r in runs})),
+                       artifact_version="; ".join(sorted({str(_artifact(r).get("version")) for r in runs})),
+                       image="; ".join(sorted({str(_artifact(r).get("image")) for r in runs})))
             rows.append(row)
     return rows
+
+
+def _artifact(run: dict) -> dict:
+    """The run's artifact block; empty for results written before it existed."""
+    return run.get("artifact") if isinstance(run.get("artifact"), dict) else {}
+
+
+def _artifacts(all_runs) -> list[str]:
+    """Which version, commit and image produced the runs, one line per combination."""
+    counts: dict[str, int] = {}
+    for run in all_runs:
+        block = _artifact(run)
+        line = artifact_line(block) if block else \
+            f"not recorded (results written before version 0.1.0), commit {run.get('git_commit')}"
+        counts[line] = counts.get(line, 0) + 1
+    return ["## Artifact", "", *[f"- {escape(line)} ({n} run{'s' * (n != 1)})"
+                                 for line, n in sorted(counts.items())], ""]
 
 
 def _number(value, digits=2) -> str:
@@ -154,7 +174,8 @@ def _versions(all_runs) -> list[str]:
 def _markdown(groups: list[Group], rows, figures, summary: bool, failed, unfinished,
               not_run, source: str) -> str:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = ["# MGRB reproduction report", "", f"Generated {now} from {escape(source)}.",
+    lines = ["# MGRB reproduction report", "",
+             f"Generated {now} from {escape(source)} by {escape(artifact_line())}.",
              "", "Verdicts: **reproduced** = inside reported ± tolerance; **above** / **below** = "
              "outside it; **no reference** = the paper reports no number for this experiment. "
              "Runs count together only when they share one configuration (the seed aside); "
@@ -176,6 +197,7 @@ def _markdown(groups: list[Group], rows, figures, summary: bool, failed, unfinis
         lines.append(f"| {escape(group.label)} | {len(group.runs)} | {hours:.3f} |")
     lines += [f"| **total** | {len(all_runs)} | {total / 3600:.3f} |", ""]
     lines += _versions(all_runs)
+    lines += _artifacts(all_runs)
     commits = sorted({str(r.get("git_commit")) for r in all_runs})
     orders = sorted({str(r.get("class_order_name", "?")) for r in all_runs})
     lines += ["## Commit", "", *[f"- {escape(c)}" for c in commits], "", "## Class order", "",

@@ -126,6 +126,12 @@ def mapping(fields: dict[str, tuple[Check, bool]] | None = None, *, values: Chec
     return check
 
 
+def boolean() -> Check:
+    def check(value):
+        return None if isinstance(value, bool) else f"must be true or false, got {_shown(value)}"
+    return check
+
+
 def _shown(value) -> str:
     shown = repr(value)
     return shown if len(shown) <= 40 else shown[:37] + "..."
@@ -156,6 +162,16 @@ PHASE = mapping({"phase": (integer(0, 10_000), True), "seen_classes": (integer(1
 REPORTED = mapping({"avg_top1": (OPTIONAL_PERCENT, False), "last_top1": (OPTIONAL_PERCENT, False),
                     "tolerance": (number(0, 100), False)}, nullable=True)
 
+# What produced the results (mgrb.version.describe); results written before 0.1.0 lack it.
+ARTIFACT = mapping({
+    "version": (text(longest=64), True),
+    "commit": (text(pattern=re.compile(r"^[0-9a-f]{40}(-dirty)?$"), nullable=True,
+                    what="a git commit (40 hex digits, -dirty when the tree had changes)"), False),
+    "image": (text(pattern=re.compile(r"^sha256:[0-9a-f]{64}$"), nullable=True,
+                   what="a Docker image id (sha256:...)"), False),
+    "container": (boolean(), False),
+})
+
 RESULTS_CONTRACT = mapping({
     "format": (format_version(RUN_FILES_FORMAT), False),
     "experiment": (text(pattern=NAME_PATTERN), True),
@@ -168,6 +184,7 @@ RESULTS_CONTRACT = mapping({
     "wall_time_s": (number(0), False),
     "device": (text(longest=256), False),
     "git_commit": (text(longest=64, nullable=True), False),
+    "artifact": (ARTIFACT, False),
     "seed": (integer(0, 2**64 - 1), False),
     "versions": (mapping(values=text(longest=128, nullable=True)), False),
     "reported": (REPORTED, False),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import torch
 
@@ -59,13 +57,8 @@ def library_versions() -> dict:
 
 
 def git_commit() -> str | None:
-    """The project's commit, with '-dirty' when the work tree has changes; None outside git."""
-    root = Path(__file__).resolve().parents[2]  # the checkout: mgrb/training/environment.py
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
+    """The project's commit, with '-dirty' when the work tree has changes (mgrb/version.py has
+    the one implementation: git, else the image's or the release archive's record)."""
+    from mgrb.version import source_commit
+
+    return source_commit()

@@ -11,13 +11,15 @@ from mgrb.config.schema import Experiment
 from mgrb.data.protocol import ORDER_NAME
 from mgrb.store.contracts import RUN_FILES_FORMAT
 from mgrb.training import evaluation
-from mgrb.training.environment import device_name, device_uuid, git_commit, library_versions
+from mgrb.training.environment import device_name, device_uuid, library_versions
 from mgrb.training.stream import IncrementalStream
+from mgrb.version import describe
 
 
 def build_results(config: Experiment, stream: IncrementalStream, phase_results: list[dict], *,
                   wall_time_s: float, device: torch.device, numerics: dict,
                   compile_report: dict) -> dict:
+    artifact = describe()  # version, commit (from git, or the image's record of it), image id
     return {
         "format": RUN_FILES_FORMAT,
         "experiment": config.name,
@@ -36,7 +38,8 @@ def build_results(config: Experiment, stream: IncrementalStream, phase_results: 
         "numerics": numerics,
         "compile": compile_report,
         "versions": library_versions(),
-        "git_commit": git_commit(),
+        "git_commit": artifact["commit"],
+        "artifact": artifact,
         "seed": config.train.seed,
         "reported": dataclasses.asdict(config.reported),
         "config": config.to_dict(),

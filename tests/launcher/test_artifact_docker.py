@@ -58,7 +58,7 @@ def test_start_sends_command_gpus_mounts_shm_labels_and_user(engine, make_runner
                               "org.mgrb.run": "c100_ont_10_10/seed-1", "org.mgrb.launcher": "mgrb-tui",
                               "org.mgrb.runs": str(tmp_path / "runs")}
     assert sorted(body["Env"]) == [f"CUDA_VISIBLE_DEVICES={GPU_A},{GPU_B}", "MGRB_DATA=/data",
-                                   "MGRB_RUNS=/runs"]
+                                   "MGRB_IMAGE_ID=sha256:" + "ab" * 32, "MGRB_RUNS=/runs"]
     assert body["User"] == ("1000:1000" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}")
     host = body["HostConfig"]
     assert host["ShmSize"] == 16 * 1024 ** 3

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mgrb.version import version
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -62,6 +64,18 @@ def _documented_lines(text: str) -> list[list[str]]:
             if line.strip().startswith("docker run")]
 
 
+IMAGE_ID_FLAG = ("MGRB_IMAGE_ID=$(docker image inspect --format '{{.Id}}' "
+                 f"mgrb-artifact:{version()} 2>/dev/null)")
+
+
+def _without_image_id(words: list[str]) -> list[str]:
+    """The line without `-e MGRB_IMAGE_ID=...`, which make adds so that results.json records the
+    image (README says so beside its line rather than lengthen it)."""
+    index = words.index(IMAGE_ID_FLAG)
+    assert words[index - 1] == "-e"
+    return words[:index - 1] + words[index + 1:]
+
+
 def _normalised(words: list[str]) -> list[str]:
     # what the shell would expand in the documented line, spelled as make spells it here
     return [word.replace("$PWD", str(ROOT)).replace("$(id -u):$(id -g)", "USER") for word in words]
@@ -75,7 +89,21 @@ def test_the_documented_reproduce_line_is_the_makefiles(where):
     made = _make_line("image-reproduce", EXPERIMENTS="c100_*", DATA=f"{ROOT}/data", RUNS=f"{ROOT}/runs",
                       DOCKER_USER="USER")
     for line in documented:
-        assert _normalised(line) == made, where
+        assert _normalised(line) == _without_image_id(made), where
+
+
+def test_containers_are_told_their_image_id():
+    """An image cannot know its own id: every container make starts is told it, and the image
+    records where its source came from."""
+    for target in ("image-reproduce", "image-bench", "image-gpu-check", "shell", "image-tui"):
+        words = _make_line(target)
+        assert words[words.index(IMAGE_ID_FLAG) - 1] == "-e", target
+    final = _final_stage()
+    assert re.search(r"^ENV .*MGRB_SOURCE_COMMIT=\$\{SOURCE_COMMIT\}", final, re.M | re.S)
+    # the license and the third-party report travel in the image
+    assert re.search(r"^COPY .*\bLICENSE\b.* \./$", _dockerfile().split("\nFROM ")[1], re.M)
+    assert "/opt/nltk_data/corpora/wordnet/LICENSE" in _dockerfile()
+    assert "--out /opt/mgrb/THIRD_PARTY_LICENSES.md" in final
 
 
 def test_containers_mount_data_read_only_drop_privileges_and_honour_local_experiments():
