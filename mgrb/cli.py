@@ -79,28 +79,47 @@ def command_resume(args) -> int:
     config = config_from_data(stored, str(folder.path / CONFIG))
     run = PlannedRun(config.name, config.train.seed, config, folder.path)
     again = " ".join(["mgrb", "resume", shlex.quote(str(args.folder))]
-                     + ([f"--device {args.device}"] if args.device != "auto" else []))
+                     + ([f"--device {args.device}"] if args.device != "auto" else [])
+                     + _nproc_words(args))
     return _train(config, [run], folder.path / CONFIG, args, again=again)
 
 
 def _train(config, runs, path: Path, args, *, again: str) -> int:
     from mgrb.pipeline.run import run_experiment
+    from mgrb.training.distributed import environment_world, join, leave
     from mgrb.training.environment import resolve_device
     from mgrb.training.numerics import prepare_process
     from mgrb.training.progress import Progress
 
+    if args.nproc > 1 and environment_world()[2] == 1:  # not yet one of the N processes
+        from mgrb.pipeline.workers import run_workers
+
+        return run_workers(args.argv, args.nproc, args.device)
     prepare_process(config.train.deterministic)  # before anything starts CUDA
-    device = resolve_device(args.device)
-    progress = Progress(quiet=args.quiet)
+    group, device_choice = join(args.device)
+    device = resolve_device(device_choice)
+    progress = Progress(quiet=args.quiet or not group.leader)
     if device.type == "cpu" and config.dataset.name != "digits":
         progress.message("note: no GPU in use; training on the CPU works but is very slow for "
                          "this data set (the digits experiments are the CPU-sized ones)")
     _install_stop_handlers()
-    for run in runs:
-        code = run_experiment(run, path, device, progress, restart=args.restart, again=again)
-        if code:
-            return code
+    try:
+        for run in runs:
+            code = run_experiment(run, path, device, progress, restart=args.restart,
+                                  again=again, group=group)
+            if code:
+                return code
+    finally:
+        leave(group)
     return 0
+
+
+def _nproc_words(args) -> list[str]:
+    """--nproc N for the resume line: as given, or as torchrun started this process."""
+    from mgrb.training.distributed import environment_world
+
+    nproc = max(args.nproc, environment_world()[2])
+    return [f"--nproc {nproc}"] if nproc > 1 else []
 
 
 def _again(args) -> str:
@@ -110,6 +129,7 @@ def _again(args) -> str:
     words += [f"--out {shlex.quote(str(args.out))}"] if args.out else []
     words += [f"--seed {args.seed}"] if args.seed is not None else []
     words += [f"--device {args.device}"] if args.device != "auto" else []
+    words += _nproc_words(args)
     return " ".join(words)
 
 
@@ -297,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NPROC_HELP = ("train this one run in N processes, one per GPU (CPU: sharing its cores), with "
+              "DistributedDataParallel; the experiment's batch size stays the global batch. A "
+              "run may resume under another N (default: 1)")
+
+
 def _add_training_commands(commands) -> None:
     """The commands that train: run, reproduce."""
     run = commands.add_parser("run", help="train an experiment through all its phases")
@@ -312,6 +337,8 @@ def _add_training_commands(commands) -> None:
     run.add_argument("--restart", action="store_true",
                      help="when every checkpoint of the run folder is damaged, start over "
                           "instead of stopping (the damaged files are kept as *.damaged)")
+    run.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                     help=NPROC_HELP)
     run.set_defaults(handler=command_run)
 
     resume = commands.add_parser(
@@ -322,6 +349,8 @@ def _add_training_commands(commands) -> None:
                         help="no progress output (warnings and errors are still shown)")
     resume.add_argument("--restart", action="store_true",
                         help="when every checkpoint is damaged, start over (see `mgrb run`)")
+    resume.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                        help=NPROC_HELP)
     resume.set_defaults(handler=command_resume)
 
     repro = commands.add_parser(
@@ -425,6 +454,7 @@ def _refuse_process_1(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc's processes rerun
     try:
         _refuse_process_1(args)
         return args.handler(args)

@@ -19,6 +19,14 @@ from mgrb.data.augment import Augment, draw_affine, resample
 RESIDENT_SHARE = 0.5  # of the GPU's free memory the images may take: the rest is training's
 
 
+def contiguous_part(count: int, rank: int, world: int) -> slice:
+    """Process `rank`'s contiguous part of `count` items split over `world` processes; the
+    parts differ in size by at most one."""
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
 def fits_on(device: torch.device, nbytes: int) -> bool:
     """Whether images of `nbytes` may live on `device`: always on the CPU; on a GPU when they
     take at most half of its free memory."""
@@ -54,11 +62,14 @@ class TensorBatches:
         return self.labels.numel()
 
     def batches(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool,
-                augment: Augment | None, generator: torch.Generator | None, skip: int = 0):
+                augment: Augment | None, generator: torch.Generator | None, skip: int = 0,
+                part: tuple[int, int] | None = None):
         """Yield (normalised float images, labels); `indices` select the subset.
 
         `skip` batches are passed over with their random draws replayed, so that a resumed
-        epoch yields exactly what the uninterrupted one would have yielded next.
+        epoch yields exactly what the uninterrupted one would have yielded next. `part`
+        (rank, world): every batch is drawn whole, and only this process's contiguous part of
+        it is gathered and augmented (a run over several processes).
         """
         if shuffle:
             indices = indices[torch.randperm(indices.numel(), generator=generator)]
@@ -76,14 +87,18 @@ class TensorBatches:
         for number, start in enumerate(starts):
             if number < skip:
                 continue
-            x = self._gather(indices[start:start + batch_size], number).float().div_(255)
+            end = min(start + batch_size, indices.numel())
+            if part is not None:
+                mine = contiguous_part(end - start, *part)
+                start, end = start + mine.start, start + mine.stop
+            x = self._gather(indices[start:end], number).float().div_(255)
             if thetas is not None:
-                x = resample(x, thetas[start:start + batch_size], out_size=self.out_size,
+                x = resample(x, thetas[start:end], out_size=self.out_size,
                              resized=augment.random_resized_crop)
             elif self.out_size:
                 margin = (x.shape[-1] - self.out_size) // 2
                 x = x[..., margin:margin + self.out_size, margin:margin + self.out_size]
-            yield (x - self.mean) / self.std, self.labels[on_device[start:start + batch_size]]
+            yield (x - self.mean) / self.std, self.labels[on_device[start:end]]
 
     def _gather(self, chosen: torch.Tensor, number: int) -> torch.Tensor:
         """The batch's uint8 images on the training device."""
@@ -150,21 +165,26 @@ class FileBatches:
         return T.Compose([*steps, *normalise])
 
     def batches(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool,
-                augment: Augment | None, generator: torch.Generator | None, skip: int = 0):
+                augment: Augment | None, generator: torch.Generator | None, skip: int = 0,
+                part: tuple[int, int] | None = None):
         """As TensorBatches.batches. Skipped batches are not decoded; augmentation runs in
         DataLoader workers seeded per epoch, so a resumed epoch sees the same images in the
         same order but not the same random crops (exact only for in-memory data sets)."""
         if shuffle:
             indices = indices[torch.randperm(indices.numel(), generator=generator)]
-        subset = torch.utils.data.Subset(
-            _ImageFiles(self.paths, self.labels, self._transform(augment)),
-            indices[skip * batch_size:].tolist())
-        # Worker seeds derive from the run's generator so augmentation follows the run seed.
+        chosen = [indices[start:start + batch_size]
+                  for start in range(skip * batch_size, indices.numel(), batch_size)]
+        if part is not None:
+            chosen = [batch[contiguous_part(batch.numel(), *part)] for batch in chosen]
+        # Worker seeds derive from the run's generator so augmentation follows the run seed;
+        # each process of a run over several adds its rank, so their crops differ.
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator else 0
         loader = torch.utils.data.DataLoader(
-            subset, batch_size=batch_size, num_workers=self.num_workers,
+            _ImageFiles(self.paths, self.labels, self._transform(augment)),
+            batch_sampler=[batch.tolist() for batch in chosen], num_workers=self.num_workers,
             pin_memory=torch.device(self.device).type == "cuda",
-            generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+            generator=torch.Generator().manual_seed(seed + (part[0] if part else 0)),
+            persistent_workers=False)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 

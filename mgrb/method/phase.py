@@ -13,8 +13,8 @@ import torch
 from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.config.schema import Experiment, Method, Quirks
 from mgrb.method.hierarchies import describe_hierarchy, hierarchy_targets
-from mgrb.method.losses import (class_balanced_weights, classifier_retrain_loss, negative_entropy,
-                     phase_loss)
+from mgrb.method.losses import (class_balanced_weights, classifier_retrain_loss, cross_entropy,
+                               negative_entropy, phase_loss)
 
 
 class MGRBPhase:
@@ -34,13 +34,14 @@ class MGRBPhase:
         self.scale, self.cb_reduction = method.scale, cb_reduction
         self.uses_hierarchy = method.uses_hierarchy
 
-    def stage1_loss(self, logits: torch.Tensor, labels: torch.Tensor,
-                    images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def stage1_loss(self, logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
+                    count: int | None = None) -> dict[str, torch.Tensor]:
+        """`count`: the global batch's size when this process holds part of it (losses.batch_mean)."""
         # The trainer's logits are fp32 already (numerics.py); a caller's bf16 logits would
         # leave softmax in bf16 on the CPU, whose autocast, unlike CUDA's, keeps it there.
         logits = logits.float()
         if self.phase == 0:  # phase 0: plain cross-entropy over the first classes
-            loss = torch.nn.functional.cross_entropy(logits, labels)
+            loss = cross_entropy(logits, labels, count)
             return {"cls": loss, "total": loss}
         teacher_logits = None
         if "distill" in self.loss_set:
@@ -51,7 +52,7 @@ class MGRBPhase:
             teacher_logits=teacher_logits, class_weights=self.class_weights,
             targets=self.targets_stage1 if self.uses_hierarchy else None,
             temperature=self.temperature, dscale=self.dscale, scale=self.scale,
-            cb_reduction=self.cb_reduction, target_neg_entropy=self.entropy_stage1)
+            cb_reduction=self.cb_reduction, target_neg_entropy=self.entropy_stage1, count=count)
 
     def stage2_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return classifier_retrain_loss(

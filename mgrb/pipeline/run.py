@@ -25,14 +25,21 @@ def format_phase_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_experiment(run, path: Path, device, progress, *, restart: bool, again: str) -> int:
+def run_experiment(run, path: Path, device, progress, *, restart: bool, again: str,
+                   group=None) -> int:
     """Train `run` (a PlannedRun) into its folder, or show its results when it has finished.
 
     0 when finished, 130 when stopped with a checkpoint (`again` is the command that resumes
-    it); MGRBError for what the user can fix. Nothing already saved is lost on any path."""
+    it); MGRBError for what the user can fix. Nothing already saved is lost on any path.
+    `group` (training/distributed.py): in a run over several processes, rank 0 does all of
+    this; the others train beside it and write nothing."""
+    if group is not None and not group.leader:
+        return _follow(run, device, group)
     folder = RunFolder(run.folder)
     folder.prepare(run.config.to_dict(), absent_means=ABSENT_MEANS)
     results = folder.finished_results()
+    if group is not None:
+        group.broadcast(results is not None)  # the others train only when this one does
     if results is not None:
         print(f"{folder.path} already holds a finished run; nothing to do.\n"
               f"{format_phase_table(results)}")
@@ -41,9 +48,10 @@ def run_experiment(run, path: Path, device, progress, *, restart: bool, again: s
     folder.acquire_lock()  # before anything below: a folder in use by another trainer is not ours
     try:
         folder.clear_failure()
-        progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}, "
-                         f"run folder {folder.path}")
-        results = _train_recording_failure(run, folder, device, progress, again)
+        processes = f" in {group.world} processes" if group is not None and group.several else ""
+        progress.message(f"experiment {run.experiment} ({path}), seed {run.seed}, on {device}"
+                         f"{processes}, run folder {folder.path}")
+        results = _train_recording_failure(run, folder, device, progress, again, group)
     finally:
         folder.release_lock()
     if results is None:
@@ -53,17 +61,29 @@ def run_experiment(run, path: Path, device, progress, *, restart: bool, again: s
     return 0
 
 
-def _train_recording_failure(run, folder: RunFolder, device, progress, again: str) -> dict | None:
+def _follow(run, device, group) -> int:
+    """Rank 1 and above: train beside rank 0 on what it decides (finished already, the
+    checkpoint to resume from), writing nothing."""
+    from mgrb.training.distributed import SilentRun
+
+    if group.broadcast(None):
+        return 0
+    results = _train(run, SilentRun(run.folder), device, progress=None, again="", group=group)
+    return 130 if results is None else 0
+
+
+def _train_recording_failure(run, folder: RunFolder, device, progress, again: str,
+                             group=None) -> dict | None:
     """_train, leaving failed.json with the message when the run ends in an error, so that a
     reader does not take the folder for a run still under way or merely stopped."""
     try:
         try:
-            return _train(run, folder, device, progress, again)
+            return _train(run, folder, device, progress, again, group)
         except DamagedCheckpoints as error:
-            if not _agreed_to_start_over(error):
+            if (group is not None and group.several) or not _agreed_to_start_over(error):
                 raise
             folder.restart_if_damaged = True
-            return _train(run, folder, device, progress, again)
+            return _train(run, folder, device, progress, again, group)
     except MGRBError as error:
         _record(folder, str(error), type(error).__name__)
         raise
@@ -79,14 +99,14 @@ def _record(folder: RunFolder, message: str, kind: str) -> None:
         pass
 
 
-def _train(run, folder: RunFolder, device, progress, again: str) -> dict | None:
+def _train(run, folder: RunFolder, device, progress, again: str, group=None) -> dict | None:
     """The run's results, or None when it was stopped (a checkpoint is saved)."""
     import torch
 
     from mgrb.training.trainer import Interrupted, Trainer
 
     try:
-        return Trainer(run.config, folder, device, progress).train()
+        return Trainer(run.config, folder, device, progress, group).train()
     except torch.OutOfMemoryError as error:
         raise MGRBError(
             f"the device ran out of memory ({str(error).splitlines()[0][:120]}). Lower the "
@@ -95,6 +115,8 @@ def _train(run, folder: RunFolder, device, progress, again: str) -> dict | None:
             "checkpoint: once memory is free, the same command resumes it.") from None
     except (Interrupted, KeyboardInterrupt) as stop:
         where = str(stop) or "stopped at once; the last periodic checkpoint remains"
+        if not again:  # a process beside rank 0, which says this once
+            return None
         print(f"\ninterrupted: {where}. Run the same command again to resume:\n  {again}",
               file=sys.stderr)
         return None

@@ -51,11 +51,17 @@ def require_finite(losses: dict, *, phase: int, stage: str, epoch: int, lr: floa
             "lower train.lr is the usual cure (it changes the experiment: use a new --out).")
 
 
-def stage1_step(method, logits, optimizer, x, y) -> dict:
+def stage1_step(method, logits, optimizer, x, y, *, global_count: int | None = None,
+                world: int = 1) -> dict:
     """One stage-1 optimisation step: the method's loss on the batch, backward, update. The
-    loss terms stay on the device (the caller sums them; reading one would wait for it)."""
-    terms = method.stage1_loss(logits(x), y, x)
+    loss terms stay on the device (the caller sums them; reading one would wait for it).
+
+    Over several processes (docs/method.md section 11) each one's terms are its share of the
+    global batch's (`global_count` images); DistributedDataParallel averages the gradients
+    over the `world` processes, so the loss is scaled by `world` to make that average the
+    sum of the shares: the gradient of the global batch's loss."""
+    terms = method.stage1_loss(logits(x), y, x, count=global_count)
     optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
+    (terms["total"] * world if world > 1 else terms["total"]).backward()
     optimizer.step()
     return terms

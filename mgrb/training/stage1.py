@@ -15,6 +15,7 @@ from mgrb.method.phase import MGRBPhase
 from mgrb.store.runfolder import RunFolder
 from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
                                    require_finite, stage1_step)
+from mgrb.training.distributed import Group
 from mgrb.training.progress import Progress
 
 
@@ -32,14 +33,20 @@ class Stage1Loop:
     `save(position, optimizer)` writes a checkpoint, `checkpoint_due()` says whether
     train.checkpoint_minutes have passed. `epoch_generator` is the batch generator's state at
     the current epoch's start: a checkpoint records it so that a resume mid-epoch replays
-    the epoch's draws and lands on the same batch."""
+    the epoch's draws and lands on the same batch.
+
+    Over several processes (`group`), each trains on its part of every global batch; the
+    loss terms are summed over the processes where they are read, and a stop or a timed
+    checkpoint is agreed at those points only (every train.log_every batches), so that the
+    step itself never waits for the others."""
 
     def __init__(self, *, train: Train, model: torch.nn.Module, logits: Callable,
                  prepare: Callable, images, augment: Augment, generator: torch.Generator,
                  run: RunFolder, progress: Progress, phases: int,
                  save: Callable[[Position, object], None], checkpoint_due: Callable[[], bool],
-                 epoch_generator: torch.Tensor | None = None):
+                 epoch_generator: torch.Tensor | None = None, group: Group | None = None):
         self.train, self.model, self.logits, self.prepare = train, model, logits, prepare
+        self.group = group or Group()
         self.images, self.augment, self.generator = images, augment, generator
         self.run, self.progress, self.phases = run, progress, phases
         self.save, self.checkpoint_due = save, checkpoint_due
@@ -67,6 +74,12 @@ class Stage1Loop:
             if done or (epoch + 1) % self.train.checkpoint_every == 0:
                 self.save(Position(position.phase, "stage2" if done else "stage1", epoch + 1),
                           None if done else optimizer)
+            # one process reads a stop at every batch; several agree on it every
+            # train.log_every batches, which a short epoch may never reach, and here
+            if not done and self.group.several and self.group.stop_requested():
+                self.save(Position(position.phase, "stage1", epoch + 1), optimizer)
+                raise Interrupted(f"stopped in phase {position.phase + 1} after epoch "
+                                  f"{epoch + 1}; a checkpoint was saved there")
 
     def _epoch(self, phase: int, epoch: int, resume_at: int, method: MGRBPhase, split,
                optimizer):
@@ -81,31 +94,46 @@ class Stage1Loop:
         sums, seen_images, epoch_start, lr = {}, 0, time.monotonic(), train.lr
         batches = self.images.batches(split.train, train.batch_size, shuffle=True,
                                       augment=self.augment, generator=self.generator,
-                                      skip=resume_at)
+                                      skip=resume_at, part=self.group.part)
+        several, total = self.group.several, split.train.numel()
         for iteration, (x, y) in enumerate(batches, start=resume_at):
             lr = learning_rate(train.lr, epoch=epoch, iteration=iteration,
                                iterations=iterations, milestones=train.milestones,
                                decay=train.lr_decay, warmup_epochs=train.warmup_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            terms = stage1_step(method, self.logits, optimizer, self.prepare(x), y)
+            count = min(train.batch_size, total - iteration * train.batch_size)
+            terms = stage1_step(method, self.logits, optimizer, self.prepare(x), y,
+                                global_count=count if several else None, world=self.group.world)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value.detach()
-            seen_images += y.shape[0]
-            if (iteration + 1) % train.log_every == 0:
-                self._log_iteration(phase, epoch, iteration, iterations, sums,
+            seen_images += count
+            read_point = (iteration + 1) % train.log_every == 0
+            if read_point:
+                self._log_iteration(phase, epoch, iteration, iterations, self._summed(sums),
                                     iteration + 1 - resume_at, lr, seen_images, epoch_start)
-            if STOP_REQUESTED.is_set():
+            stop, due = STOP_REQUESTED.is_set(), self.checkpoint_due()
+            if several:
+                stop, due = self.group.agree(stop, due) if read_point else (False, False)
+            if stop:
                 require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
                 self.save(after_batch(phase, epoch, iteration, iterations), optimizer)
                 raise Interrupted(f"stopped in phase {phase + 1}, epoch {epoch + 1}, batch "
                                   f"{iteration + 1}; a checkpoint was saved there")
-            if self.checkpoint_due():  # train.checkpoint_minutes: long epochs lose little
+            if due:  # train.checkpoint_minutes: long epochs lose little
                 require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
                 self.save(after_batch(phase, epoch, iteration, iterations), optimizer)
         done = max(iterations - resume_at, 1)
-        losses = {name: round(float(value) / done, 6) for name, value in sums.items()}
+        losses = {name: round(float(value) / done, 6) for name, value in self._summed(sums).items()}
         return losses, lr, seen_images / max(time.monotonic() - epoch_start, 1e-9)
+
+    def _summed(self, sums: dict) -> dict:
+        """The terms of the global batches: each process holds its shares (one all-reduce)."""
+        if not self.group.several or not sums:
+            return sums
+        names = sorted(sums)
+        values = self.group.sum(torch.stack([sums[name] for name in names]))
+        return dict(zip(names, values))
 
     def _log_iteration(self, phase, epoch, iteration, iterations, sums, count, lr, images, start):
         rate = images / max(time.monotonic() - start, 1e-9)

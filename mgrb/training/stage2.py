@@ -18,12 +18,14 @@ from mgrb.training.progress import Progress
 def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase,
                        epoch_features: Callable[[], tuple[torch.Tensor, torch.Tensor]], *,
                        optimizer, train: Train, generator: torch.Generator, phase: int, phases: int,
-                       run: RunFolder, progress: Progress) -> None:
+                       run: RunFolder, progress: Progress,
+                       stop_requested: Callable[[], bool] = STOP_REQUESTED.is_set) -> None:
     """The backbone is frozen, so the classifier trains on the balanced set's features, which
     `epoch_features` gives for each epoch: the same ones computed once where the balanced set
     is not augmented (CIFAR, exactly what re-running the frozen backbone would give, at a
     fraction of the cost), new ones of newly augmented images where the original augments it
-    (miniImageNet, ImageNet-100; train.stage2_augment)."""
+    (miniImageNet, ImageNet-100; train.stage2_augment). `stop_requested`: where the run has
+    several processes, a stop that all of them agree on (distributed.py)."""
     classifier.train()
     epochs = train.stage2_epochs
     started = time.monotonic()
@@ -47,7 +49,7 @@ def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase,
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value.detach()
             batches += 1
-        if STOP_REQUESTED.is_set():  # stage 2 is short: it restarts from its beginning
+        if stop_requested():  # stage 2 is short: it restarts from its beginning
             raise Interrupted(f"stopped in stage 2 of phase {phase + 1}; it restarts from "
                               "the end of stage 1, where a checkpoint is saved")
         losses = {name: round(float(value) / batches, 6) for name, value in sums.items()}

@@ -20,6 +20,7 @@ from mgrb.training import evaluation
 from mgrb.training.checkpoints import CheckpointWriter
 from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
                                    require_finite)
+from mgrb.training.distributed import Group, LogitsModule
 from mgrb.training.environment import device_name, device_uuid
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import Compiler, Numerics, applied
@@ -28,6 +29,7 @@ from mgrb.training.results import build_results
 from mgrb.training.stage1 import Stage1Loop
 from mgrb.training.stage2 import retrain_classifier
 from mgrb.training.stream import open_stream
+from mgrb.training.syncbn import synchronise_batch_norm
 from mgrb.data.protocol import phase_split
 
 __all__ = ["STOP_REQUESTED", "Interrupted", "Position", "Trainer", "learning_rate",
@@ -38,8 +40,11 @@ CHECKPOINT_VERSION = 1
 
 class Trainer:
     def __init__(self, config: Experiment, run: RunFolder, device: torch.device,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, group: Group | None = None):
+        """`group`: this process's place in a run over several processes (distributed.py);
+        there, every process but rank 0 gets a `run` that writes nothing."""
         self.config, self.run, self.device = config, run, device
+        self.group = group or Group()
         self.progress = progress or Progress(quiet=True)
         self.train_cfg, self.method_cfg = config.train, config.method
 
@@ -52,6 +57,8 @@ class Trainer:
         backbone = build_backbone(self.config.model.backbone, self.stream.data.channels,
                                   self.config.model.stem)
         model = IncrementalNet(backbone, self.stream.protocol.seen(0)).to(self.device)
+        if self.group.several:  # the statistics of the global batch, as one process has them
+            synchronise_batch_norm(model)
         if self.numerics.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._set_model(model)
@@ -65,6 +72,15 @@ class Trainer:
     def _set_teacher(self, teacher: IncrementalNet | None) -> None:
         self.teacher = teacher
         self._teacher_backbone = None if teacher is None else self.compiler.wrap(teacher.backbone)
+
+    def _train_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's logits in a training step: through DistributedDataParallel, which
+        averages the gradients, where the run has several processes."""
+        return self._ddp(x) if self.group.several else self.logits(x)
+
+    def _numerics(self) -> dict:
+        described = self.numerics.describe()
+        return {**described, "processes": self.group.world} if self.group.several else described
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The student's fp32 logits (numerics.py: bf16 backbone at most, fp32 classifier)."""
@@ -97,12 +113,15 @@ class Trainer:
 
     def _save(self, position: Position, optimizer=None) -> None:
         """A host copy now; hashing and writing go on in the background while training
-        continues, and the checkpoint's event follows once it is on disk."""
+        continues, and the checkpoint's event follows once it is on disk. Rank 0 alone
+        writes: every process holds the same weights, optimizer state and generator."""
+        self._last_checkpoint = time.monotonic()
+        if not self.group.leader:
+            return
         self.checkpoints.submit(self._state(position, optimizer),
                                 {"event": "checkpoint", "phase": position.phase,
                                  "stage": position.stage, "epoch": position.epoch,
                                  "iteration": position.iteration})
-        self._last_checkpoint = time.monotonic()
 
     def _checkpoint_due(self) -> bool:
         minutes = self.train_cfg.checkpoint_minutes
@@ -151,7 +170,9 @@ class Trainer:
         self._build_model()
         self.hierarchy, self.phase_results, self._resumed_epoch_generator = None, [], None
         position, optimizer_state = Position(), None
-        state = self.run.load_checkpoint(self.progress.warn)
+        # rank 0 reads (and judges) the checkpoints; the others get its state
+        state = self.group.broadcast(
+            self.run.load_checkpoint(self.progress.warn) if self.group.leader else None)
         if state is not None:
             position, optimizer_state = self._restore(state)
             self.progress.message(f"resuming at phase {position.phase + 1}, {position.stage}, "
@@ -164,15 +185,16 @@ class Trainer:
                                    "experiment": self.config.name,
                                    "device": device_name(self.device),
                                    "device_uuid": device_uuid(self.device),
-                                   "numerics": self.numerics.describe()})
+                                   "numerics": self._numerics()})
         self.stage1 = Stage1Loop(
-            train=self.train_cfg, model=self.model, logits=self.logits, prepare=self._prepare,
+            train=self.train_cfg, model=self.model, logits=self._train_logits,
+            prepare=self._prepare, group=self.group,
             images=self.stream.train_set, augment=self.stream.augment, generator=self.generator,
             run=self.run, progress=self.progress, phases=self.stream.protocol.num_phases,
             save=self._save, checkpoint_due=self._checkpoint_due,
             epoch_generator=self._resumed_epoch_generator)
         for phase in range(position.phase, self.stream.protocol.num_phases):
-            if STOP_REQUESTED.is_set():
+            if self.group.stop_requested():
                 raise Interrupted(f"stopped before phase {phase + 1}; its checkpoint is saved")
             if position.phase != phase:
                 position, optimizer_state = Position(phase), None
@@ -201,6 +223,9 @@ class Trainer:
                               f"{n_old}-{n_seen - 1} new, {split.train.numel()} training "
                               f"images, hierarchy {self.hierarchy['kind']}")
         if position.stage == "stage1":
+            # (re)built each phase: the classifier has grown, and it makes rank 0's weights
+            # every process's (after a resume too)
+            self._ddp = self.group.wrap(LogitsModule(self.model, self.logits), self.device)
             optimizer = self._adamw(self.model.parameters())
             if optimizer_state is not None:
                 optimizer.load_state_dict(optimizer_state)
@@ -218,9 +243,11 @@ class Trainer:
             self._set_teacher(self._frozen(copy.deepcopy(self.model)))
             keep = not self.config.quirks.fresh_classifier
             self.model.renew_classifier(n_seen, keep_old_weights=keep)
-        self.hierarchy = phase_hierarchy(
+        # clustered once, by rank 0, and handed to the others
+        self.hierarchy = self.group.broadcast(phase_hierarchy(
             self.config, phase=phase, data=self.stream.data, order=self.stream.order,
             n_seen=n_seen, class_means=lambda: self._class_means(split.balanced, n_seen))
+            if self.group.leader else None)
         self.run.append_event({"event": "hierarchy", "phase": phase,
                                "hierarchy": public_description(self.hierarchy)})
 
@@ -258,14 +285,18 @@ class Trainer:
                            optimizer=self._adamw(self.model.classifier.parameters()),
                            train=self.train_cfg, generator=self.generator, phase=phase,
                            phases=self.stream.protocol.num_phases, run=self.run,
-                           progress=self.progress)
+                           progress=self.progress, stop_requested=self.group.stop_requested)
+        # every process trained the same classifier on the same features; rank 0's is kept
+        self.group.broadcast_parameters(self.model.classifier)
 
     # -- evaluation and results ----------------------------------------------------------
     def _evaluate(self, phase: int, n_old: int, split) -> None:
         self.model.eval()
+        mine = split.test[self.group.share(split.test.numel())]  # each process a part
         logits, labels = evaluation.predict(lambda x: self.logits(self._prepare(x)),
-                                            self.stream.test_set, split.test,
+                                            self.stream.test_set, mine,
                                             self.train_cfg.eval_batch_size)
+        logits, labels = self.group.gather_rows(logits), self.group.gather_rows(labels)
         report = evaluation.accuracy_report(logits, labels, n_old)
         result = {"phase": phase, "seen_classes": self.stream.protocol.seen(phase), **report,
                   "hierarchy": public_description(self.hierarchy),
@@ -284,7 +315,7 @@ class Trainer:
     def _finish(self) -> dict:
         results = build_results(self.config, self.stream, self.phase_results,
                                  wall_time_s=self._wall_time(), device=self.device,
-                                 numerics=self.numerics.describe(),
+                                 numerics=self._numerics(),
                                  compile_report=self.compiler.report())
         self.run.write_results(results)
         self.run.append_event({"event": "finished", "avg_top1": results["avg_top1"],

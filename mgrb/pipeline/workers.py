@@ -1,0 +1,115 @@
+"""`mgrb run --nproc N`: the same `mgrb run` in N processes on this machine, one per GPU (or
+sharing the CPU), each with the environment torchrun gives its workers (RANK, LOCAL_RANK,
+WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT). A run started by a user's own
+`torchrun --nproc-per-node N -m mgrb run ...` takes exactly the same path from there.
+
+Unlike torchrun, this keeps `mgrb run`'s exit statuses (0 finished, 130 stopped with a
+checkpoint, 2 a user error): a stop is passed to every process once, and a process that
+fails takes the others down instead of leaving them waiting for it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from mgrb.errors import MGRBError
+
+INTERRUPTED = 130
+GRACE_S = 30  # how long the others get to stop after one failed (they may wait in a collective)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """`argv` less its --nproc option (both `--nproc N` and `--nproc=N`)."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            kept.append(word)
+    return kept
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def check_gpus(nproc: int, device_choice: str) -> None:
+    """One process per GPU: refused here, once, rather than by every process."""
+    import torch
+
+    if device_choice == "cpu" or not torch.cuda.is_available():
+        return
+    count = torch.cuda.device_count()
+    if nproc > count:
+        raise MGRBError(f"--nproc {nproc}: {count} GPU{'s are' if count > 1 else ' is'} visible, "
+                        "and each process trains on a GPU of its own; ask for at most "
+                        f"{count}, or use --device cpu")
+
+
+def run_workers(argv: list[str], nproc: int, device_choice: str = "auto") -> int:
+    """Run `python -m mgrb <argv>` as `nproc` processes of one run; their exit status."""
+    check_gpus(nproc, device_choice)
+    port = free_port()
+    command = [sys.executable, "-m", "mgrb", *without_nproc(argv)]
+    workers, group = [], 0
+    for rank in range(nproc):
+        environment = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
+                       "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        # one process group of their own: a Ctrl-C at the terminal reaches this process,
+        # which passes it on once, as `mgrb reproduce` does for its runs
+        workers.append(subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL,
+                                        process_group=group))
+        group = group or workers[0].pid
+
+    def pass_on(signum, frame):
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _wait(workers)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop(workers, signal.SIGKILL, 0)
+
+
+def _wait(workers: list[subprocess.Popen]) -> int:
+    """Rank 0's status once all have ended; the first failure's, when one fails (the others
+    are stopped then: they would wait for it until the process group's timeout)."""
+    while True:
+        codes = [worker.poll() for worker in workers]
+        failed = [code for code in codes if code not in (None, 0, INTERRUPTED)]
+        if failed:
+            _stop(workers, signal.SIGTERM, GRACE_S)
+            return failed[0] if failed[0] > 0 else 1
+        if None not in codes:
+            return codes[0]
+        try:
+            workers[codes.index(None)].wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _stop(workers: list[subprocess.Popen], sig: int, grace_s: float) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(sig)
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        try:
+            worker.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
