@@ -113,6 +113,13 @@ def _train(run, folder: RunFolder, device, progress, again: str, group=None) -> 
             "batch size (--set train.batch_size=64; this changes the experiment, so use a new "
             "--out), or run fewer runs on this GPU at once. The run folder keeps its last "
             "checkpoint: once memory is free, the same command resumes it.") from None
+    except RuntimeError as error:
+        from mgrb.training.distributed import PeerLost, peer_lost
+
+        if group is not None and group.several and peer_lost(error):
+            raise PeerLost("another process of this run ended, so this one stopped too (the "
+                           "other's error says why); the last checkpoint remains") from None
+        raise
     except (Interrupted, KeyboardInterrupt) as stop:
         where = str(stop) or "stopped at once; the last periodic checkpoint remains"
         if not again:  # a process beside rank 0, which says this once

@@ -5,7 +5,9 @@ WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT). A run started by a user
 
 Unlike torchrun, this keeps `mgrb run`'s exit statuses (0 finished, 130 stopped with a
 checkpoint, 2 a user error): a stop is passed to every process once, and a process that
-fails takes the others down instead of leaving them waiting for it.
+fails takes the others down instead of leaving them waiting for it. Rank 0 speaks for the
+run; the others' error output is shown only when one of them failed on its own (not merely
+because rank 0 went away).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from mgrb.errors import MGRBError
 
 INTERRUPTED = 130
+PEER_LOST = 4  # distributed.PeerLost: stopped because another process of the run ended
 GRACE_S = 30  # how long the others get to stop after one failed (they may wait in a collective)
 
 
@@ -60,15 +64,16 @@ def run_workers(argv: list[str], nproc: int, device_choice: str = "auto") -> int
     check_gpus(nproc, device_choice)
     port = free_port()
     command = [sys.executable, "-m", "mgrb", *without_nproc(argv)]
-    workers, group = [], 0
+    workers, errors, group = [], [], 0
     for rank in range(nproc):
         environment = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
                        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         # one process group of their own: a Ctrl-C at the terminal reaches this process,
         # which passes it on once, as `mgrb reproduce` does for its runs
+        errors.append(None if rank == 0 else tempfile.TemporaryFile())
         workers.append(subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL,
-                                        process_group=group))
+                                        stderr=errors[-1], process_group=group))
         group = group or workers[0].pid
 
     def pass_on(signum, frame):
@@ -78,11 +83,34 @@ def run_workers(argv: list[str], nproc: int, device_choice: str = "auto") -> int
 
     previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _wait(workers)
+        code = _wait(workers)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _stop(workers, signal.SIGKILL, 0)
+    cause = _cause(workers)
+    if cause:
+        errors[cause].seek(0)
+        sys.stderr.write(f"process {cause} of {nproc}: "
+                         + errors[cause].read().decode("utf-8", "replace"))
+    for file in errors[1:]:
+        file.close()
+    if cause is not None:
+        return workers[cause].returncode if workers[cause].returncode > 0 else 1
+    return code
+
+
+def _failed_itself(code: int | None) -> bool:
+    """Ended in an error of its own: not finished, stopped, stopped by us, or stopped because
+    another process ended."""
+    return code not in (None, 0, INTERRUPTED, PEER_LOST, -signal.SIGTERM, -signal.SIGKILL)
+
+
+def _cause(workers: list[subprocess.Popen]) -> int | None:
+    """The rank whose own failure ended the run, rank 0 first (it has said why already);
+    None when none failed by itself."""
+    return next((rank for rank, worker in enumerate(workers)
+                 if _failed_itself(worker.returncode)), None)
 
 
 def _wait(workers: list[subprocess.Popen]) -> int:
@@ -90,7 +118,7 @@ def _wait(workers: list[subprocess.Popen]) -> int:
     are stopped then: they would wait for it until the process group's timeout)."""
     while True:
         codes = [worker.poll() for worker in workers]
-        failed = [code for code in codes if code not in (None, 0, INTERRUPTED)]
+        failed = [code for code in codes if code not in (None, 0, INTERRUPTED)]  # PEER_LOST too
         if failed:
             _stop(workers, signal.SIGTERM, GRACE_S)
             return failed[0] if failed[0] > 0 else 1

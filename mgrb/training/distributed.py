@@ -24,6 +24,21 @@ from mgrb.training.control import STOP_REQUESTED
 # (the visual hierarchy's clustering, loading a checkpoint) on a large data set.
 TIMEOUT = datetime.timedelta(minutes=30)
 
+# How gloo and NCCL say that another process of the group went away.
+PEER_GONE = ("closed by peer", "reset by peer", "remote worker", "remote process",
+             "ncclRemoteError", "Broken pipe")
+
+
+class PeerLost(MGRBError):
+    """This process stopped because another process of the run ended: that one's error is
+    the one to read. Its own exit status, so that the launcher can tell (workers.py)."""
+
+    exit_code = 4
+
+
+def peer_lost(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and any(sign in str(error) for sign in PEER_GONE)
+
 
 def environment_world() -> tuple[int, int, int]:
     """(rank, local rank, world size) as torchrun and `mgrb run --nproc` set them; (0, 0, 1)

@@ -144,3 +144,21 @@ def test_a_stopped_two_process_run_resumes_exactly_and_under_one_process(two_pro
     results = _results(copy)
     assert "processes" not in results["numerics"]
     assert abs(results["avg_top1"] - _results(out)["avg_top1"]) < 1.5
+
+
+def test_one_process_failing_stops_the_run_with_its_error_once(tmp_path):
+    """Rank 1 runs out of memory in phase 2: its error is shown, rank 0 stops (it would wait
+    for rank 1 forever) and says so, the exit status is rank 1's, the checkpoint remains."""
+    out = tmp_path / "run"
+    faults = Path(__file__).resolve().parents[1] / "faults"
+    environment = {**os.environ, "MGRB_TEST_FAULTS": "digits_5_1=oom_rank1",
+                   "PYTHONPATH": os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")])}
+    done = _mgrb("run", str(DIGITS), "--device", "cpu", "--nproc", "2", "--out", str(out),
+                 "--quiet", env=environment)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("process 1 of 2: mgrb: error: the device ran out of memory") == 1
+    assert "another process of this run ended" in done.stderr
+    assert "internal error" not in done.stderr
+    assert RunFolder(out).load_checkpoint(print)["phase"] == 1
+    assert not (out / "results.json").exists()
+

@@ -1,7 +1,7 @@
 """Faults for `mgrb run` processes started by tests, at the process boundary: Python loads
 this module at start-up when a test puts this folder on PYTHONPATH. MGRB_TEST_FAULTS names an
-experiment and what happens in its second phase: "a=oom,b=crash,c=nan". Nothing else loads
-it."""
+experiment and what happens in its second phase: "a=oom,b=crash,c=nan"; "d=oom_rank1": out of
+memory in the process of rank 1 only (a run over several processes). Nothing else loads it."""
 
 import os
 
@@ -17,6 +17,8 @@ if FAULTS:
 
     def _faulty_train_phase(self, position, optimizer_state):
         fault = FAULTS.get(self.config.name) if position.phase == 1 else None
+        if fault == "oom_rank1":
+            fault = "oom" if os.environ.get("RANK") == "1" else None
         if fault == "oom":  # what the CUDA caching allocator raises
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 "
                                          "has a total capacity of 79.19 GiB")
