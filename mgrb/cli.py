@@ -140,18 +140,39 @@ def command_reproduce(args) -> int:
     patterns = [p for item in args.experiments for p in item.replace(",", " ").split()]
     code = reproduce(experiments_dir=args.experiments_dir, patterns=patterns,
                      runs_dir=args.runs_dir, reports_dir=args.reports_dir, device=args.device,
-                     tolerance=args.tolerance, progress=Progress(quiet=args.quiet))
-    if code == 130:
+                     tolerance=args.tolerance, progress=Progress(quiet=args.quiet),
+                     slurm=_slurm_options(args))
+    if code == 130 and args.executor == "local":
         print("\ninterrupted. Run the same command again: finished runs are skipped and the "
               "interrupted one resumes from its last checkpoint", file=sys.stderr)
     return code
 
 
+def _slurm_options(args):
+    """SlurmOptions for --executor slurm; None for local runs, which take no Slurm option."""
+    given = [f"--{name.replace('_', '-')}" for name in SLURM_OPTIONS
+             if getattr(args, name) is not None and getattr(args, name) is not False]
+    if args.executor == "local":
+        if given:
+            raise MGRBError(f"{', '.join(given)}: only with --executor slurm")
+        return None
+    from mgrb.pipeline.slurm import MIN_TIME_MIN, SlurmOptions
+
+    if args.time_min is not None and args.time_min < MIN_TIME_MIN:
+        raise MGRBError(f"--time-min {args.time_min}: give at least {MIN_TIME_MIN} minutes; submitit "
+                        "takes every preemption of a job of 10 minutes or less for a time-out")
+    chosen = {name: getattr(args, name) for name in SLURM_OPTIONS if getattr(args, name) is not None}
+    return SlurmOptions(**chosen)
+
+
 def command_report(args) -> int:
+    from mgrb.pipeline.slurm_jobs import with_slurm_states
     from mgrb.reporting.check import BAD_INPUT, NOTHING_FINISHED
     from mgrb.reporting.report import collect, write_report
 
     found = collect(args.runs)
+    # a run of a Slurm job is pending, running, cancelled or failed as Slurm says
+    found.failed, found.unfinished = with_slurm_states(found.failed, found.unfinished)
     for folder in found.bad:
         print(f"mgrb: error: {folder.message}", file=sys.stderr)
     if found.bad:  # a report that silently left out a folder it was given would mislead
@@ -366,7 +387,39 @@ def _add_training_commands(commands) -> None:
     repro.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     repro.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
     repro.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_slurm_options(repro)
     repro.set_defaults(handler=command_reproduce)
+
+
+SLURM_OPTIONS = ("partition", "account", "time_min", "gpus_per_run", "parallel", "wait")
+
+
+def _add_slurm_options(repro) -> None:
+    slurm = repro.add_argument_group(
+        "cluster sweeps", "--executor slurm: each run (experiment and seed) a Slurm job of one "
+        "array, submitted through submitit; a preempted or timed-out job checkpoints, requeues "
+        "itself and resumes. Needs Slurm's commands and SLURM_CONF (or the default slurm.conf).")
+    slurm.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="local: one run after another on this machine (default); slurm: "
+                            "submit every run as a job")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--account", help="Slurm account to charge (default: yours)")
+    slurm.add_argument("--time-min", type=positive_int, metavar="MINUTES",
+                       help="time limit of each job, at least 11 (default 240); a run that needs "
+                            "longer checkpoints and requeues itself at the limit")
+    slurm.add_argument("--gpus-per-run", type=_count, metavar="N",
+                       help="GPUs of each job (default 1; 0: none); above 1, the run trains with "
+                            "one process per GPU (mgrb run --nproc N)")
+    slurm.add_argument("--parallel", type=positive_int, metavar="K",
+                       help="at most K jobs of the sweep running at once (default: no limit)")
+    slurm.add_argument("--wait", action="store_true",
+                       help="follow the jobs until all have ended, then write the report (without "
+                            "it, `mgrb report RUNS_DIR` writes it later)")
+
+
+def _count(text: str) -> int:
+    """argparse type of a count that may be 0."""
+    return 0 if text.strip() == "0" else positive_int(text)
 
 
 def _add_reading_commands(commands) -> None:

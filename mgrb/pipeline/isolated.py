@@ -33,10 +33,12 @@ class Outcome:
 
 
 def run_command(experiment: Path, out: Path, *, seed: int | None, device: str, quiet: bool,
-                experiments_dir: Path) -> list[str]:
+                experiments_dir: Path, nproc: int = 1) -> list[str]:
+    """`nproc`: processes (one per GPU) the run trains with; the option only where above 1."""
     command = [sys.executable, "-m", "mgrb.cli", "--experiments-dir", str(experiments_dir),
                "run", str(experiment), "--out", str(out), "--device", device]
     command += ["--seed", str(seed)] if seed is not None else []
+    command += ["--nproc", str(nproc)] if nproc > 1 else []
     return command + (["--quiet"] if quiet else [])
 
 
@@ -71,10 +73,10 @@ def run_isolated(command: list[str], *, stderr=None) -> Outcome:
             child.send_signal(signal.SIGTERM)
             child.wait()
         child.stderr.close()
-    return Outcome(code, None if code == 0 else _error_of(code, tail.decode("utf-8", "replace")))
+    return Outcome(code, None if code == 0 else error_of(code, tail.decode("utf-8", "replace")))
 
 
-def _error_of(code: int, output: str) -> str:
+def error_of(code: int, output: str) -> str:
     if code < 0:
         try:
             name = signal.Signals(-code).name

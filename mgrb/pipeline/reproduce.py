@@ -75,11 +75,12 @@ def _choose(available: dict, patterns: list[str], experiments_dir: Path) -> list
 
 
 def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, reports_dir: Path,
-              device: str, tolerance: float | None, progress) -> int:
+              device: str, tolerance: float | None, progress, slurm=None) -> int:
     """Every run in its own `mgrb run` process (isolated.py): a run that fails, crashes or runs
     out of memory is listed in the report with its message, and the batch goes on. The report
     covers every finished run in runs_dir of every experiment file, not only this call's, so
     that an experiment that fails now or cannot run never takes earlier results with it.
+    With `slurm` (SlurmOptions), each run is a Slurm job instead (slurm.py, sweep).
 
     Returns 0; 1 when a run failed; 3 when no chosen experiment has a finished run and none
     failed (nothing to judge: e.g. its data is missing); 130 when stopped (the stopped run
@@ -93,6 +94,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     selected = _choose(available, patterns, experiments_dir)
     failed: dict[Path, tuple[str, str]] = {}  # run folder -> (label, message)
     not_run: dict[str, str] = dict(unusable)
+    on_slurm = []  # (label, PlannedRun, its `mgrb run` command) for the Slurm jobs
     for file, reason in unusable.items():
         progress.warn(f"skipping {file}: {reason}")
     for path, config in selected:
@@ -109,6 +111,12 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
             if RunFolder(run.folder).is_finished():
                 progress.message(f"== {label}: finished earlier, skipped")
                 continue
+            if slurm is not None:  # absolute paths: a job may start in another folder
+                on_slurm.append((label, run, run_command(
+                    path.resolve(), (runs_dir / name).resolve(),
+                    seed=run.seed if config.seeds else None, device=device, quiet=False,
+                    experiments_dir=experiments_dir.resolve(), nproc=slurm.gpus_per_run)))
+                continue
             progress.message(f"== {label} -> {run.folder}")
             outcome = run_isolated(run_command(
                 path, runs_dir / name, seed=run.seed if config.seeds else None,
@@ -119,9 +127,17 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
             if not outcome.finished:
                 failed[run.folder] = (label, outcome.error)
                 progress.warn(f"{label} failed: {outcome.error}; going on with the next")
+    source = f"every finished run in {runs_dir} of the experiments in {experiments_dir}"
+    if slurm is not None:
+        from mgrb.pipeline.slurm import sweep
+
+        def report_after_jobs(failures):  # the jobs' end: the experiments with finished runs
+            return _report(sorted(available), runs_dir, reports_dir, tolerance, failures, not_run,
+                           source=source)[1]
+        return sweep(slurm, planned=on_slurm, chosen={config.name for _, config in selected},
+                     runs_dir=runs_dir, progress=progress, report=report_after_jobs)
     report, found = _report(sorted(available), runs_dir, reports_dir, tolerance, failed, not_run,
-                            source=f"every finished run in {runs_dir} of the experiments in "
-                                   f"{experiments_dir}")
+                            source=source)
     if failed:
         return 1
     return 0 if {config.name for _, config in selected} & set(found) else NOTHING_FINISHED
@@ -134,9 +150,11 @@ def _report(names: list[str], runs_dir: Path, reports_dir: Path, tolerance,
     Returns the report's path and the experiments that have finished runs."""
     from mgrb.reporting.check import format_table, group_rows
     from mgrb.reporting.report import collect, write_report
+    from mgrb.pipeline.slurm_jobs import with_slurm_states
     from mgrb.reporting.runs import DAMAGED, group_runs, one_line
 
     found = collect([runs_dir / name for name in names if (runs_dir / name).is_dir()])
+    found.failed, found.unfinished = with_slurm_states(found.failed, found.unfinished)
     groups = {name: runs for name, runs in found.groups.items() if name in names}
     now = {str(folder): entry for folder, entry in failed.items()}
     failures, unfinished = {}, {}

@@ -242,8 +242,17 @@ MAX_FAILURE_CHARS = 4000
 FAILED_CONTRACT = mapping({"message": (text(longest=MAX_FAILURE_CHARS), True),
                            "kind": (text(longest=128), False), "time": (number(0, 1e11), False)})
 
+SLURM_JOB_ID = re.compile(r"^(\d+)(?:_(\d+))?$")  # a job, or one task of an array: 12 or 12_3
+# slurm.json: the Slurm job that runs the folder (mgrb/pipeline/slurm_jobs.py)
+SLURM_CONTRACT = mapping({
+    "job_id": (text(pattern=SLURM_JOB_ID, longest=40, what="a Slurm job id (12 or 12_3)"), True),
+    "job_name": (text(longest=256), True), "cluster": (text(longest=256), True),
+    "submitted": (number(0, 1e11), True), "submitit_folder": (text(), True),
+    "log": (text(), True)})
+
 CONTRACTS = {"results": RESULTS_CONTRACT, "event": EVENT_CONTRACT, "lock": LOCK_CONTRACT,
-             "launch": LAUNCH_CONTRACT, "exit": EXIT_CONTRACT, "failed": FAILED_CONTRACT}
+             "launch": LAUNCH_CONTRACT, "exit": EXIT_CONTRACT, "failed": FAILED_CONTRACT,
+             "slurm": SLURM_CONTRACT}
 
 
 def check(kind: str, value, path) -> dict:

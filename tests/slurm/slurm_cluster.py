@@ -114,7 +114,9 @@ class LocalSlurm:
         assert match, f"no {key} in {self.conf}"
         return match.group(1)
 
-    def run(self, *args: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
+    # A client's call waits for slurmctld (and it for slurmd), each given MessageTimeout (10 s)
+    # and retries; on a loaded two-core machine a scancel was seen to take over 30 s.
+    def run(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}")
