@@ -31,9 +31,15 @@ from .settings import DOCKER
 NOT_RUN, QUEUED, RUNNING, STALLED, FINISHED, FAILED, INTERRUPTED, KILLED, UNKNOWN, BROKEN = (
     "not run", "queued", "running", "stalled", "finished", "failed", "interrupted", "killed",
     "unknown", "broken")
+# a run folder with slurm.json (`mgrb reproduce --executor slurm`): what Slurm says of its
+# job (slurm.py); unknown: squeue could not be asked
+SLURM_PENDING, SLURM_RUNNING, SLURM_UNKNOWN, CANCELLED = (
+    "slurm: pending", "slurm: running", "slurm: unknown", "cancelled")
 STATUSES = (NOT_RUN, QUEUED, RUNNING, STALLED, FINISHED, FAILED, INTERRUPTED, KILLED, UNKNOWN,
-            BROKEN)
+            BROKEN, SLURM_PENDING, SLURM_RUNNING, SLURM_UNKNOWN, CANCELLED)
 ACTIVE = (RUNNING, STALLED, UNKNOWN)  # a process or container may be at work: not started again
+# its Slurm job may be at work, on another node: not started here (a second trainer on its folder)
+SLURM_ACTIVE = (SLURM_PENDING, SLURM_RUNNING, SLURM_UNKNOWN)
 # `mgrb check`'s verdicts on a finished run (in its order), and the stages a phase goes through
 REPRODUCED, ABOVE, BELOW, NO_REFERENCE = VERDICTS
 STAGE1, STAGE2, EVALUATED = "stage1", "stage2", "evaluated"

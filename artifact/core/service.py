@@ -22,8 +22,10 @@ from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
 from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot, device_for
 from .owners import NotOurs
 from .records import clear_for_launch, read_launch, record_launch
-from .runs import ACTIVE, BROKEN, FINISHED, QUEUED, RUNNING, RunState, RunWatcher
+from .runs import (ACTIVE, BROKEN, FINISHED, QUEUED, RUNNING, SLURM_ACTIVE, RunState,
+                   RunWatcher)
 from .settings import DOCKER, MODE_NAMES, Settings
+from .slurm import SlurmWatch
 from .visibility import Plan, plan_slots, settings_problems
 
 # what a stop may be tried on: a queued run leaves the queue; a broken run may still have a
@@ -73,6 +75,7 @@ class Service:
         self._standing: set[str] = set()  # GPU problems already told, while they last
         self._gpu: GpuSnapshot | None = None
         self._states: dict[str, RunState] = {}  # as the last poll saw them: what actions judge by
+        self.slurm = SlurmWatch()
         self.reload()
 
     # -- reading -----------------------------------------------------------------------
@@ -86,13 +89,16 @@ class Service:
         return self.watchers[name].experiment
 
     def poll(self, now: float | None = None) -> Snapshot:
+        # squeue may take seconds: asked before taking the lock that the UI's actions need
+        self.slurm.refresh([folder for watcher in list(self.watchers.values())
+                            for folder in watcher.experiment.run_folders])
         with self._lock:
             self.local.reap()
             gpu = self._gpu = self.gpu_monitor.read()
             states = {name: self._refresh(watcher, now) for name, watcher in self.watchers.items()}
             queued = self.queue.names()
             for name in queued:
-                if name in states and states[name].status not in ACTIVE:
+                if name in states and states[name].status not in (*ACTIVE, *SLURM_ACTIVE):
                     states[name].status, states[name].detail = QUEUED, "waiting for a free slot"
             self._start_queued(states, self._plan(gpu))
             messages, self._messages = self._messages, []
@@ -102,8 +108,10 @@ class Service:
 
     def _refresh(self, watcher: RunWatcher, now: float | None) -> RunState:
         try:
-            return watcher.refresh(stall_after_s=self.settings.stall_after_s,
-                                   probe=self._docker_probe, now=now)
+            state = watcher.refresh(stall_after_s=self.settings.stall_after_s,
+                                    probe=self._docker_probe, now=now)
+            self.slurm.apply(state, watcher.experiment.run_folders)
+            return state
         except Exception as error:  # noqa: BLE001 - one run folder must not blank the table
             return RunState(BROKEN, detail=f"the launcher cannot read this run's folder: "
                                            f"{explain(error)}")
@@ -118,14 +126,17 @@ class Service:
 
     # -- actions -------------------------------------------------------------------------
     def launch(self, names: list[str]) -> Launched:
-        """Queue the experiments; they start as slots free up. An unknown experiment, or one
-        whose data is missing, is refused; the next poll drops from the queue a run that is
-        already at work (`_start_queued`)."""
+        """Queue the experiments; they start as slots free up. An unknown experiment, one
+        whose data is missing, or one whose Slurm job may be at work is refused; the next poll
+        drops from the queue a run that is already at work (`_start_queued`)."""
         refused, queued = [], []
         with self._lock:
             for name in names:
                 if name not in self.watchers:
                     refused.append(f"{name}: no such experiment")
+                    continue
+                if name in self._states and self._states[name].status in SLURM_ACTIVE:
+                    refused.append(_under_slurm(name, self._states[name]))
                     continue
                 experiment = self.watchers[name].experiment
                 if not experiment.data_present:
@@ -144,6 +155,9 @@ class Service:
         leaves the queue, a run that may have a process is stopped (`stop`), and any other
         is left alone."""
         state = self._states.get(name)
+        if state is not None and state.status in SLURM_ACTIVE:
+            return Answer(f"{name} is Slurm's to stop ({state.detail}): scancel its job",
+                          done=False)
         if state is None or state.status not in STOPPABLE:
             return Answer(f"{name} is not running", done=False)
         if state.status == QUEUED:
@@ -221,7 +235,7 @@ class Service:
         plan = plan_slots(gpu.gpus, self.settings.gpus, self.environ)
         damaged = [d for d in (self._settings_damage, self.queue.damage) if d]
         # Checked every poll, told once: again only after the problem has gone and come back.
-        standing = list(plan.problems) + damaged
+        standing = list(plan.problems) + damaged + self.slurm.notes
         self._messages += [p for p in standing if p not in self._standing]
         self._standing = set(standing)
         return plan
@@ -236,6 +250,10 @@ class Service:
         running_on = [(s.launch or {}).get("gpu") for s in states.values() if s.status in ACTIVE]
         for name in self.queue.names():
             state = states.get(name)
+            if state is not None and state.status in SLURM_ACTIVE:  # queued before a poll saw it
+                self.queue.remove(name)
+                self._messages.append(_under_slurm(name, state))
+                continue
             if state is None or state.status in ACTIVE or (
                     state.status == FINISHED and not state.launch):
                 self.queue.remove(name)
@@ -319,6 +337,12 @@ class Service:
                 runner.logs_tail(run.container_id).splitlines()
         except DockerUnavailable as error:
             return None, None, [str(error)]
+
+
+def _under_slurm(name: str, state: RunState) -> str:
+    """Why a run whose Slurm job may be at work is not started here; the detail names the job."""
+    return (f"{name}: not launched: {state.detail}. Started here as well, two trainers would "
+            "write its run folder; cancel the Slurm job first (scancel) to run it here.")
 
 
 def _owned_container(runner, experiment: Experiment, launch: dict):

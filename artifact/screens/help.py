@@ -9,8 +9,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
-from artifact.core.runs import (ABOVE, BELOW, BROKEN, FAILED, FINISHED, INTERRUPTED, KILLED,
-                                NO_REFERENCE, NOT_RUN, QUEUED, REPRODUCED, RUNNING, STALLED)
+from artifact.core.runs import (ABOVE, BELOW, BROKEN, CANCELLED, FAILED, FINISHED, INTERRUPTED,
+                                KILLED, NO_REFERENCE, NOT_RUN, QUEUED, REPRODUCED, RUNNING,
+                                SLURM_PENDING, SLURM_RUNNING, SLURM_UNKNOWN, STALLED)
 
 HELP = f"""\
 # MGRB artifact launcher
@@ -44,6 +45,9 @@ training events for the time set in settings); *{FINISHED}* with the verdict of 
 (the trainer's error is shown); *{INTERRUPTED}* (stopped with a checkpoint: launch to resume);
 *{KILLED}* (ended from outside: launch to resume from the last checkpoint); *{BROKEN}* (a file of
 the run folder is damaged or was made elsewhere: the detail names the file and the field).
+A run submitted with `mgrb reproduce --executor slurm` shows its Slurm job's state: *{SLURM_PENDING}*,
+*{SLURM_RUNNING}* (perhaps on another node), *{SLURM_UNKNOWN}* (squeue could not be asked) and
+*{CANCELLED}*; the first three are not launched here.
 
 The launcher stops only a process it can prove is the run's (the one it started, or the
 trainer holding the run's lock on this machine); otherwise it says why it cannot.

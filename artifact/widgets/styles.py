@@ -17,14 +17,15 @@ import re
 from rich.text import Text
 from textual.content import Content
 
-from artifact.core.runs import (ABOVE, BELOW, BROKEN, FAILED, FINISHED, INTERRUPTED, KILLED,
-                                NO_REFERENCE, NOT_RUN, QUEUED, REPRODUCED, RUNNING, STALLED,
-                                UNKNOWN)
+from artifact.core.runs import (ABOVE, BELOW, BROKEN, CANCELLED, FAILED, FINISHED, INTERRUPTED,
+                                KILLED, NO_REFERENCE, NOT_RUN, QUEUED, REPRODUCED, RUNNING,
+                                SLURM_PENDING, SLURM_RUNNING, SLURM_UNKNOWN, STALLED, UNKNOWN)
 
 STATUS_STYLE = {
     NOT_RUN: "bright_black", QUEUED: "blue", RUNNING: "yellow", STALLED: "magenta",
     FINISHED: "green", FAILED: "bold red", INTERRUPTED: "dark_orange", KILLED: "bold red",
-    UNKNOWN: "magenta", BROKEN: "bold red",
+    UNKNOWN: "magenta", BROKEN: "bold red", SLURM_PENDING: "blue", SLURM_RUNNING: "yellow",
+    SLURM_UNKNOWN: "magenta", CANCELLED: "dark_orange",
 }
 VERDICT_STYLE = {REPRODUCED: "bold green", ABOVE: "bold cyan", BELOW: "bold red",
                  NO_REFERENCE: "bright_black"}
