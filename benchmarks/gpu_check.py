@@ -10,7 +10,9 @@ on a CIFAR-100-shaped data set written in torchvision's pickle layout (synthetic
   d. the bench table: fast path against the original-style pipeline, model FLOP/s and the
      share of the bf16 peak, 1/2/4 runs packed;
   e. an NVML reading of this machine, in the shapes the launcher's tests replay;
-  f. no host sync inside a mid-epoch fast-path step (from the bench, CUDA's sync debug mode).
+  f. no host sync inside a mid-epoch fast-path step (from the bench, CUDA's sync debug mode);
+  g. the fp32 run of (a) under `mgrb run --nproc 2` (two GPUs with NCCL; skipped with fewer;
+     gloo on the CPU): two processes, top-1 near the one-process run's in every phase.
 On a GPU the sizes are a few thousand images and ResNet-34 (under 10 minutes on one H100 is
 the target). Without CUDA the same steps run on the CPU at a small size, which proves the
 script and the CPU path only: the summary says plainly that no GPU was measured.
@@ -83,7 +85,7 @@ class Runs:
     def __init__(self, work: Path, device: str, timeout: float):
         self.work, self.device, self.timeout = work, device, timeout
 
-    def start(self, config: dict, label: str) -> subprocess.Popen:
+    def start(self, config: dict, label: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         import yaml
 
         path = self.work / f"{label}.yaml"
@@ -91,7 +93,8 @@ class Runs:
         log = open(self.work / f"{label}.log", "ab")  # noqa: SIM115 - closed in finish()
         process = subprocess.Popen(
             [sys.executable, "-m", "mgrb.cli", "run", str(path), "--out", str(self.folder(label)),
-             "--device", self.device], stdout=log, stderr=subprocess.STDOUT, env=child_env())
+             "--device", self.device, *extra], stdout=log, stderr=subprocess.STDOUT,
+            env=child_env())
         process.log = log
         return process
 
@@ -174,6 +177,35 @@ def judge_run(name: str, outcome: dict, *, precision: str, compiled: bool, on_gp
     return check(name, not problems, "; ".join(problems) or detail, top1=top1,
                  wall_time_s=results["wall_time_s"], compile=report,
                  numerics=results["numerics"], device=results["device"])
+
+
+# -- g. one run over two processes ---------------------------------------------------------
+NPROC_TOLERANCE = 3.0  # points of top-1 per phase: float sums in another order, nothing more
+
+
+def two_processes(runs: Runs, data: Path, profile: dict, matrix: list[dict], on_gpu: bool,
+                  gpus: int) -> list[dict]:
+    """The matrix's fp32 run again under `mgrb run --nproc 2` (NCCL on two GPUs, gloo on the
+    CPU): it finishes as two processes and lands near the one-process run in every phase."""
+    if on_gpu and gpus < 2:
+        say(f"  [skip] g. --nproc 2: {gpus} GPU here; it needs two")
+        return []
+    config = experiment("gpu_check_fp32_0", data, profile, precision="fp32", compile=False)
+    outcome = runs.finish(runs.start(config, "nproc-2", ("--nproc", "2")), "nproc-2")
+    judged = judge_run("g. fp32, --nproc 2", outcome, precision="fp32", compiled=False,
+                       on_gpu=on_gpu, learned=profile["learned"])
+    reference = next(c for c in matrix if c["check"] == "a. fp32-compile-off")
+    if not (judged["ok"] and reference["ok"]):
+        return [judged]
+    processes = outcome["results"]["numerics"].get("processes")
+    gaps = [abs(a - b) for a, b in zip(judged["top1"], reference["top1"])]
+    ok = processes == 2 and max(gaps) <= NPROC_TOLERANCE
+    return [check("g. fp32, --nproc 2", ok,
+                  f"{processes} processes; top-1 by phase "
+                  f"{', '.join(f'{t:.2f}' for t in judged['top1'])} against one process's "
+                  f"{', '.join(f'{t:.2f}' for t in reference['top1'])}; "
+                  f"{judged['wall_time_s']:.0f} s against {reference['wall_time_s']:.0f} s",
+                  top1=judged["top1"], wall_time_s=judged["wall_time_s"], processes=processes)]
 
 
 # -- b and c. determinism, and a resume after SIGKILL ----------------------------------------
@@ -383,6 +415,9 @@ def run_checks(work: Path, device: str, profile: dict, name: str, torch, args) -
     on_gpu = device == "cuda"
     say("a. fp32 and bf16, compile off and on, 3 phases, both stages:")
     checks = numerics_matrix(runs, data, profile, on_gpu)
+    say("g. the fp32 run over two processes (DistributedDataParallel):")
+    checks += two_processes(runs, data, profile, checks, on_gpu,
+                            torch.cuda.device_count() if on_gpu else 0)
     say("b, c. deterministic mode twice; killed with SIGKILL and resumed:")
     checks += determinism(runs, data, profile)
     say("d, f. the bench table (benchmarks/bench_step.py):")

@@ -207,7 +207,7 @@ def test_timed_windows_take_only_mid_epoch_batches_after_a_whole_warm_up_epoch(s
     # seconds on a loaded CPU, a linear one nothing
     tiny = torch.nn.Linear(3 * 32 * 32, bench_step.N_SEEN)
     step.forward = lambda x: tiny(x.flatten(1))
-    step.method = SimpleNamespace(stage1_loss=lambda logits, y, x: {"total": logits.sum()})
+    step.method = SimpleNamespace(stage1_loss=lambda logits, y, x, count=None: {"total": logits.sum()})
     calls = []
     taken = []
     original_next = step._next_batch

@@ -26,10 +26,12 @@ def test_the_cpu_mode_runs_every_step_and_says_no_gpu_was_measured(tmp_path):
     report = json.loads(path.read_text())
     names = [c["check"] for c in report["checks"]]
     assert names == ["a. fp32-compile-off", "a. bf16-compile-off", "a. fp32-compile-on",
-                     "a. bf16-compile-on", "b. deterministic twice",
+                     "a. bf16-compile-on", "g. fp32, --nproc 2", "b. deterministic twice",
                      "c. SIGKILL mid-run, then resume", "d. bench"]
     assert all(c["ok"] for c in report["checks"])
     assert report["gpu_measured"] is False and report["device_type"] == "cpu"
+    (two,) = [c for c in report["checks"] if c["check"].startswith("g.")]
+    assert two["processes"] == 2  # gloo on the CPU: the code path a GPU pair takes with NCCL
     compiled = [c for c in report["checks"] if c["check"].endswith("compile-on")]
     assert all(c["compile"]["graphs"] >= 1 for c in compiled)
     assert report["bench"]["fast_images_per_s"] > 0

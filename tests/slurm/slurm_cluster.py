@@ -122,6 +122,19 @@ class LocalSlurm:
             raise AssertionError(f"{' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}")
         return result
 
+    def run_when_accepted(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """run(), again while Slurm answers that the job "can not be altered now, try again
+        later" (a job in a passing state, e.g. while another task of its array changes)."""
+        def attempt():
+            result = self.run(*args, check=False)
+            if result.returncode == 0:
+                return result
+            assert "try again later" in result.stderr, \
+                f"{' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+            return None
+
+        return wait_for(attempt, timeout, f"{' '.join(args)} accepted", interval=0.5)
+
     def sbatch(self, *args: str) -> str:
         return self.run("sbatch", "--parsable", *args).stdout.strip().split(";")[0]
 

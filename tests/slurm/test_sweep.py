@@ -89,24 +89,17 @@ def test_a_sweep_preempted_mid_run_resumes_exactly_and_reports_a_cancelled_run(l
         arrays = local_slurm.run("squeue", "--noheader", "--format=%F").stdout.split()
         assert set(arrays) == {records["digits_5_1"].array_job_id}, arrays
 
-        local_slurm.run("scancel", records["digits_cancelled"].job_id)
+        local_slurm.run_when_accepted("scancel", records["digits_cancelled"].job_id)
 
         # preempted in its second phase: Slurm's warning signal reaches the job's processes
         demo_job = records["digits_5_1"].job_id
         wait_for(lambda: _training_in_phase(runs / "digits_5_1" / "events.jsonl", 1), 120,
                  "digits_5_1 training in phase 2")
-        local_slurm.run("scancel", "--signal=USR2", demo_job)
+        preempt(local_slurm, demo_job)
 
         # it requeued itself: pending, held back about 120 s; started sooner as
         # scripts/local-slurm.sh explains (once the hold shows, and a second after the requeue)
-        def held():
-            info = local_slurm.jobs(demo_job)[0]
-            return (info["JobState"] == "PENDING" and info["Restarts"] == "1"
-                    and datetime.fromisoformat(info["EligibleTime"]) - datetime.now() > timedelta(seconds=60))
-        wait_for(held, 60, f"job {demo_job} requeued and held")
-        seen = time.time()
-        wait_for(lambda: time.time() >= int(seen) + 2, 3, "a second after the requeue", 0.05)
-        local_slurm.run("scontrol", "update", f"JobId={demo_job}", "StartTime=now")
+        hurry_requeued(local_slurm, demo_job)
 
         out, err = sweep.communicate(timeout=300)
     finally:
@@ -227,3 +220,51 @@ def test_slurm_options_need_the_slurm_executor_and_time_above_10_minutes(tmp_pat
     assert main([*_sweep_command(experiments, tmp_path)[3:], "--time-min", "10"]) == 2
     assert capsys.readouterr().err.startswith("mgrb: error: --time-min 10: give at least 11 minutes")
     assert not (tmp_path / "runs").exists()
+
+
+def preempt(local_slurm, job: str) -> None:
+    """Slurm's warning signal to a running job, as a preempting site sends it. scancel may
+    answer "try again later" (seen on a loaded machine) even when the job got the signal, and
+    requeued itself already: that counts as delivered; otherwise it is sent again."""
+    def delivered():
+        result = local_slurm.run("scancel", "--signal=USR2", job, check=False)
+        info = (local_slurm.jobs(job) or [{}])[0]
+        if result.returncode == 0 or info.get("Restarts", "0") != "0":
+            return True
+        assert "try again later" in result.stderr, result.stderr
+        delivered.last = f"{result.stderr.strip()}; job {info.get('JobState')}"
+        return False
+
+    delivered.last = None
+    wait_for(delivered, 60, f"USR2 delivered to job {job}", interval=1)
+
+
+def hurry_requeued(local_slurm, job: str) -> None:
+    """Wait until the job has requeued itself, then spare the test Slurm's 120 s hold on it.
+    The hold may only be lifted once it shows and a second has passed since the requeue
+    (sooner: "Job credential revoked"); where the job runs again already, or the hold does not
+    show in time (a loaded machine), it is left alone: the job then starts after the hold,
+    within the sweep's wait."""
+    def requeued():
+        info = (local_slurm.jobs(job) or [{}])[0]
+        return info if info.get("Restarts", "0") != "0" else None
+
+    info = wait_for(requeued, 120, f"job {job} requeued")
+
+    def held():
+        now = (local_slurm.jobs(job) or [{}])[0]
+        if now.get("JobState") != "PENDING":
+            return "not pending"
+        when = now.get("EligibleTime", "Unknown")
+        eligible = datetime.fromisoformat(when) if when[:1].isdigit() else None
+        return "held" if eligible and eligible - datetime.now() > timedelta(seconds=60) else None
+
+    try:
+        state = wait_for(held, 30, f"job {job} held after its requeue ({info.get('JobState')})")
+    except AssertionError:
+        return
+    if state == "held":
+        seen = time.time()
+        wait_for(lambda: time.time() >= int(seen) + 2, 3, "a second after the requeue", 0.05)
+        local_slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+
