@@ -92,7 +92,7 @@ class TensorBatches:
                 mine = contiguous_part(end - start, *part)
                 start, end = start + mine.start, start + mine.stop
             x = self._gather(indices[start:end], number).float().div_(255)
-            if thetas is not None:
+            if thetas is not None and end > start:  # a process's part may be empty
                 x = resample(x, thetas[start:end], out_size=self.out_size,
                              resized=augment.random_resized_crop)
             elif self.out_size:
@@ -179,13 +179,19 @@ class FileBatches:
         # Worker seeds derive from the run's generator so augmentation follows the run seed;
         # each process of a run over several adds its rank, so their crops differ.
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator else 0
-        loader = torch.utils.data.DataLoader(
+        loader = iter(torch.utils.data.DataLoader(
             _ImageFiles(self.paths, self.labels, self._transform(augment)),
-            batch_sampler=[batch.tolist() for batch in chosen], num_workers=self.num_workers,
-            pin_memory=torch.device(self.device).type == "cuda",
+            batch_sampler=[batch.tolist() for batch in chosen if batch.numel()],
+            num_workers=self.num_workers, pin_memory=torch.device(self.device).type == "cuda",
             generator=torch.Generator().manual_seed(seed + (part[0] if part else 0)),
-            persistent_workers=False)
-        for x, y in loader:
+            persistent_workers=False))
+        for batch in chosen:
+            if not batch.numel():  # this process's part of a batch smaller than the processes
+                side = self.image_size
+                yield (torch.empty((0, 3, side, side), device=self.device),
+                       torch.empty(0, dtype=torch.long, device=self.device))
+                continue
+            x, y = next(loader)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 

@@ -226,6 +226,8 @@ def join(device_choice: str) -> tuple[Group, str]:
 
 
 def leave(group: Group) -> None:
+    """No collective here: this runs on the way out of an error too (a peer gone), where one
+    would raise over the error that says why. mgrb/__main__.py ends the process at once."""
     if group.several:
         import torch.distributed as dist
 

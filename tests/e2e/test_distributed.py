@@ -44,6 +44,8 @@ def _steps(out: Path, world: int) -> dict:
 
 
 def test_two_processes_take_the_same_steps_as_one(tmp_path):
+    """Every loss term, the gradients and the weights, an uneven batch and an empty part
+    included (distributed_steps.py)."""
     one, two = _steps(tmp_path / "one.pt", 1), _steps(tmp_path / "two.pt", 2)
     for single, shared in zip(one["steps"], two["steps"]):
         assert single.keys() == shared.keys() == {"cls", "kd", "mg", "total"}
@@ -51,7 +53,8 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
             assert shared[name] == pytest.approx(single[name], rel=1e-5)
     for name, gradient in one["gradients"].items():
         torch.testing.assert_close(two["gradients"][name], gradient, rtol=1e-4, atol=1e-6)
-    # weights after two AdamW steps, and the running statistics of the synchronised batch norm
+    # weights after the three SGD steps, and the running statistics of the synchronised
+    # batch norm
     for name, value in one["state"].items():
         torch.testing.assert_close(two["state"][name], value, rtol=1e-4, atol=1e-5)
     assert any("running_var" in name for name in one["state"])
