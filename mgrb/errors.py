@@ -21,3 +21,10 @@ class WordNetError(MGRBError):
 
 class RunFolderError(MGRBError):
     """A run folder that cannot be used (locked, unwritable, from another experiment)."""
+
+
+class PeerLost(MGRBError):
+    """A process of a run over several stopped because another one ended: that one's error is
+    the one to read. Its own exit status, by which `mgrb run --nproc` tells (pipeline/workers.py)."""
+
+    exit_code = 4

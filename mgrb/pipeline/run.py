@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mgrb.config.schema import ABSENT_MEANS
-from mgrb.errors import MGRBError
+from mgrb.errors import MGRBError, PeerLost
 from mgrb.store.runfolder import DamagedCheckpoints, RunFolder
 
 
@@ -114,7 +114,7 @@ def _train(run, folder: RunFolder, device, progress, again: str, group=None) -> 
             "--out), or run fewer runs on this GPU at once. The run folder keeps its last "
             "checkpoint: once memory is free, the same command resumes it.") from None
     except RuntimeError as error:
-        from mgrb.training.distributed import PeerLost, peer_lost
+        from mgrb.training.distributed import peer_lost
 
         if group is not None and group.several and peer_lost(error):
             raise PeerLost("another process of this run ended, so this one stopped too (the "

@@ -20,10 +20,10 @@ import sys
 import tempfile
 import time
 
-from mgrb.errors import MGRBError
+from mgrb.errors import MGRBError, PeerLost
 
 INTERRUPTED = 130
-PEER_LOST = 4  # distributed.PeerLost: stopped because another process of the run ended
+PEER_LOST = PeerLost.exit_code  # stopped because another process of the run ended
 GRACE_S = 30  # how long the others get to stop after one failed (they may wait in a collective)
 
 

@@ -29,13 +29,6 @@ PEER_GONE = ("closed by peer", "reset by peer", "remote worker", "remote process
              "ncclRemoteError", "Broken pipe")
 
 
-class PeerLost(MGRBError):
-    """This process stopped because another process of the run ended: that one's error is
-    the one to read. Its own exit status, so that the launcher can tell (workers.py)."""
-
-    exit_code = 4
-
-
 def peer_lost(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(sign in str(error) for sign in PEER_GONE)
 

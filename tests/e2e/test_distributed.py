@@ -5,7 +5,6 @@ starting it, and a stop and resume under another number of processes."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mgrb.pipeline.workers import free_port
 from mgrb.store.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow
@@ -22,14 +22,8 @@ STEPS = Path(__file__).with_name("distributed_steps.py")
 DIGITS = Path(__file__).resolve().parents[2] / "experiments" / "digits_5_1.yaml"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _steps(out: Path, world: int) -> dict:
-    port = str(_free_port())
+    port = str(free_port())
     processes = []
     for rank in range(world):
         environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
