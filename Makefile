@@ -57,7 +57,8 @@ help:
 	@echo "make image-tui    the launcher inside the image (local-process mode, GPUs mounted)"
 	@echo "make lint         hadolint on the Dockerfile, ruff, and the import contracts between layers"
 	@echo "make lock         regenerate requirements.lock (pip-compile, hashes)"
-	@echo "make bench        images/s of a training step (fast vs original-style); the ImageNet-100 data path"
+	@echo "make bench        images/s of a training step (fast vs original-style); the ImageNet-100 data path;"
+	@echo "                  the step's ATen ops on a simulated CUDA device"
 	@echo "make image-bench  the same inside the image on its GPUs; results land in RUNS/.bench"
 	@echo "make gpu-check    prove the GPU path here (CPU at a small size without one): benchmarks/results/"
 	@echo "make image-gpu-check  the same inside the image on its GPUs; results land in RUNS/gpu-check"
@@ -159,10 +160,13 @@ lint: $(SETUP)
 # ImageNet-shaped step included; on a CPU: the same measurements with a few steps (slow, and
 # only the ratios are meaningful). Then the data path: the ImageNet-100 cache's prepare rate and
 # its loader's images/s. Both write to <runs>/.bench ($MGRB_RUNS, else runs/), where `mgrb list`
-# reads the step rates.
+# reads the step rates. Last, on any machine, the training step on a simulated CUDA device:
+# ATen operations, host reads and blocking copies of a mid-epoch step, in
+# benchmarks/results/simulated-cuda-steps.json (benchmarks/simulated_steps.py).
 bench: $(SETUP)
 	$(PY) -m benchmarks.bench_step
 	$(PY) -m benchmarks.bench_data
+	$(PY) -m benchmarks.simulated_steps --out benchmarks/results
 
 # The GPU path end to end: numerics matrix, determinism, SIGKILL and resume, the bench table,
 # an NVML reading. Without CUDA it runs the same steps on the CPU at a small size and says so.

@@ -87,7 +87,7 @@ def command_resume(args) -> int:
 def _train(config, runs, path: Path, args, *, again: str) -> int:
     from mgrb.pipeline.run import run_experiment
     from mgrb.training.distributed import environment_world, join, leave
-    from mgrb.training.environment import resolve_device
+    from mgrb.devices import resolve_device
     from mgrb.training.numerics import prepare_process
     from mgrb.training.progress import Progress
 
@@ -96,6 +96,7 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
 
         return run_workers(args.argv, args.nproc, args.device)
     prepare_process(config.train.deterministic)  # before anything starts CUDA
+    _share_compiled_code(runs[0].folder)
     group, device_choice = join(args.device)
     device = resolve_device(device_choice)
     progress = Progress(quiet=args.quiet or not group.leader)
@@ -112,6 +113,19 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
     finally:
         leave(group)
     return 0
+
+
+def _share_compiled_code(folder: Path) -> None:
+    """torch.compile's caches in the runs folder ($MGRB_RUNS, else ./runs, or the parent of a
+    run folder given with --out outside it), where later runs and containers find them,
+    rather than in /tmp; settings of the user's own stay."""
+    from mgrb.training.numerics import compile_cache
+
+    runs_dir = _default_dir("MGRB_RUNS", "runs").resolve()
+    folder = folder.resolve()
+    place = runs_dir if folder.is_relative_to(runs_dir) else folder.parent
+    for variable, value in compile_cache(place).items():
+        os.environ.setdefault(variable, value)
 
 
 def _nproc_words(args) -> list[str]:
@@ -313,6 +327,16 @@ def command_data_prepare(args) -> int:
     return 0
 
 
+def device_choice(text: str) -> str:
+    """argparse type of --device: auto, cpu, cuda or cuda:N (mgrb.devices turns it into the
+    device a run uses)."""
+    from mgrb.devices import DEVICE_CHOICE
+
+    if not DEVICE_CHOICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, cpu, cuda or cuda:N")
+    return text
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count (also the benchmarks'): a whole number of at least 1."""
     try:
@@ -349,7 +373,8 @@ def _add_training_commands(commands) -> None:
     run.add_argument("experiment", help="experiment file, or a name from `mgrb list`")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a setting, e.g. --set train.epochs=3 (repeatable)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--device", type=device_choice, default="auto",
+                     help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     run.add_argument("--out", type=Path,
                      help="run folder (default: $MGRB_RUNS/<name>, else runs/<name>)")
     run.add_argument("--seed", type=int, help="only this seed of an experiment that lists seeds")
@@ -365,7 +390,8 @@ def _add_training_commands(commands) -> None:
     resume = commands.add_parser(
         "resume", help="continue a run folder from its saved configuration (--set included)")
     resume.add_argument("folder", type=Path, metavar="RUN_DIR")
-    resume.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    resume.add_argument("--device", type=device_choice, default="auto",
+                        help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     resume.add_argument("--quiet", action="store_true",
                         help="no progress output (warnings and errors are still shown)")
     resume.add_argument("--restart", action="store_true",
@@ -384,7 +410,8 @@ def _add_training_commands(commands) -> None:
     repro.add_argument("--reports-dir", type=Path,
                        default=_default_dir("MGRB_REPORTS", "reports"),
                        help="report folder (default: $MGRB_REPORTS or ./reports)")
-    repro.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    repro.add_argument("--device", type=device_choice, default="auto",
+                       help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     repro.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
     repro.add_argument("--quiet", action="store_true", help="no progress output")
     _add_slurm_options(repro)

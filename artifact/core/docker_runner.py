@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgrb.devices import GPU_SHARE_VARIABLE
+
 from .explain import looks_raw, os_cause, os_reason
 from .owners import CONTAINER_ID, NotOurs, container_problem
 
@@ -195,10 +197,10 @@ class DockerRunner:
 
     # -- runs ------------------------------------------------------------------------------
     def start(self, *, experiment: str, run: str, gpus: list[str] | None,
-              extra_args: list[str] | tuple[str, ...] = ()) -> ContainerRun:
+              extra_args: list[str] | tuple[str, ...] = (), gpu_share: int = 1) -> ContainerRun:
         """Start `mgrb run` in a container; gpus: NVML UUIDs, None for all GPUs, [] for none
         (CPU). A GPU run gets `--device cuda`: without the GPU it fails instead of training
-        on the CPU."""
+        on the CPU. `gpu_share`: how many runs may share the GPU (LocalLauncher.start)."""
         device_args, cuda_env = _device_settings(gpus)
         self.check()  # `containers.run` would pull a missing image from a registry
         docker, requests = _sdk()
@@ -219,7 +221,7 @@ class DockerRunner:
                 network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"],
                 pids_limit=PIDS_LIMIT,
                 environment={"MGRB_RUNS": "/runs", "MGRB_DATA": "/data", "MGRB_IMAGE_ID": image_id,
-                             **cuda_env},
+                             GPU_SHARE_VARIABLE: str(gpu_share), **cuda_env},
                 device_requests=device_requests or None)
             try:
                 container.start()  # the daemon resolves GPU requests here, not at create

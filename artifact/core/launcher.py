@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from mgrb.devices import GPU_SHARE_VARIABLE
 from mgrb.store import contracts
 from mgrb.store.processes import identity
 from mgrb.store.contracts import RunFileError
@@ -92,9 +93,11 @@ class LocalLauncher:
         self._children: list[subprocess.Popen] = []
 
     def start(self, experiment: Experiment, gpu: int | None, gpu_uuid: str | None = None,
-              extra_args: tuple[str, ...] = ()) -> dict:
+              extra_args: tuple[str, ...] = (), gpu_share: int = 1) -> dict:
         """On a GPU the run gets `--device cuda`, so that a GPU CUDA cannot use fails the run
-        with the trainer's error instead of training on the CPU."""
+        with the trainer's error instead of training on the CPU. `gpu_share`: how many runs
+        may share that GPU (runs_per_gpu); the run keeps its images on the GPU only if they fit
+        its share (mgrb.devices.resident_budget)."""
         device, visible = device_for(gpu, gpu_uuid)
         base = experiment.base_folder
         command = [self.python, "-m", "mgrb.cli", "run", str(Path(experiment.path).resolve()),
@@ -105,7 +108,7 @@ class LocalLauncher:
         base.mkdir(parents=True, exist_ok=True)
         clear_for_launch(base)
         env = {**self.environ, "MGRB_RUNS": str(self.runs_dir), "PYTHONUNBUFFERED": "1",
-               "CUDA_VISIBLE_DEVICES": visible}
+               "CUDA_VISIBLE_DEVICES": visible, GPU_SHARE_VARIABLE: str(gpu_share)}
         log = open_log_for_append(base)
         try:
             # Popen returns once the child has exec'd: its command line is the supervisor's,

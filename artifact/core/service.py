@@ -285,12 +285,13 @@ class Service:
             hand_over(experiment.base_folder, os.getuid())
             run = self._docker_runner().start(experiment=experiment.name,
                                               run=experiment.base_folder.name,
-                                              gpus=[] if gpu is None else [uuid])
+                                              gpus=[] if gpu is None else [uuid],
+                                              gpu_share=self.settings.runs_per_gpu)
             record_launch(experiment.base_folder, {"mode": DOCKER, "container": run.container_id,
                                                    "name": run.name, "gpu": gpu, "gpu_uuid": uuid,
                                                    "device": device})
             return
-        self.local.start(experiment, gpu, uuid)
+        self.local.start(experiment, gpu, uuid, gpu_share=self.settings.runs_per_gpu)
 
     def mode_refusal(self, settings: Settings) -> str | None:
         """One line saying why `settings` cannot switch to Docker mode (no daemon answers

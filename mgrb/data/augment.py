@@ -120,7 +120,11 @@ def resample(images: torch.Tensor, theta: torch.Tensor, *, out_size: int | None 
     frame = grid - theta[:, None, None, :, 2]
     if resized:
         frame = frame / theta[:, None, None, :, :2].norm(dim=-1)
-    size = torch.tensor(shape[:-3:-1], dtype=grid.dtype, device=grid.device)  # (W, H)
-    index = torch.round(((frame + 1) * size - 1) / 2)
-    inside = ((index >= 0) & (index <= size - 1)).all(dim=-1)
+    inside = None
+    for axis, size in enumerate(shape[:-3:-1]):  # x against the width, y against the height
+        # Python numbers, not a tensor of sizes: building one on the device is a copy the
+        # host waits for, every batch
+        index = torch.round(((frame[..., axis] + 1) * size - 1) / 2)
+        fits = (index >= 0) & (index <= size - 1)
+        inside = fits if inside is None else inside & fits
     return out * inside.unsqueeze(1).to(out.dtype)

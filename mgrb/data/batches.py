@@ -14,9 +14,7 @@ from pathlib import Path
 import torch
 
 from mgrb.data.augment import Augment, draw_affine, resample
-
-
-RESIDENT_SHARE = 0.5  # of the GPU's free memory the images may take: the rest is training's
+from mgrb.devices import indexed, resident_budget
 
 
 def contiguous_part(count: int, rank: int, world: int) -> slice:
@@ -29,11 +27,9 @@ def contiguous_part(count: int, rank: int, world: int) -> slice:
 
 def fits_on(device: torch.device, nbytes: int) -> bool:
     """Whether images of `nbytes` may live on `device`: always on the CPU; on a GPU when they
-    take at most half of its free memory."""
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= RESIDENT_SHARE * free
+    fit this run's budget there (mgrb.devices.resident_budget)."""
+    budget = resident_budget(device)
+    return budget is None or nbytes <= budget
 
 
 class TensorBatches:
@@ -44,7 +40,7 @@ class TensorBatches:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, device, *,
                  out_size: int | None = None, resident: bool | None = None):
-        self.device = torch.device(device)
+        self.device = indexed(device)
         if resident is None:
             resident = fits_on(self.device, images.numel() * images.element_size())
         self.resident = resident
@@ -91,7 +87,7 @@ class TensorBatches:
             if part is not None:
                 mine = contiguous_part(end - start, *part)
                 start, end = start + mine.start, start + mine.stop
-            x = self._gather(indices[start:end], number).float().div_(255)
+            x = self._gather(indices[start:end], on_device[start:end], number).float().div_(255)
             if thetas is not None and end > start:  # a process's part may be empty
                 x = resample(x, thetas[start:end], out_size=self.out_size,
                              resized=augment.random_resized_crop)
@@ -100,12 +96,13 @@ class TensorBatches:
                 x = x[..., margin:margin + self.out_size, margin:margin + self.out_size]
             yield (x - self.mean) / self.std, self.labels[on_device[start:end]]
 
-    def _gather(self, chosen: torch.Tensor, number: int) -> torch.Tensor:
-        """The batch's uint8 images on the training device."""
-        if self.images.device == self.device:
-            return self.images[chosen.to(self.device)]
-        if self.device.type != "cuda":
-            return self.images[chosen.cpu()]
+    def _gather(self, chosen: torch.Tensor, chosen_on_device: torch.Tensor,
+                number: int) -> torch.Tensor:
+        """The batch's uint8 images on the training device. `chosen`: their indices on the
+        CPU, `chosen_on_device`: the same on the training device (copied there once an epoch:
+        a copy per batch would make the host wait for the device every batch)."""
+        if self.resident or self.device.type != "cuda":
+            return self.images[chosen_on_device]
         # Two pinned buffers in turn: a batch is gathered into one while the copy from the
         # other may still run; an event says when a buffer's copy is done and it may be reused.
         if len(self._staging) < 2 or self._staging[0][0].shape[0] < chosen.numel():
@@ -115,7 +112,7 @@ class TensorBatches:
         if copied is not None:
             copied.synchronize()
         rows = buffer[:chosen.numel()]
-        torch.index_select(self.images, 0, chosen.cpu(), out=rows)
+        torch.index_select(self.images, 0, chosen, out=rows)
         batch = rows.to(self.device, non_blocking=True)
         event = torch.cuda.Event()
         event.record()

@@ -147,7 +147,15 @@ class Group:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
+        keywords = buffer_keywords(DistributedDataParallel)
+        wrapped = DistributedDataParallel(module, device_ids=ids, **keywords)
+        if "broadcast_buffers" in keywords:  # which left them out of the broadcast at wrapping
+            import torch.distributed as dist
+
+            with torch.no_grad():
+                for buffer in module.buffers():
+                    dist.broadcast(buffer, src=0)
+        return wrapped
 
     def _device(self) -> torch.device:
         import torch.distributed as dist
@@ -155,6 +163,19 @@ class Group:
         if dist.get_backend() == "nccl":
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
+
+
+def buffer_keywords(ddp_class) -> dict:
+    """DistributedDataParallel's keyword for "no buffer broadcast before every forward":
+    `forward_sync_buffers` from torch 2.12 (`broadcast_buffers` is deprecated there), and
+    `broadcast_buffers` before (the GPU machines this is first checked on have 2.11, where
+    the new keyword raises a TypeError). The old one also leaves the buffers out of the
+    broadcast at wrapping, so `Group.wrap` then broadcasts them itself."""
+    import inspect
+
+    if "forward_sync_buffers" in inspect.signature(ddp_class.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 class LogitsModule(torch.nn.Module):
@@ -199,7 +220,8 @@ def join(device_choice: str) -> tuple[Group, str]:
         return Group(), device_choice
     import torch.distributed as dist
 
-    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    use_cuda = device_choice.startswith("cuda") or (device_choice == "auto"
+                                                   and torch.cuda.is_available())
     if use_cuda:
         if local >= torch.cuda.device_count():
             raise MGRBError(f"process {rank} of {world} wants GPU {local}, but "

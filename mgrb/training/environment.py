@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from importlib import metadata
 
 import torch
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        from mgrb.errors import MGRBError
-
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise MGRBError(
-            f"--device cuda: no CUDA device is visible to PyTorch (torch {torch.__version__}, "
-            f"built for CUDA {torch.version.cuda}; CUDA_VISIBLE_DEVICES="
-            f"{'unset' if visible is None else repr(visible)}). Usual causes: no NVIDIA driver, "
-            f"or one too old for CUDA {torch.version.cuda}; a CUDA_VISIBLE_DEVICES that names "
-            "no GPU; a GPU in MIG mode without a MIG device named. This run does not fall back "
-            "to the CPU: ask for that with --device cpu.")
-    return torch.device(choice)
 
 
 def device_name(device: torch.device) -> str:

@@ -13,8 +13,14 @@ What each setting means, on every device:
 - `auto` on the CPU: fp32.
 - `deterministic: true`: strict. An operation without a deterministic kernel raises, and the
   run stops with a message naming it, rather than warn and give results that differ.
-- `compile: true`: the backbone (student and teacher) compiled once for the whole run with a
-  dynamic batch dimension; the classifier, which grows every phase, stays eager.
+- `compile`: the backbone (student and teacher) compiled once for the whole run with a
+  dynamic batch dimension; the classifier, which grows every phase, stays eager. `auto` (the
+  default) compiles on a GPU where a C compiler is on PATH (Triton builds its launchers with
+  it) and not on the CPU, where compiling costs more than it saves on the small runs made
+  there; `true` insists, and stops a run that has no compiler. Inductor and Triton keep what
+  they compile in $TORCHINDUCTOR_CACHE_DIR and $TRITON_CACHE_DIR, which `mgrb run` points
+  into the runs folder (`compile_cache`), so a later run of the same shapes, in another
+  process or container, does not compile again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,23 +57,30 @@ class Numerics:
     channels_last: bool
     compile: bool
     deterministic: bool
+    compile_choice: str = "set: false"  # how `compile` was decided, for results.json
 
     @classmethod
     def resolve(cls, device: torch.device, *, precision: str = "auto",
-                channels_last: bool | str = "auto", compile: bool = False,
+                channels_last: bool | str = "auto", compile: bool | str = False,
                 deterministic: bool = False) -> Numerics:
         """The run's numerics from the `train` settings of the same names ("auto": the
-        fast choice on a GPU, fp32 and the default layout on the CPU)."""
+        fast choice on a GPU, fp32, the default layout and no compiling on the CPU)."""
         on_gpu = device.type == "cuda"
+        compiled, choice = _compile_choice(compile, device.type)
         return cls(device_type=device.type,
                    bf16=precision == "bf16" or (precision == "auto" and on_gpu),
                    channels_last=channels_last is True or (channels_last == "auto" and on_gpu),
-                   compile=compile, deterministic=deterministic)
+                   compile=compiled, deterministic=deterministic, compile_choice=choice)
 
     @classmethod
     def of(cls, train: Train, device: torch.device) -> Numerics:
         return cls.resolve(device, precision=train.precision, channels_last=train.channels_last,
                            compile=train.compile, deterministic=train.deterministic)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """Of the networks' 4-D weights and the batches they take."""
+        return torch.channels_last if self.channels_last else torch.preserve_format
 
     @property
     def fused_optimizer(self) -> bool:
@@ -89,6 +103,7 @@ class Numerics:
                 "autocast": "bfloat16, backbone only" if self.bf16 else "off",
                 "logits_and_losses": "float32", "tf32": False,
                 "channels_last": self.channels_last, "compile": self.compile,
+                "compile_choice": self.compile_choice,
                 "deterministic": self.deterministic,
                 "cudnn_benchmark": self.device_type == "cuda" and not self.deterministic,
                 "optimizer": "AdamW (fused)" if self.fused_optimizer else "AdamW"}
@@ -193,7 +208,10 @@ class Compiler:
             return {"enabled": False}
         now = _dynamo_counts()
         grew = {key: now[key] - self._start[key] for key in now}
-        return {"enabled": True, "graphs": grew["graphs"],
+        # graphs Inductor took from its cache rather than compiled (an earlier run's)
+        return {"enabled": True, "cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+                "cache_hits": grew["cache_hits"], "cache_misses": grew["cache_misses"],
+                "graphs": grew["graphs"],
                 "fallbacks_to_eager": grew["frames"] - grew["ok"], "graph_breaks": grew["breaks"],
                 "recompile_limit": torch._dynamo.config.recompile_limit}
 
@@ -214,16 +232,46 @@ def _dynamo_counts() -> dict:
     from torch._dynamo.utils import counters
 
     return {"graphs": counters["stats"]["unique_graphs"], "frames": counters["frames"]["total"],
-            "ok": counters["frames"]["ok"], "breaks": sum(counters["graph_break"].values())}
+            "ok": counters["frames"]["ok"], "breaks": sum(counters["graph_break"].values()),
+            "cache_hits": counters["inductor"]["fxgraph_cache_hit"],
+            "cache_misses": counters["inductor"]["fxgraph_cache_miss"]}
+
+
+def _compile_choice(setting: bool | str, device_type: str) -> tuple[bool, str]:
+    """(compile or not, how that was decided) for train.compile on this device."""
+    if setting != "auto":
+        return bool(setting), f"set: {str(bool(setting)).lower()}"
+    if device_type != "cuda":
+        return False, "auto: off on the CPU"
+    found = _compiler(device_type)
+    if found is None:
+        return False, "auto: off, no C compiler on PATH for Triton"
+    return True, f"auto: on (CUDA, C compiler {found})"
+
+
+def _compiler(device_type: str) -> str | None:
+    """The compiler Inductor (C++ on the CPU) or Triton (a C launcher on a GPU) would use."""
+    names = ("c++", "g++", "clang++") if device_type == "cpu" else ("cc", "gcc", "clang")
+    wanted = os.environ.get("CXX" if device_type == "cpu" else "CC")
+    if wanted and shutil.which(wanted):
+        return wanted
+    return next((name for name in names if shutil.which(name)), None)
+
+
+def compile_cache(runs_dir: Path) -> dict[str, str]:
+    """Where Inductor and Triton keep compiled code for runs under `runs_dir`: the environment
+    to set before anything compiles (a user's own settings stay)."""
+    folder = Path(runs_dir) / ".cache"
+    return {"TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"),
+            "TRITON_CACHE_DIR": str(folder / "triton")}
 
 
 def _check_compiler(device_type: str) -> None:
     """Inductor writes C++ on the CPU, and Triton builds a C launcher on a GPU: either needs a
     compiler on PATH at run time, which a slim image may lack."""
-    names = ("c++", "g++", "clang++") if device_type == "cpu" else ("cc", "gcc", "clang")
-    wanted = os.environ.get("CXX" if device_type == "cpu" else "CC")
-    if (wanted and shutil.which(wanted)) or any(shutil.which(name) for name in names):
+    if _compiler(device_type) is not None:
         return
+    names = ("c++", "g++", "clang++") if device_type == "cpu" else ("cc", "gcc", "clang")
     raise MGRBError(f"train.compile: true needs a {'C++' if device_type == 'cpu' else 'C'} compiler "
                     f"on PATH at run time ({'Inductor' if device_type == 'cpu' else 'Triton'} "
                     f"builds its kernels with it) and none of {', '.join(names)} was found. "

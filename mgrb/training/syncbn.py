@@ -1,8 +1,13 @@
 """Batch norm over the whole global batch when a run is spread over several processes, so
 that its statistics are those of the single-process run (docs/method.md section 9).
 
-torch.nn.SyncBatchNorm refuses CPU tensors, and the CPU (gloo) is where this is tested; this
-one works on any backend. Each process's batch statistics are gathered and combined:
+On GPUs (NCCL) that is torch.nn.SyncBatchNorm: fused CUDA kernels, one all-gather a layer
+in the forward pass and one all-reduce in the backward. It refuses CPU tensors, and the CPU
+(gloo) is where the multi-process path is tested, so there the layers are SyncedBatchNorm2d,
+written here for any backend. Both keep BatchNorm2d's parameters and buffers under the same
+names, so a checkpoint moves between them and a single-process run.
+
+SyncedBatchNorm2d gathers each process's batch statistics and combines them:
 
     N = sum_r n_r,   mean = sum_r n_r mean_r / N,
     var = sum_r n_r (var_r + (mean_r - mean)^2) / N              (biased, to normalise)
@@ -67,17 +72,23 @@ class SyncedBatchNorm2d(nn.BatchNorm2d):
         return y.to(x.dtype)
 
 
-def synchronise_batch_norm(module: nn.Module) -> nn.Module:
-    """`module` with every BatchNorm2d made a SyncedBatchNorm2d in place (same tensors)."""
+def synchronise_batch_norm(module: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """`module` with every BatchNorm2d synchronised over the processes: SyncBatchNorm on a
+    CUDA device, SyncedBatchNorm2d elsewhere. Call before moving the module to `device`;
+    returns the module (a new one only when `module` is itself a batch norm)."""
+    if torch.device(device).type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _to_synced(module)
+
+
+def _to_synced(module: nn.Module) -> nn.Module:
+    if type(module) is nn.BatchNorm2d:
+        synced = SyncedBatchNorm2d(module.num_features, eps=module.eps, momentum=module.momentum,
+                                   affine=module.affine,
+                                   track_running_stats=module.track_running_stats)
+        synced.load_state_dict(module.state_dict())
+        synced.train(module.training)
+        return synced.to(next(module.buffers()).device)
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            synced = SyncedBatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum,
-                                       affine=child.affine,
-                                       track_running_stats=child.track_running_stats)
-            synced.load_state_dict(child.state_dict())
-            synced.train(child.training)
-            synced.to(next(child.buffers()).device)
-            setattr(module, name, synced)
-        else:
-            synchronise_batch_norm(child)
+        setattr(module, name, _to_synced(child))
     return module

@@ -56,12 +56,11 @@ class Trainer:
         torch.manual_seed(self.train_cfg.seed)
         backbone = build_backbone(self.config.model.backbone, self.stream.data.channels,
                                   self.config.model.stem)
-        model = IncrementalNet(backbone, self.stream.protocol.seen(0)).to(self.device)
+        model = IncrementalNet(backbone, self.stream.protocol.seen(0))
         if self.group.several:  # the statistics of the global batch, as one process has them
-            synchronise_batch_norm(model)
-        if self.numerics.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self._set_model(model)
+            model = synchronise_batch_norm(model, self.device)
+        # device and layout in one conversion: one copy of each weight
+        self._set_model(model.to(self.device, memory_format=self.numerics.memory_format))
         self.teacher = None
         self.generator = torch.Generator().manual_seed(self.train_cfg.seed)
 
@@ -128,13 +127,14 @@ class Trainer:
         return bool(minutes) and time.monotonic() - self._last_checkpoint >= 60 * minutes
 
     def _network_like(self, state: dict) -> IncrementalNet:
+        """The model's copy (device and layout included) holding `state`."""
         network = copy.deepcopy(self.model)
         network.renew_classifier(state["classifier.weight"].shape[0])
         network.load_state_dict(state)
         return network
 
     def _restore(self, state: dict) -> tuple[Position, dict | None]:
-        self._set_model(self._network_like(state["model"]).to(self.device))
+        self._set_model(self._network_like(state["model"]))
         if state["teacher"] is not None:
             self._set_teacher(self._frozen(self._network_like(state["teacher"])))
         self.generator.set_state(state["generator"])

@@ -92,7 +92,7 @@ class _Started(Exception):
     pass
 
 
-def _launched_with(monkeypatch, tmp_path, gpu, uuid, environ):
+def _launched_with(monkeypatch, tmp_path, gpu, uuid, environ, **options):
     """The supervisor's command line and environment, caught before any process starts."""
     seen = {}
 
@@ -102,7 +102,8 @@ def _launched_with(monkeypatch, tmp_path, gpu, uuid, environ):
 
     monkeypatch.setattr(subprocess, "Popen", popen)
     with pytest.raises(_Started):
-        LocalLauncher(tmp_path / "runs", environ=environ).start(_experiment(tmp_path), gpu, uuid)
+        LocalLauncher(tmp_path / "runs", environ=environ).start(_experiment(tmp_path), gpu, uuid,
+                                                                **options)
     return seen["command"], seen["env"]
 
 
@@ -115,6 +116,15 @@ def test_a_slot_becomes_device_and_cuda_visible_devices(monkeypatch, tmp_path, g
     assert command[-4:] == ["run", path, "--device", device]
     assert env["CUDA_VISIBLE_DEVICES"] == visible  # never an index, never the inherited list
     assert env["HOME"] == "/h" and env["MGRB_RUNS"] == str((tmp_path / "runs").resolve())
+
+
+@pytest.mark.parametrize("share", [1, 2, 4])
+def test_a_run_is_told_how_many_runs_share_its_gpu(monkeypatch, tmp_path, share):
+    """So that two packed ImageNet-100 runs do not each take the GPU for their images
+    (tests/simcuda/test_devices.py follows the variable into the batch maker)."""
+    _, env = _launched_with(monkeypatch, tmp_path, 1, FAKE_UUID, {"MGRB_GPU_SHARE": "9"},
+                            gpu_share=share)
+    assert env["MGRB_GPU_SHARE"] == str(share)  # the setting, not an inherited value
 
 
 @pytest.mark.parametrize("uuid", [None, "", "1"])
@@ -323,10 +333,11 @@ class _RecordingLauncher:
     are tested above with the real class)."""
 
     def __init__(self):
-        self.started, self.stopped = [], []
+        self.started, self.stopped, self.shares = [], [], []
 
-    def start(self, experiment, gpu, gpu_uuid=None, extra_args=()):
+    def start(self, experiment, gpu, gpu_uuid=None, extra_args=(), gpu_share=1):
         self.started.append((experiment.name, gpu, gpu_uuid))
+        self.shares.append(gpu_share)
 
     def stop(self, experiment, force=False):
         self.stopped.append((experiment.name, force))
@@ -365,6 +376,17 @@ def test_an_empty_inherited_value_sends_runs_to_the_cpu(tmp_path):
     service.launch(["tiny"])
     assert service.poll().messages == []
     assert service.local.started == [("tiny", None, None)]
+
+
+def test_packed_runs_are_told_their_share_of_the_gpu(tmp_path):
+    reading = nvml_reading()
+    first = reading["devices"][0]["uuid"]
+    service = _service(tmp_path, reading, {"CUDA_VISIBLE_DEVICES": first},
+                       Settings(runs_per_gpu=2), names=("tiny", "other"))
+    service.launch(["tiny", "other"])
+    service.poll()
+    assert service.local.started == [("tiny", 0, first), ("other", 0, first)]
+    assert service.local.shares == [2, 2]
 
 
 def test_a_configured_gpu_nvml_does_not_report_is_said_once(tmp_path):

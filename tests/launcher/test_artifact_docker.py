@@ -49,7 +49,7 @@ def _pulled(engine):
 
 def test_start_sends_command_gpus_mounts_shm_labels_and_user(engine, make_runner, tmp_path):
     run = make_runner().start(experiment="c100_ont_10_10", run="c100_ont_10_10/seed-1",
-                              gpus=[GPU_A, GPU_B])
+                              gpus=[GPU_A, GPU_B], gpu_share=2)
     (body,) = _created(engine)
     assert body["Image"] == IMAGE
     assert body["Cmd"] == ["mgrb", "run", "c100_ont_10_10", "--out", "/runs/c100_ont_10_10/seed-1",
@@ -57,8 +57,10 @@ def test_start_sends_command_gpus_mounts_shm_labels_and_user(engine, make_runner
     assert body["Labels"] == {"org.mgrb.experiment": "c100_ont_10_10",
                               "org.mgrb.run": "c100_ont_10_10/seed-1", "org.mgrb.launcher": "mgrb-tui",
                               "org.mgrb.runs": str(tmp_path / "runs")}
+    # MGRB_GPU_SHARE: runs packed two to a GPU keep their images there only if they fit half
     assert sorted(body["Env"]) == [f"CUDA_VISIBLE_DEVICES={GPU_A},{GPU_B}", "MGRB_DATA=/data",
-                                   "MGRB_IMAGE_ID=sha256:" + "ab" * 32, "MGRB_RUNS=/runs"]
+                                   "MGRB_GPU_SHARE=2", "MGRB_IMAGE_ID=sha256:" + "ab" * 32,
+                                   "MGRB_RUNS=/runs"]
     assert body["User"] == ("1000:1000" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}")
     host = body["HostConfig"]
     assert host["ShmSize"] == 16 * 1024 ** 3

@@ -24,7 +24,7 @@ class _RecordingLauncher:
     def __init__(self):
         self.started = []
 
-    def start(self, experiment, gpu, gpu_uuid=None, extra_args=()):
+    def start(self, experiment, gpu, gpu_uuid=None, extra_args=(), gpu_share=1):
         self.started.append(experiment.name)
 
     def reap(self):
