@@ -1,5 +1,12 @@
 """`make gpu-check`: the one command that proves the GPU path, on the machine it runs on.
 
+    PYTHONPATH=. python -m benchmarks.gpu_check [--only a,b,...] [--budget-s SECONDS]
+
+needs only torch and PyYAML (and numpy, which torch brings): where `make setup` cannot run,
+as on a lent GPU machine without a package registry, this is the command. A check whose
+modules are missing (the bench's reference style needs torchvision and Pillow) is skipped
+and says why.
+
 Every step goes through the real entry points (`mgrb run` processes, `make bench`'s script),
 on a CIFAR-100-shaped data set written in torchvision's pickle layout (synthetic_cifar.py):
   a. 3 phases, both stages, for fp32 and bf16, torch.compile off and on: every run finishes,
@@ -8,22 +15,28 @@ on a CIFAR-100-shaped data set written in torchvision's pickle layout (synthetic
   c. deterministic mode killed with SIGKILL mid-run (mid-epoch checkpoints every few batches),
      then resumed: identical to (b);
   d. the bench table: fast path against the original-style pipeline, model FLOP/s and the
-     share of the bf16 peak, 1/2/4 runs packed;
+     share of the bf16 peak, 1 and 2 runs packed;
   e. an NVML reading of this machine, in the shapes the launcher's tests replay;
   f. no host sync inside a mid-epoch fast-path step (from the bench, CUDA's sync debug mode);
   g. the fp32 run of (a) under `mgrb run --nproc 2` (two GPUs with NCCL; skipped with fewer;
      gloo on the CPU): two processes, top-1 near the one-process run's in every phase.
-On a GPU the sizes are a few thousand images and ResNet-34 (under 10 minutes on one H100 is
-the target). Without CUDA the same steps run on the CPU at a small size, which proves the
-script and the CPU path only: the summary says plainly that no GPU was measured.
+b and c run together, and so do d and f. On a GPU the sizes are a few thousand images,
+ResNet-34 (ResNet-18 for b and c, whose checkpoints come every few batches): under 8 minutes
+on one H100 by the estimate of gpu_check_time.py, printed before the checks start, with each
+check's own time after it. Without CUDA the same steps run on the CPU at a small size, which
+proves the script and the CPU path only: the summary says plainly that no GPU was measured.
 
-Writes <out>/gpu-check-<device>.json and .md (default benchmarks/results/) and, on a GPU,
-<nvml-out>/nvml_recorded.json (default tests/data/). Exit 0 when every check passes.
+Writes <out>/gpu-check-<device>.json and .md (default benchmarks/results/) after every check,
+so a call that is killed keeps what finished; with --only, the checks run now replace theirs
+in the files and the others' results stay (a capped machine can split the work over calls).
+On a GPU, also <nvml-out>/nvml_recorded.json (default tests/data/). Exit 0 when no check
+failed (skipped ones, for a missing module or the budget, are listed as such).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -33,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.synthetic_cifar import write_cifar100
@@ -44,13 +58,20 @@ CHANCE_PHASE_1 = 100 / 60  # top-1 % of a guess among the first phase's 60 class
 PROFILES = {
     "cuda": {"train_per_class": 40, "test_per_class": 10, "backbone": "resnet34", "epochs": 3,
              "milestones": [2], "stage2_epochs": 2, "batch_size": 128, "memory_total": 2000,
-             "learned": 3.0, "parallel": True, "timeout": 540,
-             "bench": ["--pack-seconds", "15"]},
+             "learned": 3.0, "parallel": True, "timeout": 400,
+             # b and c: a smaller network and a checkpoint every 0.6 s rather than every
+             # batch: each is 180 MB (ResNet-34's would be 340 MB), hashed and written
+             "determinism_backbone": "resnet18", "kill_checkpoint_minutes": 0.01,
+             "bench": ["--steps", "100", "--pack-runs", "1,2", "--pack-seconds", "5"],
+             "bench_images": {"fast": 20000 + 160 * 128, "reference": 27 * 128,
+                              "imagenet": 3264 + 60 * 128, "pack_warm": 20000}},
     "cpu": {"train_per_class": 12, "test_per_class": 3, "backbone": "resnet_small", "epochs": 2,
             "milestones": [1], "stage2_epochs": 1, "batch_size": 32, "memory_total": 1000,
             "learned": 2.0, "parallel": False, "timeout": 600,
+            "determinism_backbone": "resnet_small", "kill_checkpoint_minutes": 0.002,
             "bench": ["--batch", "2", "--steps", "1", "--pack", "yes", "--pack-runs", "1,2",
-                      "--pack-seconds", "0.5"]},
+                      "--pack-seconds", "0.5"],
+            "bench_images": {"fast": 40, "reference": 4, "imagenet": 0, "pack_warm": 9}},
 }
 MATRIX = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
 
@@ -65,12 +86,12 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def experiment(name: str, data: Path, profile: dict, **train) -> dict:
+def experiment(name: str, data: Path, profile: dict, backbone: str | None = None, **train) -> dict:
     return {
         "name": name, "description": "make gpu-check: synthetic CIFAR-100 shapes",
         "dataset": {"name": "cifar100", "root": str(data), "download": False},
         "protocol": {"initial": 60, "increment": 20, "memory_total": profile["memory_total"]},
-        "model": {"backbone": profile["backbone"]},
+        "model": {"backbone": backbone or profile["backbone"]},
         "train": {"epochs": profile["epochs"], "milestones": profile["milestones"],
                   "stage2_epochs": profile["stage2_epochs"], "stage2_milestones": [1],
                   "batch_size": profile["batch_size"], "log_every": 5, "checkpoint_every": 1,
@@ -80,10 +101,14 @@ def experiment(name: str, data: Path, profile: dict, **train) -> dict:
 
 
 class Runs:
-    """`mgrb run` processes of this check, one folder each under `work`."""
+    """`mgrb run` processes of this check, one folder each under `work`. None outlives
+    `deadline` (time.monotonic(); the --budget-s) nor runs longer than `timeout` seconds."""
 
-    def __init__(self, work: Path, device: str, timeout: float):
-        self.work, self.device, self.timeout = work, device, timeout
+    def __init__(self, work: Path, device: str, timeout: float, deadline: float = float("inf")):
+        self.work, self.device, self.timeout, self.deadline = work, device, timeout, deadline
+
+    def time_left(self) -> float:
+        return max(0.0, min(self.timeout, self.deadline - time.monotonic()))
 
     def start(self, config: dict, label: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         import yaml
@@ -102,18 +127,22 @@ class Runs:
         return self.work / "runs" / label
 
     def finish(self, process: subprocess.Popen, label: str) -> dict:
-        """The run's outcome: its exit status, its results, the end of its output."""
+        """The run's outcome: its exit status, its results, the end of its output; a run still
+        going when its time is up is killed and its outcome says so."""
+        waited, timed_out = self.time_left(), False
         try:
-            code = process.wait(timeout=self.timeout)
+            code = process.wait(timeout=waited)
         except subprocess.TimeoutExpired:
             process.kill()
-            code = process.wait()
+            code, timed_out = process.wait(), True
         process.log.close()
         results = self.folder(label) / "results.json"
         tail = (self.work / f"{label}.log").read_text(errors="replace").strip().splitlines()[-3:]
-        return {"label": label, "code": code,
-                "results": json.loads(results.read_text()) if results.exists() else None,
-                "output_tail": tail}
+        if timed_out:
+            tail.append(f"killed: still running after {waited:.0f} s (its time limit)")
+        return {"label": label, "code": code, "timed_out": timed_out,
+                "results": json.loads(results.read_text()) if results.exists() and not timed_out
+                else None, "output_tail": tail}
 
     def run_all(self, jobs: list[tuple[str, dict]], parallel: bool) -> dict[str, dict]:
         if parallel:  # on a GPU several small runs share it, as packed runs do
@@ -132,7 +161,14 @@ def phases_of(results: dict | None):
 
 def check(name: str, ok: bool, detail: str, **data) -> dict:
     say(f"  [{'pass' if ok else 'FAIL'}] {name}: {detail}")
-    return {"check": name, "ok": bool(ok), "detail": detail, **data}
+    return {"check": name, "ok": bool(ok), "status": "pass" if ok else "FAIL", "detail": detail,
+            **data}
+
+
+def skipped(name: str, reason: str) -> dict:
+    """A check not run: not a failure, and the results say why."""
+    say(f"  [skip] {name}: {reason}")
+    return {"check": name, "ok": None, "status": "skip", "detail": reason}
 
 
 # -- a. the numerics matrix --------------------------------------------------------------------
@@ -188,13 +224,17 @@ def two_processes(runs: Runs, data: Path, profile: dict, matrix: list[dict], on_
     """The matrix's fp32 run again under `mgrb run --nproc 2` (NCCL on two GPUs, gloo on the
     CPU): it finishes as two processes and lands near the one-process run in every phase."""
     if on_gpu and gpus < 2:
-        say(f"  [skip] g. --nproc 2: {gpus} GPU here; it needs two")
-        return []
+        return [skipped("g. fp32, --nproc 2", f"{gpus} GPU here; it needs two")]
     config = experiment("gpu_check_fp32_0", data, profile, precision="fp32", compile=False)
     outcome = runs.finish(runs.start(config, "nproc-2", ("--nproc", "2")), "nproc-2")
     judged = judge_run("g. fp32, --nproc 2", outcome, precision="fp32", compiled=False,
                        on_gpu=on_gpu, learned=profile["learned"])
-    reference = next(c for c in matrix if c["check"] == "a. fp32-compile-off")
+    reference = next((c for c in matrix if c["check"] == "a. fp32-compile-off"), None)
+    if reference is None:  # (a) did not run in this call: its fp32 run, as one process
+        reference = judge_run("a. fp32-compile-off", runs.finish(runs.start(config, "nproc-1"),
+                                                                 "nproc-1"),
+                              precision="fp32", compiled=False, on_gpu=on_gpu,
+                              learned=profile["learned"])
     if not (judged["ok"] and reference["ok"]):
         return [judged]
     processes = outcome["results"]["numerics"].get("processes")
@@ -210,8 +250,10 @@ def two_processes(runs: Runs, data: Path, profile: dict, matrix: list[dict], on_
 
 # -- b and c. determinism, and a resume after SIGKILL ----------------------------------------
 def determinism(runs: Runs, data: Path, profile: dict) -> list[dict]:
-    config = experiment("gpu_check_deterministic", data, profile, deterministic=True)
-    killed_config = {**config, "train": {**config["train"], "checkpoint_minutes": 0.002}}
+    config = experiment("gpu_check_deterministic", data, profile,
+                        backbone=profile["determinism_backbone"], deterministic=True)
+    killed_config = {**config, "train": {**config["train"],
+                                         "checkpoint_minutes": profile["kill_checkpoint_minutes"]}}
     if profile["parallel"]:
         first, second = runs.start(config, "deterministic-1"), runs.start(config, "deterministic-2")
         killed = kill_mid_run(runs, killed_config)
@@ -236,7 +278,7 @@ def kill_mid_run(runs: Runs, config: dict) -> dict:
     """Start the run and SIGKILL it once it trains phase 2 and has checkpointed in it."""
     process = runs.start(config, "killed")
     events = runs.folder("killed") / "events.jsonl"
-    deadline = time.monotonic() + runs.timeout
+    deadline = time.monotonic() + runs.time_left()
     marker = '"event": "checkpoint", "phase": 1, "stage": "stage1"'
     while process.poll() is None and time.monotonic() < deadline:
         text = events.read_text() if events.exists() else ""
@@ -276,19 +318,24 @@ def _resume_detail(killed: dict, resumed: dict, reference, after) -> str:
 
 
 # -- d and f. the bench ----------------------------------------------------------------------
-def bench(work: Path, device: str, profile: dict) -> tuple[list[dict], dict | None]:
+def bench(work: Path, device: str, profile: dict, time_left: float) -> tuple[list[dict], dict | None]:
     runs_dir = work / "bench"
     command = [sys.executable, "-m", "benchmarks.bench_step", "--device", device,
                "--runs-dir", str(runs_dir), *profile["bench"]]
-    code = subprocess.run(command, timeout=profile["timeout"], env=child_env(),
-                          cwd=ROOT).returncode
+    try:
+        code = subprocess.run(command, timeout=time_left, env=child_env(), cwd=ROOT).returncode
+    except subprocess.TimeoutExpired:
+        return [check("d. bench", False, f"bench_step.py still running after {time_left:.0f} s "
+                      "(its time limit); killed")], None
     found = sorted((runs_dir / ".bench").glob("*.json"))
     table = json.loads(found[0].read_text()) if found else None
     if code != 0 or table is None:
         return [check("d. bench", False, f"bench_step.py exited {code}")], table
     packed = table.get("packed_images_per_s") or {}
-    detail = (f"fast {table['fast_images_per_s']:.1f} images/s, reference "
-              f"{table['reference_images_per_s']:.1f}, ratio {table['ratio']:.1f}x, "
+    reference = (f"reference {table['reference_images_per_s']:.1f}, ratio {table['ratio']:.1f}x"
+                 if table.get("reference_images_per_s") else
+                 f"reference style not measured ({table.get('reference_skipped')})")
+    detail = (f"fast {table['fast_images_per_s']:.1f} images/s, {reference}, "
               f"{table['model_tflops']:.3g} TFLOP/s"
               + (f" ({100 * table['peak_fraction']:.1f}% of peak)" if table["peak_fraction"] else "")
               + (f"; packed {', '.join(f'{n}: {r:.0f}' for n, r in packed.items())}" if packed else ""))
@@ -350,16 +397,87 @@ def _text(value) -> str:
 
 
 # -- the whole check -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Unit:
+    """Checks that run together, named by their letters (--only takes any of them)."""
+
+    letters: str
+    title: str
+    needs: tuple[str, ...] = ()  # modules, by import name
+
+
+UNITS = (Unit("a", "fp32 and bf16, compile off and on, 3 phases, both stages"),
+         Unit("g", "the fp32 run over two processes (DistributedDataParallel)"),
+         Unit("bc", "deterministic mode twice; killed with SIGKILL and resumed"),
+         Unit("df", "the bench table (benchmarks/bench_step.py)"),
+         Unit("e", "an NVML reading of this machine", needs=("pynvml",)))
+LETTERS = "".join(unit.letters for unit in UNITS)
+
+
+def only_letters(text: str) -> str:
+    letters = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = letters - set(LETTERS)
+    if not letters or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected check letters among "
+                                         f"{', '.join(sorted(LETTERS))}, such as a,c")
+    return "".join(sorted(letters))
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--only", type=only_letters, metavar="a,b,...",
+                        help="run these checks only (b and c go together, as d and f do); the "
+                        "results files keep the other checks' earlier results")
+    parser.add_argument("--budget-s", type=float, metavar="SECONDS",
+                        help="start no check that its estimate says would end past this many "
+                        "seconds, and stop any run still going then")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
                         help="where gpu-check-<device>.json and .md go")
     parser.add_argument("--nvml-out", type=Path, default=ROOT / "tests" / "data",
                         help="where a GPU's NVML reading goes (nvml_recorded.json)")
     parser.add_argument("--keep", type=Path, help="keep the runs and logs in this folder")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error("--budget-s must be positive")
+    return args
+
+
+def estimates(profile: dict, on_gpu: bool, gpus: int, letters: str) -> dict[str, float]:
+    """Seconds each unit should take here (gpu_check_time.py: FLOPs, checkpoint bytes and the
+    rates it states)."""
+    from benchmarks import gpu_check_time as timing
+
+    rates = timing.H100 if on_gpu else timing.TWO_CORE_CPU
+    data, tpc, test = Path("/gpu-check"), profile["train_per_class"], profile["test_per_class"]
+    matrix = [(timing.run_work(experiment("x", data, profile, precision=p, compile=c), tpc, test),
+               p, c) for p, c in MATRIX]
+    kind = {"fp32": "fp32", "bf16": "bf16" if on_gpu else "fp32"}
+    runs = [timing.run_seconds(work, rates, kind[p], compiled=c) for work, p, c in matrix]
+    starts = [rates.process_start_s + (rates.compile_s if c else 0) for _, _, c in matrix]
+    seconds = {"a": max(starts) + sum(r - s for r, s in zip(runs, starts))
+               if profile["parallel"] else sum(runs)}
+    single = runs[0] * (1 if "a" in letters else 2)  # g runs its own reference without a
+    seconds["g"] = 0.0 if on_gpu and gpus < 2 else 1.3 * single
+    work = timing.run_work(experiment("x", data, profile, backbone=profile["determinism_backbone"]),
+                           tpc, test)
+    compute = work["flops"] / (rates.tflops["deterministic"] * 1e12)
+    timed = int(compute / (60 * profile["kill_checkpoint_minutes"]))  # the killed run's extras
+    run = timing.run_seconds(work, rates, "deterministic")
+    killed = timing.run_seconds(work, rates, "deterministic", extra_checkpoints=timed)
+    seconds["bc"] = (max(run, killed) + 2 * compute if profile["parallel"] else 2 * run + killed) \
+        + killed  # the resumed run
+    images = profile["bench_images"]
+    bench_args = dict(zip(profile["bench"][::2], profile["bench"][1::2]))
+    seconds["df"] = timing.bench_seconds(
+        rates, fast_images=images["fast"], reference_images=images["reference"],
+        imagenet_images=images["imagenet"],
+        pack_runs=tuple(int(n) for n in bench_args.get("--pack-runs", "1,2,4").split(",")),
+        pack_seconds=float(bench_args.get("--pack-seconds", 30)), pack_warm_images=images["pack_warm"])
+    seconds["e"] = 2.0 if on_gpu else 0.0
+    return {unit.letters: round(seconds[unit.letters], 1) for unit in UNITS
+            if set(unit.letters) & set(letters)}
 
 
 def main(argv=None) -> int:
@@ -378,7 +496,6 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     on_gpu = device == "cuda"
-    profile = PROFILES[device]
     name = torch.cuda.get_device_name(0) if on_gpu else f"CPU {platform.machine()}"
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -388,76 +505,159 @@ def main(argv=None) -> int:
     say(f"gpu-check on {name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
         + ("" if on_gpu else ": NO GPU HERE. The same steps run on the CPU at a small size; "
                              "they prove the script and the CPU path, and measure no GPU."))
-    started = time.monotonic()
     work = Path(args.keep or tempfile.mkdtemp(prefix="mgrb-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        report = run_checks(work, device, profile, name, torch, args)
+        report = run_checks(work, device, name, torch, args)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    report["seconds"] = round(time.monotonic() - started, 1)
-    paths = write_report(report, args.out)
-    failed = [c["check"] for c in report["checks"] if not c["ok"]]
-    say(f"{len(report['checks']) - len(failed)} of {len(report['checks'])} checks passed in "
+    failed = [c["check"] for c in report["checks"] if c["ok"] is False]
+    passed = [c for c in report["checks"] if c["ok"]]
+    left_out = [c["check"] for c in report["checks"] if c["ok"] is None]
+    say(f"{len(passed)} checks passed, {len(failed)} failed, {len(left_out)} skipped in "
         f"{report['seconds']:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else "")
         + ("" if on_gpu else ". No GPU was measured."))
-    say("written: " + ", ".join(str(p) for p in paths))
+    say("written: " + ", ".join(str(p) for p in report["paths"]))
     return 1 if failed else 0
 
 
-def run_checks(work: Path, device: str, profile: dict, name: str, torch, args) -> dict:
+def run_checks(work: Path, device: str, name: str, torch, args) -> dict:
+    """Every selected unit in turn, the results files rewritten after each."""
+    profile, on_gpu = PROFILES[device], device == "cuda"
+    gpus = torch.cuda.device_count() if on_gpu else 0
+    letters = args.only or LETTERS
+    started = time.monotonic()
+    deadline = started + args.budget_s if args.budget_s else float("inf")
+    planned = estimates(profile, on_gpu, gpus, letters)
+    say(f"estimated {sum(planned.values()):.0f} s on {'one H100' if on_gpu else 'a two-core CPU'}"
+        f" (benchmarks/gpu_check_time.py): "
+        + ", ".join(f"{key} {value:.0f} s" for key, value in planned.items())
+        + (f"; budget {args.budget_s:.0f} s" if args.budget_s else ""))
+    report = {"device": name, "device_type": device, "gpu_measured": on_gpu,
+              "torch": torch.__version__, "cuda": torch.version.cuda,
+              "host": platform.node(), "python": platform.python_version(),
+              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "profile": {k: v for k, v in profile.items() if k not in ("bench", "bench_images")},
+              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "complete": False, "estimated_s": planned, "unit_seconds": {}, "checks": [],
+              "bench": None, "nvml_devices": 0,
+              "c_compiler": shutil.which("cc") or shutil.which("gcc")}
+    earlier = earlier_checks(args.out, name, letters) if args.only else []
     data = work / "data"
     write_cifar100(data, train_per_class=profile["train_per_class"],
                    test_per_class=profile["test_per_class"])
-    runs = Runs(work, device, profile["timeout"])
+    runs = Runs(work, device, profile["timeout"], deadline)
     (work / "runs").mkdir(exist_ok=True)
-    on_gpu = device == "cuda"
-    say("a. fp32 and bf16, compile off and on, 3 phases, both stages:")
-    checks = numerics_matrix(runs, data, profile, on_gpu)
-    say("g. the fp32 run over two processes (DistributedDataParallel):")
-    checks += two_processes(runs, data, profile, checks, on_gpu,
-                            torch.cuda.device_count() if on_gpu else 0)
-    say("b, c. deterministic mode twice; killed with SIGKILL and resumed:")
-    checks += determinism(runs, data, profile)
-    say("d, f. the bench table (benchmarks/bench_step.py):")
-    bench_checks, table = bench(work, device, profile)
-    checks += bench_checks
-    reading = nvml_reading() if on_gpu else None
-    if reading is not None:
-        args.nvml_out.mkdir(parents=True, exist_ok=True)
-        recorded = args.nvml_out / "nvml_recorded.json"
-        recorded.write_text(json.dumps(reading, indent=2) + "\n")
-        checks.append(check("e. NVML reading recorded", bool(reading["devices"]),
-                            f"{len(reading['devices'])} GPU(s) -> {recorded}"))
-    else:
-        say("  [skip] e. NVML reading: " + ("NVML could not be read" if on_gpu else "no GPU"))
-    return {"device": name, "device_type": device, "gpu_measured": on_gpu,
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "host": platform.node(), "python": platform.python_version(),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "profile": {k: v for k, v in profile.items() if k != "bench"},
-            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "checks": checks, "bench": table, "nvml_devices": len(reading["devices"]) if reading else 0,
-            "c_compiler": shutil.which("cc") or shutil.which("gcc")}
+    for unit in UNITS:
+        if not set(unit.letters) & set(letters):
+            continue
+        say(f"{', '.join(unit.letters)}. {unit.title}:")
+        began, left = time.monotonic(), deadline - time.monotonic()
+        missing = [module for module in unit.needs if not importable(module)]
+        if missing:
+            checks = [skipped(f"{letter}.", f"needs {', '.join(missing)}, not installed here")
+                      for letter in unit.letters]
+        elif planned[unit.letters] > left:
+            checks = [skipped(f"{letter}.", f"not started: estimated {planned[unit.letters]:.0f} s, "
+                              f"{max(left, 0):.0f} s of --budget-s {args.budget_s:.0f} left")
+                      for letter in unit.letters]
+        else:
+            checks = run_unit(unit, runs, data, profile, report, gpus, args)
+        report["checks"] += checks
+        report["unit_seconds"][unit.letters] = round(time.monotonic() - began, 1)
+        say(f"  [{unit.letters}: {time.monotonic() - began:.0f} s, estimated "
+            f"{planned[unit.letters]:.0f} s; {time.monotonic() - started:.0f} s so far]")
+        report["seconds"] = round(time.monotonic() - started, 1)
+        report["paths"] = write_report(report, earlier, args.out)
+    report["complete"] = not any(c["ok"] is None and c["detail"].startswith("not started")
+                                 for c in report["checks"])
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["paths"] = write_report(report, earlier, args.out)
+    return report
 
 
-def write_report(report: dict, out: Path) -> list[Path]:
-    stem = "gpu-check-" + file_name(report["device"]).removesuffix(".json")
+def importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def run_unit(unit: Unit, runs: Runs, data: Path, profile: dict, report: dict, gpus: int,
+             args) -> list[dict]:
+    on_gpu = report["device_type"] == "cuda"
+    if unit.letters == "a":
+        return numerics_matrix(runs, data, profile, on_gpu)
+    if unit.letters == "g":
+        return two_processes(runs, data, profile, report["checks"], on_gpu, gpus)
+    if unit.letters == "bc":
+        return determinism(runs, data, profile)
+    if unit.letters == "df":
+        checks, report["bench"] = bench(runs.work, report["device_type"], profile,
+                                        runs.time_left())
+        return checks
+    if not on_gpu:
+        return [skipped("e. NVML reading", "no GPU")]
+    reading = nvml_reading()
+    if reading is None:
+        return [skipped("e. NVML reading", "NVML could not be read")]
+    args.nvml_out.mkdir(parents=True, exist_ok=True)
+    recorded = args.nvml_out / "nvml_recorded.json"
+    recorded.write_text(json.dumps(reading, indent=2) + "\n")
+    report["nvml_devices"] = len(reading["devices"])
+    return [check("e. NVML reading recorded", bool(reading["devices"]),
+                  f"{len(reading['devices'])} GPU(s) -> {recorded}")]
+
+
+def _stem(device: str) -> str:
+    return "gpu-check-" + file_name(device).removesuffix(".json")
+
+
+def earlier_checks(out: Path, device: str, letters: str) -> list[dict]:
+    """The results file's checks that this call does not run (with --only), each with when and
+    by what command it was measured; none from a file that cannot be read."""
+    try:
+        earlier = json.loads((out / f"{_stem(device)}.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("checks"), list):
+        return []
+    kept = []
+    for entry in earlier["checks"]:
+        if isinstance(entry, dict) and str(entry.get("check", ""))[:1] not in letters:
+            kept.append({"measured_at": earlier.get("measured_at"),
+                         "command": earlier.get("command"), **entry})
+    return kept
+
+
+def write_report(report: dict, earlier: list[dict], out: Path) -> list[str]:
+    """<out>/gpu-check-<device>.json and .md, each written whole to a new file and renamed
+    over the old: a killed call leaves the last complete version."""
+    checks = sorted(earlier + report["checks"], key=lambda c: str(c["check"])[:1])
     lines = [f"# gpu-check on {report['device']}", "",
              f"{report['measured_at']}, torch {report['torch']}, CUDA {report['cuda']}, "
-             f"{report['seconds']:.0f} s, `{report['command']}`", ""]
+             f"{report.get('seconds', 0):.0f} s, `{report['command']}`"
+             + ("" if report["complete"] else " (not complete: the checks below are those that "
+                "finished)"), ""]
     if not report["gpu_measured"]:
         lines += ["**No GPU was measured**: this machine has no CUDA device, so the steps ran on "
                   "the CPU at a small size. It shows that the script and the CPU path work, "
                   "nothing about a GPU.", ""]
     lines += ["| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {'pass' if c['ok'] else 'FAIL'} | {c['detail']} |"
-              for c in report["checks"]]
+    lines += [f"| {c['check']} | {c.get('status', 'pass' if c['ok'] else 'FAIL')} | {c['detail']}"
+              + (f" (earlier: {c['measured_at']})" if "measured_at" in c else "") + " |"
+              for c in checks]
+    stem = _stem(report["device"])
     paths = [out / f"{stem}.json", out / f"{stem}.md"]
-    paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    paths[1].write_text("\n".join(lines) + "\n")
-    return paths
+    texts = [json.dumps({**report, "checks": checks, "paths": [str(p) for p in paths]},
+                        indent=2) + "\n", "\n".join(lines) + "\n"]
+    for path, text in zip(paths, texts):
+        staged = path.with_name(path.name + ".new")
+        staged.write_text(text)
+        os.replace(staged, path)
+    return [str(p) for p in paths]
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ MEASURED_SHAPE = {"imagenet100": IMAGENET_SHAPE}
 MISSING_SHAPE = {IMAGENET_SHAPE: "no ImageNet-shaped measurement"}
 
 
-def training_image_steps(config: Experiment) -> dict:
+def training_image_steps(config: Experiment, train_per_class: int | None = None) -> dict:
     """Images through the network in stage 1, per phase and in total.
 
     Phase 0 trains on `initial` classes minus their hold-out images; phase t > 0 on the new
@@ -65,7 +65,8 @@ def training_image_steps(config: Experiment) -> dict:
     protocol = Protocol(num_classes, proto.initial, proto.increment)
     per_class, holdout = memory_sizes(num_classes, proto.memory_total, proto.memory_per_class,
                                       proto.holdout_fraction)
-    fresh = TRAIN_PER_CLASS[config.dataset.name] - holdout  # training images of a new class
+    # training images of a new class; `train_per_class` for a smaller, synthetic set
+    fresh = (train_per_class or TRAIN_PER_CLASS[config.dataset.name]) - holdout
     exemplars = per_class - holdout  # training images of an old class
     epochs = config.train.epochs
 
