@@ -19,6 +19,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def compile_cache_environment(monkeypatch):
+    """`mgrb run` in a test's own process points torch.compile's caches into its runs folder
+    through os.environ (mgrb.cli._share_compiled_code): put back after every test."""
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def sleeper():
     """A real process that no run owns: what a planted pid would name."""

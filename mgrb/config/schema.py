@@ -159,7 +159,9 @@ class Train:
                              help="auto: bf16 autocast on a GPU, fp32 on the CPU")
     channels_last: bool | str = setting("auto", choices=("auto", True, False),
                                         help="auto: true on a GPU")
-    compile: bool = setting(False, help="torch.compile the network (GPU)")
+    compile: bool | str = setting("auto", choices=("auto", True, False),
+                                  help="torch.compile the backbones; auto: on a GPU with a C "
+                                  "compiler on PATH, off on the CPU")
     deterministic: bool = setting(False, help="deterministic GPU kernels (slower): a resumed "
                                   "run then equals an uninterrupted one on a GPU too")
     num_workers: int = setting(8, minimum=0, maximum=256, help="DataLoader workers (file data sets)")

@@ -86,7 +86,8 @@ def test_the_gpu_defaults_bf16_and_channels_last_train_on_the_cpu_too(experiment
     assert results["numerics"] == {
         "precision": "bf16", "autocast": "bfloat16, backbone only",
         "logits_and_losses": "float32", "tf32": False, "channels_last": True, "compile": False,
-        "deterministic": False, "cudnn_benchmark": False, "optimizer": "AdamW"}
+        "compile_choice": "auto: off on the CPU", "deterministic": False,
+        "cudnn_benchmark": False, "optimizer": "AdamW"}
     assert results["compile"] == {"enabled": False} and results["device_uuid"] is None
     events = [json.loads(line) for line in (out_dir / "events.jsonl").read_text().splitlines()]
     assert events[0]["numerics"]["precision"] == "bf16"

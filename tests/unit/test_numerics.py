@@ -123,6 +123,24 @@ def test_compile_without_a_compiler_on_path_is_refused_plainly(tmp_path, monkeyp
     Compiler(False, "cpu")  # no compile, no compiler needed
 
 
+@pytest.mark.parametrize("setting, device, compilers, expected", [
+    ("auto", "cuda", True, (True, "auto: on (CUDA, C compiler cc)")),
+    ("auto", "cuda", False, (False, "auto: off, no C compiler on PATH for Triton")),
+    ("auto", "cpu", True, (False, "auto: off on the CPU")),
+    (True, "cpu", True, (True, "set: true")), (False, "cuda", True, (False, "set: false"))])
+def test_compile_is_on_by_default_on_a_gpu_with_a_compiler(tmp_path, monkeypatch, setting, device,
+                                                           compilers, expected):
+    """The device is only a name here: nothing runs on it."""
+    if compilers:
+        (tmp_path / "cc").write_text("#!/bin/sh\n")
+        (tmp_path / "cc").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    numerics = Numerics.resolve(torch.device(device), compile=setting)
+    assert (numerics.compile, numerics.compile_choice) == expected
+    assert numerics.describe()["compile_choice"] == expected[1]
+
+
 def test_compile_stays_compiled_over_every_phase(tmp_path, capsys):
     """A real digits run with train.compile: the backbone's graphs are compiled in the first
     phases and serve every later one (a new teacher and a larger classifier included); torch's
