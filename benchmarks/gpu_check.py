@@ -159,8 +159,9 @@ def phases_of(results: dict | None):
     return [{key: phase[key] for key in keys} for phase in results["phases"]]
 
 
-def check(name: str, ok: bool, detail: str, **data) -> dict:
-    say(f"  [{'pass' if ok else 'FAIL'}] {name}: {detail}")
+def check(name: str, ok: bool, detail: str, announce: bool = True, **data) -> dict:
+    if announce:
+        say(f"  [{'pass' if ok else 'FAIL'}] {name}: {detail}")
     return {"check": name, "ok": bool(ok), "status": "pass" if ok else "FAIL", "detail": detail,
             **data}
 
@@ -184,12 +185,13 @@ def numerics_matrix(runs: Runs, data: Path, profile: dict, on_gpu: bool) -> list
 
 
 def judge_run(name: str, outcome: dict, *, precision: str, compiled: bool, on_gpu: bool,
-              learned: float) -> dict:
+              learned: float, announce: bool = True) -> dict:
     """One matrix run: it finished, with the numerics asked for, compiled without falling
     back, on the GPU when there is one, and learned (phase 1 well above chance)."""
     results = outcome["results"]
     if outcome["code"] != 0 or results is None:
-        return check(name, False, f"exit {outcome['code']}: {' / '.join(outcome['output_tail'])}")
+        return check(name, False, f"exit {outcome['code']}: {' / '.join(outcome['output_tail'])}",
+                     announce)
     problems = []
     top1 = [phase["top1"] for phase in results["phases"]]
     if len(top1) != 3:
@@ -210,7 +212,7 @@ def judge_run(name: str, outcome: dict, *, precision: str, compiled: bool, on_gp
     detail = (f"top-1 by phase {', '.join(f'{t:.2f}' for t in top1)}; "
               f"{results['wall_time_s']:.0f} s"
               + (f"; {report['graphs']} graphs compiled" if compiled else ""))
-    return check(name, not problems, "; ".join(problems) or detail, top1=top1,
+    return check(name, not problems, "; ".join(problems) or detail, announce, top1=top1,
                  wall_time_s=results["wall_time_s"], compile=report,
                  numerics=results["numerics"], device=results["device"])
 
@@ -228,15 +230,16 @@ def two_processes(runs: Runs, data: Path, profile: dict, matrix: list[dict], on_
     config = experiment("gpu_check_fp32_0", data, profile, precision="fp32", compile=False)
     outcome = runs.finish(runs.start(config, "nproc-2", ("--nproc", "2")), "nproc-2")
     judged = judge_run("g. fp32, --nproc 2", outcome, precision="fp32", compiled=False,
-                       on_gpu=on_gpu, learned=profile["learned"])
+                       on_gpu=on_gpu, learned=profile["learned"], announce=False)
     reference = next((c for c in matrix if c["check"] == "a. fp32-compile-off"), None)
     if reference is None:  # (a) did not run in this call: its fp32 run, as one process
         reference = judge_run("a. fp32-compile-off", runs.finish(runs.start(config, "nproc-1"),
                                                                  "nproc-1"),
                               precision="fp32", compiled=False, on_gpu=on_gpu,
-                              learned=profile["learned"])
+                              learned=profile["learned"], announce=False)
     if not (judged["ok"] and reference["ok"]):
-        return [judged]
+        return [check(judged["check"], False, judged["detail"] if not judged["ok"] else
+                      f"the one-process run to compare with failed: {reference['detail']}")]
     processes = outcome["results"]["numerics"].get("processes")
     gaps = [abs(a - b) for a, b in zip(judged["top1"], reference["top1"])]
     ok = processes == 2 and max(gaps) <= NPROC_TOLERANCE
@@ -651,8 +654,8 @@ def write_report(report: dict, earlier: list[dict], out: Path) -> list[str]:
               for c in checks]
     stem = _stem(report["device"])
     paths = [out / f"{stem}.json", out / f"{stem}.md"]
-    texts = [json.dumps({**report, "checks": checks, "paths": [str(p) for p in paths]},
-                        indent=2) + "\n", "\n".join(lines) + "\n"]
+    recorded = {key: value for key, value in report.items() if key != "paths"}
+    texts = [json.dumps({**recorded, "checks": checks}, indent=2) + "\n", "\n".join(lines) + "\n"]
     for path, text in zip(paths, texts):
         staged = path.with_name(path.name + ".new")
         staged.write_text(text)
