@@ -20,14 +20,19 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
-def compile_cache_environment(monkeypatch):
+def compile_cache_environment():
     """`mgrb run` in a test's own process points torch.compile's caches into its runs folder
-    through os.environ (mgrb.cli._share_compiled_code): put back after every test."""
-    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
+    through os.environ (mgrb.cli._share_compiled_code): put back after every test. Not with
+    monkeypatch: an autouse fixture that asks for it would set it up first and so undo it
+    last, after fixtures (a sleeper's) that must clean up without the test's patches."""
+    names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
         else:
-            monkeypatch.delenv(name, raising=False)
+            os.environ[name] = value
 
 
 @pytest.fixture

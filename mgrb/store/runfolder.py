@@ -307,11 +307,13 @@ def _remove_partial_writes(path: Path) -> None:
             pass  # a failure to tidy up must not cost the checkpoint
 
 
-# Settings that change how a run is carried out or described, never its results.
+# Settings that change how a run is carried out or described, never its method (torch.compile
+# changes kernels, at most the last bits of a sum, as eval_batch_size does; a run started
+# before compiling became the GPU default resumes compiled).
 MAY_CHANGE_ON_RESUME = ("description", "provenance", "reported", "estimate", "seeds",
                         "dataset.root", "dataset.download", "train.checkpoint_every",
                         "train.checkpoint_minutes", "train.log_every", "train.num_workers",
-                        "train.eval_batch_size")
+                        "train.eval_batch_size", "train.compile")
 
 
 def with_absent(config: dict | None, absent_means: dict[str, object]) -> dict | None:
