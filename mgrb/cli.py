@@ -118,7 +118,7 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
 def _share_compiled_code(folder: Path) -> None:
     """torch.compile's caches in the runs folder ($MGRB_RUNS, else ./runs, or the parent of a
     run folder given with --out outside it), where later runs and containers find them,
-    rather than in /tmp; settings of the user's own stay."""
+    rather than in /tmp, where that folder may be written; settings of the user's own stay."""
     from mgrb.training.numerics import compile_cache
 
     runs_dir = _default_dir("MGRB_RUNS", "runs").resolve()

@@ -260,8 +260,16 @@ def _compiler(device_type: str) -> str | None:
 
 def compile_cache(runs_dir: Path) -> dict[str, str]:
     """Where Inductor and Triton keep compiled code for runs under `runs_dir`: the environment
-    to set before anything compiles (a user's own settings stay)."""
+    to set before torch's compiler is imported (which makes the folder). None where this
+    process may not write there (a container's user, given only its own run folder): torch's
+    default, a folder in /tmp, then serves."""
     folder = Path(runs_dir) / ".cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return {}
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        return {}
     return {"TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"),
             "TRITON_CACHE_DIR": str(folder / "triton")}
 

@@ -10,8 +10,8 @@ import torch
 from mgrb.cli import main
 from mgrb.errors import MGRBError
 from mgrb.training.models import IncrementalNet, build_backbone
-from mgrb.training.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applied, deterministic_refusal,
-                           prepare_process)
+from mgrb.training.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applied, compile_cache,
+                                    deterministic_refusal, prepare_process)
 
 
 EXPERIMENT = """\
@@ -162,3 +162,27 @@ def test_compile_stays_compiled_over_every_phase(tmp_path, capsys):
     assert per_phase[1]["graphs"] == per_phase[2]["graphs"]  # the last phase compiled nothing
     assert results["numerics"]["compile"] is True
     assert all(0 <= p["top1"] <= 100 for p in results["phases"])
+
+
+def test_a_runs_folder_that_cannot_hold_the_compile_cache_leaves_torchs_default(tmp_path):
+    """As for a container's user given only its run folder (the launcher's Docker mode run by
+    root): the run must not fail for a cache it could do without."""
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / ".cache").write_text("a file where the folder would go")
+    assert compile_cache(tmp_path / "blocked") == {}
+    assert compile_cache(tmp_path / "open") == {
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "open" / ".cache" / "inductor"),
+        "TRITON_CACHE_DIR": str(tmp_path / "open" / ".cache" / "triton")}
+
+
+def test_a_run_trains_where_the_compile_cache_cannot_be_made(tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / ".cache").write_text("not a folder")
+    monkeypatch.setenv("MGRB_RUNS", str(runs))
+    path = tmp_path / "e.yaml"
+    path.write_text(EXPERIMENT)
+    assert main(["run", str(path), "--out", str(runs / "run"), "--quiet", "--device", "cpu",
+                 "--set", "train.epochs=1", "--set", "train.stage2_epochs=0"]) == 0, \
+        capsys.readouterr().err
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR", "") != str(runs / ".cache" / "inductor")
