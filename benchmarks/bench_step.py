@@ -393,20 +393,22 @@ def host_syncs(step: FastStep, set_mode=None) -> str:
         set_mode("default")
 
 
+def importable(module: str) -> bool:
+    """Whether `module` imports here (also gpu_check's test for what a check needs)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 def reference_needs() -> str:
     """What the reference style (PIL decoding, torchvision's transforms) lacks here: on a lent
     GPU machine without a registry these may be absent, and the fast path is still measured."""
-    import importlib
-
-    def missing(module: str) -> bool:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return True
-        return False
-
     return " and ".join(name for name, module in (("torchvision", "torchvision"), ("Pillow", "PIL"))
-                        if missing(module))
+                        if not importable(module))
 
 
 def reference_step(config: Experiment, device, images, labels, batch: int) -> ReferenceStep:

@@ -36,7 +36,6 @@ failed (skipped ones, for a missing module or the budget, are listed as such).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -557,6 +556,8 @@ def run_checks(work: Path, device: str, name: str, torch, args) -> dict:
             continue
         say(f"{', '.join(unit.letters)}. {unit.title}:")
         began, left = time.monotonic(), deadline - time.monotonic()
+        from benchmarks.bench_step import importable
+
         missing = [module for module in unit.needs if not importable(module)]
         if missing:
             checks = [skipped(f"{letter}.", f"needs {', '.join(missing)}, not installed here")
@@ -578,14 +579,6 @@ def run_checks(work: Path, device: str, name: str, torch, args) -> dict:
     report["seconds"] = round(time.monotonic() - started, 1)
     report["paths"] = write_report(report, earlier, args.out)
     return report
-
-
-def importable(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
 
 
 def run_unit(unit: Unit, runs: Runs, data: Path, profile: dict, report: dict, gpus: int,
