@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python -m benchmarks.gpu_check [--only a,b,...] [--budget-s SECONDS]
 
-needs only torch and PyYAML (and numpy, which torch brings): where `make setup` cannot run,
+needs only torch, numpy and PyYAML: where `make setup` cannot run,
 as on a lent GPU machine without a package registry, this is the command. A check whose
 modules are missing (the bench's reference style needs torchvision and Pillow) is skipped
 and says why.

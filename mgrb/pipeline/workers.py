@@ -50,6 +50,10 @@ def check_gpus(nproc: int, device_choice: str) -> None:
     """One process per GPU: refused here, once, rather than by every process."""
     import torch
 
+    if device_choice.startswith("cuda:"):  # process k takes GPU k: one GPU named is not that
+        raise MGRBError(f"--device {device_choice} names one GPU, and --nproc {nproc} gives each "
+                        f"process a GPU of its own (0 to {nproc - 1}): use --device cuda, and "
+                        "CUDA_VISIBLE_DEVICES to choose which GPUs")
     if device_choice == "cpu" or not torch.cuda.is_available():
         return
     count = torch.cuda.device_count()

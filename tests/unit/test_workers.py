@@ -46,3 +46,10 @@ def test_nproc_must_be_a_positive_count(capsys):
         main(["run", "digits_5_1", "--nproc", "0"])
     assert stopped.value.code == 2
     assert "--nproc" in capsys.readouterr().err
+
+
+def test_one_named_gpu_with_several_processes_is_refused_before_any_starts(capsys):
+    code = main(["run", "digits_5_1", "--nproc", "2", "--device", "cuda:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--device cuda:1 names one GPU, and --nproc 2" in err
+    assert "Traceback" not in err
