@@ -96,7 +96,6 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
 
         return run_workers(args.argv, args.nproc, args.device)
     prepare_process(config.train.deterministic)  # before anything starts CUDA
-    _share_compiled_code(runs[0].folder)
     group, device_choice = join(args.device)
     device = resolve_device(device_choice)
     progress = Progress(quiet=args.quiet or not group.leader)
@@ -113,19 +112,6 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
     finally:
         leave(group)
     return 0
-
-
-def _share_compiled_code(folder: Path) -> None:
-    """torch.compile's caches in the runs folder ($MGRB_RUNS, else ./runs, or the parent of a
-    run folder given with --out outside it), where later runs and containers find them,
-    rather than in /tmp, where that folder may be written; settings of the user's own stay."""
-    from mgrb.training.numerics import compile_cache
-
-    runs_dir = _default_dir("MGRB_RUNS", "runs").resolve()
-    folder = folder.resolve()
-    place = runs_dir if folder.is_relative_to(runs_dir) else folder.parent
-    for variable, value in compile_cache(place).items():
-        os.environ.setdefault(variable, value)
 
 
 def _nproc_words(args) -> list[str]:

@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def compile_cache_environment():
     """`mgrb run` in a test's own process points torch.compile's caches into its runs folder
-    through os.environ (mgrb.cli._share_compiled_code): put back after every test. Not with
+    through os.environ (numerics.share_compile_cache): put back after every test. Not with
     monkeypatch: an autouse fixture that asks for it would set it up first and so undo it
     last, after fixtures (a sleeper's) that must clean up without the test's patches."""
     names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")

@@ -18,9 +18,9 @@ What each setting means, on every device:
   default) compiles on a GPU where a C compiler is on PATH (Triton builds its launchers with
   it) and not on the CPU, where compiling costs more than it saves on the small runs made
   there; `true` insists, and stops a run that has no compiler. Inductor and Triton keep what
-  they compile in $TORCHINDUCTOR_CACHE_DIR and $TRITON_CACHE_DIR, which `mgrb run` points
-  into the runs folder (`compile_cache`), so a later run of the same shapes, in another
-  process or container, does not compile again.
+  they compile in $TORCHINDUCTOR_CACHE_DIR and $TRITON_CACHE_DIR, which a compiling run points
+  into the runs folder (`share_compile_cache`), so a later run of the same shapes, in another
+  process, does not compile again.
 """
 
 from __future__ import annotations
@@ -256,6 +256,26 @@ def _compiler(device_type: str) -> str | None:
     if wanted and shutil.which(wanted):
         return wanted
     return next((name for name in names if shutil.which(name)), None)
+
+
+CACHE_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+# Read when this module is imported, before torch's compiler is (importing it, as any
+# optimizer step does, sets TORCHINDUCTOR_CACHE_DIR to its /tmp default): the user's own.
+_SET_BY_USER = frozenset(name for name in CACHE_VARIABLES if name in os.environ)
+
+
+def share_compile_cache(run_folder: Path) -> dict[str, str]:
+    """Point a compiling run's caches into its runs folder ($MGRB_RUNS, else ./runs; for a run
+    folder outside it, that folder's parent), unless the user set them; returns what was set.
+    Only compiling runs: torch's compiler makes the folder when it is imported, and a runs
+    folder of other runs should not gain one."""
+    runs_dir = Path(os.environ.get("MGRB_RUNS") or "runs").resolve()
+    folder = Path(run_folder).resolve()
+    place = runs_dir if folder.is_relative_to(runs_dir) else folder.parent
+    chosen = {name: value for name, value in compile_cache(place).items()
+              if name not in _SET_BY_USER}
+    os.environ.update(chosen)
+    return chosen
 
 
 def compile_cache(runs_dir: Path) -> dict[str, str]:

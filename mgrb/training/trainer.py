@@ -23,7 +23,7 @@ from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learni
 from mgrb.training.distributed import Group, LogitsModule
 from mgrb.training.environment import device_name, device_uuid
 from mgrb.training.models import IncrementalNet, build_backbone
-from mgrb.training.numerics import Compiler, Numerics, applied
+from mgrb.training.numerics import Compiler, Numerics, applied, share_compile_cache
 from mgrb.training.progress import Progress
 from mgrb.training.results import build_results
 from mgrb.training.stage1 import Stage1Loop
@@ -159,6 +159,8 @@ class Trainer:
     # -- the run -----------------------------------------------------------------------
     def train(self) -> dict:
         self.numerics = Numerics.of(self.train_cfg, self.device)
+        if self.numerics.compile:
+            share_compile_cache(self.run.path)
         self.compiler = Compiler(self.numerics.compile, self.device.type)
         with applied(self.numerics), CheckpointWriter(self.run) as self.checkpoints:
             return self._train()

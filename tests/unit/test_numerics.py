@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mgrb.cli import main
+from mgrb.training import numerics
 from mgrb.errors import MGRBError
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import (CUBLAS_WORKSPACE, Compiler, Numerics, applied, compile_cache,
@@ -175,14 +176,31 @@ def test_a_runs_folder_that_cannot_hold_the_compile_cache_leaves_torchs_default(
         "TRITON_CACHE_DIR": str(tmp_path / "open" / ".cache" / "triton")}
 
 
-def test_a_run_trains_where_the_compile_cache_cannot_be_made(tmp_path, capsys, monkeypatch):
+def test_a_compiling_run_shares_its_cache_and_others_leave_the_runs_folder_alone(
+        tmp_path, capsys, monkeypatch):
+    """Only a run that compiles points the caches into the runs folder: a CPU run (auto: no
+    compiling) must not leave a .cache folder among the run folders, which `mgrb check
+    runs/*`-style listings would take for a run."""
     runs = tmp_path / "runs"
-    runs.mkdir()
-    (runs / ".cache").write_text("not a folder")
     monkeypatch.setenv("MGRB_RUNS", str(runs))
+    monkeypatch.setattr(numerics, "_SET_BY_USER", frozenset())
     path = tmp_path / "e.yaml"
     path.write_text(EXPERIMENT)
     assert main(["run", str(path), "--out", str(runs / "run"), "--quiet", "--device", "cpu",
                  "--set", "train.epochs=1", "--set", "train.stage2_epochs=0"]) == 0, \
         capsys.readouterr().err
-    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR", "") != str(runs / ".cache" / "inductor")
+    assert sorted(p.name for p in runs.iterdir()) == ["run"]
+    chosen = numerics.share_compile_cache(runs / "run")
+    assert chosen == {"TORCHINDUCTOR_CACHE_DIR": str(runs / ".cache" / "inductor"),
+                      "TRITON_CACHE_DIR": str(runs / ".cache" / "triton")}
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == chosen["TORCHINDUCTOR_CACHE_DIR"]
+    outside = numerics.share_compile_cache(tmp_path / "elsewhere" / "run")  # --out elsewhere
+    assert outside["TRITON_CACHE_DIR"] == str(tmp_path / "elsewhere" / ".cache" / "triton")
+
+
+def test_the_users_own_cache_settings_stay(tmp_path, monkeypatch):
+    monkeypatch.setenv("MGRB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/mine")
+    monkeypatch.setattr(numerics, "_SET_BY_USER", frozenset({"TRITON_CACHE_DIR"}))
+    assert set(numerics.share_compile_cache(tmp_path / "runs" / "x")) == {"TORCHINDUCTOR_CACHE_DIR"}
+    assert os.environ["TRITON_CACHE_DIR"] == "/mine"
