@@ -91,7 +91,8 @@ def test_at_80x24_the_columns_that_matter_the_footer_keys_and_the_log_are_in_sig
             picker = table(app)
             keys = [key.value for key in picker.columns]
             assert keys[:5] == ["mark", "name", "status", "data", "hours"]
-            assert picker.show_vertical_scrollbar
+            # the scrollbar comes with a layout pass after the rows: waited for, not assumed
+            await until(pilot, lambda: picker.show_vertical_scrollbar, "the table's scrollbar")
             assert _right_edge_of(picker, "hours") <= picker.scrollable_content_region.width
             assert picker.region.bottom <= SMALL[1] - 1 and picker.size.height >= 5
 
