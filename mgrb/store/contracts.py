@@ -183,6 +183,7 @@ RESULTS_CONTRACT = mapping({
     "class_order_name": (text(longest=256), False),
     "wall_time_s": (number(0), False),
     "device": (text(longest=256), False),
+    "cpu_kernels": (text(longest=256, nullable=True), False),
     "git_commit": (text(longest=64, nullable=True), False),
     "artifact": (ARTIFACT, False),
     "seed": (integer(0, 2**64 - 1), False),

@@ -15,6 +15,36 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+# The CPU features that choose which kernels oneDNN, MKL and ATen run: two machines that differ
+# here sum floats in other orders, so a CPU run's numbers match to the digit only where this
+# signature does (docs/results.md: the digits demo's average moves by up to 0.4 points).
+_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                 "asimd", "sve")
+
+
+def cpu_kernels(device: torch.device) -> str | None:
+    """Which CPU kernels a run's numbers came from: vendor, ATen's vector level, the features
+    oneDNN and MKL dispatch on, and the thread count; None on a GPU."""
+    if device.type != "cpu":
+        return None
+    vendor, flags = platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "CPU implementer") and vendor == platform.machine():
+                    vendor = f"{platform.machine()} {value.strip()}"
+                elif key in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:  # not Linux: the vendor and ATen's level still say much
+        pass
+    features = " ".join(flag for flag in _KERNEL_FLAGS if flag in flags) or "-"
+    return (f"{vendor}; ATen {torch.backends.cpu.get_cpu_capability()}; {features}; "
+            f"{torch.get_num_threads()} threads")
+
+
 def device_uuid(device: torch.device) -> str | None:
     """The GPU's UUID as NVML and CUDA_VISIBLE_DEVICES write it, so a reader can tell which GPU
     of a machine a run used; None on the CPU."""

@@ -11,7 +11,7 @@ from mgrb.config.schema import Experiment
 from mgrb.data.protocol import ORDER_NAME
 from mgrb.store.contracts import RUN_FILES_FORMAT
 from mgrb.training import evaluation
-from mgrb.training.environment import device_name, device_uuid, library_versions
+from mgrb.training.environment import cpu_kernels, device_name, device_uuid, library_versions
 from mgrb.training.stream import IncrementalStream
 from mgrb.version import describe
 
@@ -35,6 +35,7 @@ def build_results(config: Experiment, stream: IncrementalStream, phase_results: 
         "wall_time_s": round(wall_time_s, 2),
         "device": device_name(device),
         "device_uuid": device_uuid(device),
+        "cpu_kernels": cpu_kernels(device),
         "numerics": numerics,
         "compile": compile_report,
         "versions": library_versions(),

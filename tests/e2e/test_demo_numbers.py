@@ -1,5 +1,6 @@
-"""A fresh CPU run of `make demo` gives exactly the numbers README shows (generated from
-docs/results/digits_5_1.json): the CPU path is deterministic."""
+"""A fresh CPU run of `make demo` gives the numbers README shows (generated from
+docs/results/digits_5_1.json): to the digit on a CPU whose kernels match the record's
+`cpu_kernels`, within a point or two elsewhere (docs/method.md section 10 says why)."""
 
 import json
 import subprocess
@@ -8,6 +9,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
 METRICS = ("top1", "top5", "old_top1", "new_top1")
+# Measured spread of the demo across CPU kernel choices (docs/method.md section 10): 0.41
+# points on the average, 0.67 on the last phase.
+AVERAGE_SPREAD, LAST_SPREAD = 1.0, 2.0
 
 
 def test_a_fresh_cpu_run_of_the_demo_gives_the_committed_numbers(tmp_path):
@@ -18,7 +22,14 @@ def test_a_fresh_cpu_run_of_the_demo_gives_the_committed_numbers(tmp_path):
     assert result.returncode == 0, result.stderr
     fresh = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert fresh["config"] == committed["config"], "experiments/digits_5_1.yaml changed: make demo-record"
-    where = f"fresh run on {fresh['device']}, committed from {committed['device']}"
-    assert [[p[m] for m in METRICS] for p in fresh["phases"]] == \
-        [[p[m] for m in METRICS] for p in committed["phases"]], where
-    assert (fresh["avg_top1"], fresh["last_top1"]) == (committed["avg_top1"], committed["last_top1"])
+    where = f"fresh run on {fresh['cpu_kernels']}, committed from {committed.get('cpu_kernels')}"
+    if fresh["cpu_kernels"] == committed.get("cpu_kernels"):
+        assert [[p[m] for m in METRICS] for p in fresh["phases"]] == \
+            [[p[m] for m in METRICS] for p in committed["phases"]], where
+        assert (fresh["avg_top1"], fresh["last_top1"]) == \
+            (committed["avg_top1"], committed["last_top1"]), where
+    else:
+        print(f"other CPU kernels than the record's, so compared within "
+              f"{AVERAGE_SPREAD}/{LAST_SPREAD} points: {where}")
+        assert abs(fresh["avg_top1"] - committed["avg_top1"]) <= AVERAGE_SPREAD, where
+        assert abs(fresh["last_top1"] - committed["last_top1"]) <= LAST_SPREAD, where
