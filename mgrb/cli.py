@@ -90,7 +90,10 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
     from mgrb.devices import resolve_device
     from mgrb.training.numerics import prepare_process
     from mgrb.training.progress import Progress
+    from mgrb.data import require_prepared
 
+    # before any run folder is made: a run of ImageNet-100 without its cache is refused (exit 2)
+    require_prepared(config.dataset.name, config.dataset.root, config.dataset.image_size)
     if args.nproc > 1 and environment_world()[2] == 1:  # not yet one of the N processes
         from mgrb.pipeline.workers import run_workers
 
@@ -216,7 +219,7 @@ def command_list(args) -> int:
             "reported": config.reported.figures(),
             "estimated_gpu_hours": hours, "estimate_basis": basis,
             "seeds": list(config.run_seeds),
-            "data_present": data_present(dataset, config.dataset.root),
+            "data_present": data_present(dataset, config.dataset.root, config.dataset.image_size),
             "description": config.description,
         })
     if args.json:
@@ -487,10 +490,11 @@ def _add_reading_commands(commands) -> None:
 def _add_prepare_command(commands) -> None:
     prepare = commands.add_parser(
         "prepare", help="decode miniImageNet or ImageNet-100 once into a uint8 cache",
-        description="Decode every image of the data set once (RGB, squashed to 256x256 for "
-                    "ImageNet-100, 84x84 for miniImageNet, as the authors' code did) into shards "
-                    "of a cache folder with a manifest of their sha256. Interrupted, it resumes "
-                    "when run again: finished shards are kept.")
+        description="Decode every image of the data set once as the authors' code did "
+                    "(cv2.imread, then cv2.resize, bilinear, to 256x256 for ImageNet-100, 84x84 "
+                    "for miniImageNet; stored RGB) into shards of a cache folder with a manifest "
+                    "of their sha256. ImageNet-100 runs read only this cache. Interrupted, it "
+                    "resumes when run again: finished shards are kept.")
     prepare.add_argument("dataset", choices=("imagenet100", "miniimagenet"))
     # SUPPRESS: `mgrb data --root X prepare ...` keeps its X when the option is not repeated here
     prepare.add_argument("--root", type=Path, default=argparse.SUPPRESS,

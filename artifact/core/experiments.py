@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mgrb.config import Experiment as ExperimentConfig
 from mgrb.config import load_config
-from mgrb.data import data_present, default_root
+from mgrb.data import CACHE_ONLY, data_present, dataset_folder, default_root, images_present
 from mgrb.errors import ConfigError
 from mgrb.perf.estimate import projected_hours
 from mgrb.pipeline.reproduce import planned_runs
@@ -44,14 +44,22 @@ class BrokenExperiment:
     error: str
 
 
-def data_help(dataset: str, root) -> str:
+def data_help(dataset: str, root, image_size: int | None = None) -> str:
     where = default_root(root).resolve()
+    if dataset in CACHE_ONLY and images_present(dataset, root):
+        from mgrb.data.cache import cache_side, prepare_command
+
+        command = prepare_command(dataset, root, cache_side(dataset, image_size))
+        folder = dataset_folder(default_root(root), dataset).resolve()
+        return (f"{DATASET_TITLES[dataset]}'s images are in {folder}, but runs read only "
+                f"its prepared cache, not made yet: `{command}` decodes them once.")
     if dataset in ("cifar10", "cifar100"):
         return (f"{DATASET_TITLES[dataset]} is not in {where}. `make data` downloads it where "
                 "the network allows; or copy torchvision's folder there, or set MGRB_DATA.")
     return (f"{DATASET_TITLES[dataset]} is not in {where / dataset}: it cannot be downloaded "
             "automatically. `mgrb data` prints the folder layout to put there; or set MGRB_DATA. "
-            f"Then `mgrb data prepare {dataset}` decodes it once for fast runs.")
+            f"Then `mgrb data prepare {dataset}` decodes it once "
+            + ("into the cache that runs read." if dataset in CACHE_ONLY else "for fast runs."))
 
 
 MAX_EXPERIMENT_BYTES = 1024 * 1024  # the largest of the project's files is a few kB
@@ -114,7 +122,7 @@ def _measurement(runs_dir: Path):
 
 def _experiment(path: Path, config: ExperimentConfig, runs_dir: Path, measurement) -> Experiment:
     dataset, root = config.dataset.name, config.dataset.root
-    present = data_present(dataset, root)
+    present = data_present(dataset, root, config.dataset.image_size)
     runs = planned_runs(config, runs_dir)
     hours, basis = projected_hours(config, measurement)
     return Experiment(
@@ -122,6 +130,6 @@ def _experiment(path: Path, config: ExperimentConfig, runs_dir: Path, measuremen
         protocol=f"{config.protocol.initial}/{config.protocol.increment}",
         hierarchy=config.hierarchy.kind, reported=config.reported.figures(),
         gpu_hours=hours, hours_basis=basis, data_present=present,
-        data_help=None if present else data_help(dataset, root),
+        data_help=None if present else data_help(dataset, root, config.dataset.image_size),
         base_folder=runs_dir / config.name, run_folders=tuple(run.folder for run in runs),
         description=config.description)

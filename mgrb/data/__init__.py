@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from mgrb.data.base import ClassIncrementalData
+from mgrb.errors import DataError
 
 DATASETS = ("cifar10", "cifar100", "miniimagenet", "imagenet100", "digits")
 
@@ -30,6 +31,8 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
         from mgrb.data.cache import NETWORK_SIZES, cache_folder, cache_present, cache_side, load_cache
 
         side = cache_side(name, image_size)
+        if name == "imagenet100":
+            require_prepared(name, base, image_size)
         if cache_present(name, base, side):
             # Training crops ImageNet-100's 256x256 images to 224 (evaluation: the centre).
             return dataclasses.replace(load_cache(cache_folder(name, base, side)),
@@ -38,15 +41,42 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
         from mgrb.data.folder import load_miniimagenet
 
         return load_miniimagenet(dataset_folder(base, name), image_size=image_size or 84)
-    if name == "imagenet100":
-        from mgrb.data.folder import load_imagenet100
-
-        return load_imagenet100(dataset_folder(base, name))
     raise ValueError(f"unknown data set {name!r}")
 
 
-def data_present(name: str, root: str | Path | None = None) -> bool:
-    """A cheap check of the folder layout; nothing is decoded."""
+CACHE_ONLY = ("imagenet100",)  # read only from the cache of `mgrb data prepare`
+
+
+def require_prepared(name: str, root: str | Path | None = None,
+                     image_size: int | None = None) -> None:
+    """For a data set read only from its prepared cache (ImageNet-100): DataError, with the one
+    command that makes the cache, when it is missing, unfinished, old or damaged. Cheap
+    (nothing is hashed): `mgrb run` asks before it makes its run folder."""
+    if name not in CACHE_ONLY:
+        return
+    from mgrb.data.cache import cache_problem, cache_side, prepare_command
+
+    side = cache_side(name, image_size)
+    problem = cache_problem(name, root, side)
+    if problem is None:
+        return
+    command = prepare_command(name, root, side)
+    if images_present(name, root):
+        source = f"it decodes the images in {dataset_folder(default_root(root), name)} once"
+    else:
+        from mgrb.data.folder import IMAGENET100_LAYOUT
+
+        source = (f"first put the images under {default_root(root)} (they cannot be downloaded "
+                  f"automatically):\n{IMAGENET100_LAYOUT}")
+    raise DataError(f"ImageNet-100 is read only from the cache that `mgrb data prepare` makes, "
+                    f"and there is none to use ({problem}). Make it with:\n  {command}\n"
+                    f"({source})")
+
+
+def data_present(name: str, root: str | Path | None = None, image_size: int | None = None) -> bool:
+    """A cheap check that a run could start; nothing is decoded. ImageNet-100: its prepared
+    cache (for the network side `image_size`, default 224) is there; the image folders alone
+    are not enough (`images_present`)."""
     if name == "digits":
         return True
     base = default_root(root)
@@ -55,11 +85,17 @@ def data_present(name: str, root: str | Path | None = None) -> bool:
             base / "test_batch").exists()
     if name == "cifar100":
         return (base / "cifar-100-python" / "test").exists() or (base / "meta").exists()
-    from mgrb.data.cache import cache_present
+    from mgrb.data.cache import cache_present, cache_side
 
-    if cache_present(name, base):  # `mgrb data prepare` made it; the image folders may be gone
-        return True
-    folder = dataset_folder(base, name)
+    if cache_present(name, base, cache_side(name, image_size)):
+        return True  # `mgrb data prepare` made it; the image folders may be gone
+    return name not in CACHE_ONLY and images_present(name, base)
+
+
+def images_present(name: str, root: str | Path | None = None) -> bool:
+    """Whether the image folders of miniImageNet or ImageNet-100 are there, by their layout
+    (what `mgrb data prepare` reads); nothing is decoded."""
+    folder = dataset_folder(default_root(root), name)
     if name == "imagenet100":
         return (folder / "train").is_dir() and (folder / "val").is_dir()
     if not folder.is_dir():
@@ -75,5 +111,5 @@ def dataset_folder(base: Path, name: str) -> Path:
     return base / name if (base / name).is_dir() else base
 
 
-__all__ = ["ClassIncrementalData", "DATASETS", "data_present", "dataset_folder", "default_root",
-           "load_dataset"]
+__all__ = ["CACHE_ONLY", "ClassIncrementalData", "DATASETS", "data_present", "dataset_folder",
+           "default_root", "images_present", "load_dataset", "require_prepared"]

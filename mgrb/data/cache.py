@@ -2,10 +2,12 @@
 (mgrb/data/prepare.py), read back as one tensor per split.
 
 A cache folder holds shards `train-00000.npy`, `test-00000.npy`, ... of shape (n, 3, S, S),
-uint8, RGB and channel-first (the layout training indexes), the class ids of each split as
-int64 (`train-labels.npy`), and `manifest.json`, written last: a folder without it is
-unfinished. The manifest holds each file's sha256, and a load checks every byte against it:
-a cache is read whole at each run start anyway, so the check costs little more than the read.
+uint8, RGB and channel-first (the layout training indexes; the manifest records the order as
+`"channels": "RGB"`), decoded as the authors' code did (cv2.imread, cv2.resize:
+mgrb.data.folder.decode_image), the class ids of each split as int64 (`train-labels.npy`), and
+`manifest.json`, written last: a folder without it is unfinished. The manifest holds each
+file's sha256, and a load checks every byte against it: a cache is read whole at each run
+start anyway, so the check costs little more than the read.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from mgrb.data import default_root
 from mgrb.data.base import ClassIncrementalData
 from mgrb.errors import DataError
 
-FORMAT, FORMAT_VERSION = "mgrb-image-cache", 1
+# Version 2: decoded by OpenCV as the original; version 1 was decoded by PIL (other pixels).
+FORMAT, FORMAT_VERSION = "mgrb-image-cache", 2
+CHANNELS = "RGB"  # the channel order of the shards, recorded in the manifest
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
 CACHE_SIZES = {"imagenet100": 256, "miniimagenet": 84}  # the sizes the authors' code decoded to
@@ -69,6 +73,37 @@ def sha256_files(paths: list[Path], workers: int | None = None) -> list[str | No
         return list(pool.map(one, paths))
 
 
+def prepare_command(name: str, root: str | Path | None = None, image_size: int | None = None,
+                    out: str | Path | None = None) -> str:
+    """The `mgrb data prepare` command that makes NAME's cache: --root unless the data root is
+    the default ./data, --size for a reduced cache side, --out for a folder elsewhere."""
+    import shlex
+
+    words = ["mgrb", "data", "prepare", name]
+    base = default_root(root)
+    if base != Path("data"):
+        words += ["--root", str(base.resolve())]
+    side = image_size or CACHE_SIZES[name]
+    if side != CACHE_SIZES[name]:
+        network = round(side * NETWORK_SIZES[name] / CACHE_SIZES[name])
+        words += ["--size", str(network)]
+    if out is not None and Path(out) != cache_folder(name, root, side):
+        words += ["--out", str(Path(out).resolve())]
+    return shlex.join(words)
+
+
+def _remake(folder: Path, manifest: dict | None = None) -> str:
+    """How to make the cache in `folder` again, as a command when the manifest tells the data
+    set, its image folder and the side."""
+    try:
+        name, root, side = manifest["dataset"], manifest["source_root"], manifest["image_size"]
+        if name not in CACHE_SIZES or not isinstance(root, str) or not isinstance(side, int):
+            raise TypeError
+    except (TypeError, KeyError):
+        return "make it again with `mgrb data prepare`"
+    return f"make it again with `{prepare_command(name, root, side, out=folder)}`"
+
+
 def read_manifest(folder: str | Path) -> dict:
     """The manifest, its structure checked: file names, and shards that tile each split."""
     folder = Path(folder)
@@ -92,8 +127,14 @@ def read_manifest(folder: str | Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{path}: not the manifest of an mgrb image cache")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{path}: a cache of format version {manifest.get('format_version')!r}; "
-                        f"this mgrb reads version {FORMAT_VERSION}. Prepare the cache again")
+        older = (" (decoded by PIL, not by OpenCV as the authors' code)"
+                 if manifest.get("format_version") == 1 else "")
+        raise DataError(f"{path}: a cache of format version {manifest.get('format_version')!r}"
+                        f"{older}; this mgrb reads version {FORMAT_VERSION}: "
+                        f"{_remake(folder, manifest)}")
+    if manifest.get("channels") != CHANNELS:
+        raise DataError(f"{path}: records channel order {manifest.get('channels')!r}, not "
+                        f"{CHANNELS!r}; {_remake(folder, manifest)}")
     problem = _structure_problem(manifest)
     if problem:
         raise DataError(f"{path}: damaged ({problem}); prepare the cache again")
@@ -233,11 +274,15 @@ def load_cache(folder: str | Path, workers: int | None = None) -> ClassIncrement
         extra={"cache": str(folder.resolve())})
 
 
-def cache_present(name: str, root: str | Path | None = None, image_size: int | None = None) -> bool:
-    """Whether the default cache of NAME under the data root is finished and whole, as far as
-    its manifest and the files' sizes tell: cheap enough for a listing (nothing is hashed;
-    `load_cache` hashes)."""
+def cache_problem(name: str, root: str | Path | None = None,
+                  image_size: int | None = None) -> str | None:
+    """Why the default cache of NAME under the data root cannot be used (missing, unfinished,
+    of an older format, damaged, another data set's), or None when it is finished and whole as
+    far as its manifest and the files' sizes tell: cheap enough for a listing (nothing is
+    hashed; `load_cache` hashes)."""
     folder = cache_folder(name, root, image_size)
+    if not folder.is_dir():
+        return f"{folder}: no such cache folder"
     try:
         manifest = read_manifest(folder)
         size = manifest["image_size"]
@@ -245,6 +290,13 @@ def cache_present(name: str, root: str | Path | None = None, image_size: int | N
         files += [(shard["file"], (shard["count"], 3, size, size), "|u1") for shard in manifest["shards"]]
         for file, shape, dtype in files:
             _open_array(folder / file, shape, dtype)[0].close()
-    except DataError:
-        return False
-    return manifest.get("dataset") == name
+    except DataError as error:
+        return str(error)
+    if manifest.get("dataset") != name:
+        return f"{folder}: a cache of {manifest.get('dataset')!r}, not of {name}"
+    return None
+
+
+def cache_present(name: str, root: str | Path | None = None, image_size: int | None = None) -> bool:
+    """Whether the default cache of NAME is finished and whole (`cache_problem`)."""
+    return cache_problem(name, root, image_size) is None

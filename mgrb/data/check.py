@@ -16,8 +16,8 @@ def data_root(root: Path | None) -> Path:
 
 def check_data(root: Path | None, download: bool = True) -> int:
     """Print the state of every data set; exit status 1 if a present data set is damaged."""
-    from mgrb.data import data_present, load_dataset
-    from mgrb.data.cache import cache_folder, cache_present
+    from mgrb.data import CACHE_ONLY, data_present, images_present, load_dataset
+    from mgrb.data.cache import cache_folder, cache_present, prepare_command
     from mgrb.data.cifar import CIFAR_LAYOUT
     from mgrb.data.folder import IMAGENET100_LAYOUT, MINIIMAGENET_LAYOUT
 
@@ -53,9 +53,12 @@ def check_data(root: Path | None, download: bool = True) -> int:
         if cache_present(name, root):
             print(f"{name}: cache in {cache_folder(name, root)} (mgrb data prepare {name}); runs "
                   "use it")
+        elif name in CACHE_ONLY and images_present(name, root):
+            print(f"{name}: present in {root / name}, not yet prepared: runs read only its "
+                  f"cache; `{prepare_command(name, root)}` decodes it once")
         elif data_present(name, root):
-            print(f"{name}: present in {root / name}; `mgrb data prepare {name}` decodes it once "
-                  "into a cache that runs use instead (much faster)")
+            print(f"{name}: present in {root / name}; `{prepare_command(name, root)}` decodes it "
+                  "once into a cache that runs use instead (much faster)")
         else:
             print(f"{name}: not present. It cannot be downloaded automatically; put it here:\n"
                   f"{layout}\n")

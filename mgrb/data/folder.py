@@ -1,8 +1,9 @@
 """miniImageNet and ImageNet-100 from folders of image files (docs/method.md section 1).
 
 The file lists (`miniimagenet_files`, `imagenet100_files`) are read without decoding
-anything, so that the loaders here and the uint8 cache (`mgrb data prepare`) share one
-reading of each layout and one class numbering."""
+anything, so that miniImageNet's in-memory loader here and the uint8 cache (`mgrb data
+prepare`) share one reading of each layout and one class numbering. ImageNet-100 is read
+only through that cache; `decode_image` is the one decoder of both."""
 
 from __future__ import annotations
 
@@ -71,19 +72,37 @@ def _class_folders(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.startswith("n")}
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """(size, size, 3) uint8 RGB: any mode (greyscale, CMYK, palette, RGBA) converted, then
-    squashed to a square with PIL's bilinear filter, aspect ratio not kept, as the authors'
-    code did (Resize((256, 256)) for ImageNet-100, 84x84 for miniImageNet)."""
-    from PIL import Image
-
+def _opencv():
+    """cv2, imported where images are decoded (OpenCV's headless wheel, a dependency of mgrb)."""
     try:
-        with Image.open(path) as image:
-            if image.mode != "RGB":  # convert() copies even an RGB image: 15% of the time
-                image = image.convert("RGB")
-            return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
-        raise DataError(f"{path}: not a readable image ({error}); replace or remove it") from None
+        import cv2
+    except ImportError as error:
+        raise DataError(f"decoding images needs OpenCV ({error}); install the locked environment "
+                        "(`make setup`) or `pip install opencv-python-headless`") from None
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own message says why
+    return cv2
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB, decoded as the authors' code did (code/LoadImagenet100.py,
+    code/LoadMiniImagenet.py): `cv2.imread(path)` (IMREAD_COLOR: 3 channels whatever the file
+    holds, greyscale and CMYK included, its EXIF orientation applied, the format told by the
+    content, not the name), then, when the image is not size x size already,
+    `cv2.resize(img, (size, size))` (bilinear, aspect ratio not kept): 256x256 for ImageNet-100,
+    84x84 for miniImageNet, whose images are 84x84 already. OpenCV's BGR is turned into RGB,
+    a lossless reordering (docs/method.md sections 1 and 8)."""
+    cv2 = _opencv()
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        image, reason = None, str(error).strip().splitlines()[-1]
+    else:
+        reason = "OpenCV cannot decode it"
+    if image is None:
+        raise DataError(f"{path}: not a readable image ({reason}); replace or remove it")
+    if image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(image[..., ::-1])
 
 
 def _decode(paths: list[Path], size: int, progress=None) -> torch.Tensor:
@@ -178,16 +197,3 @@ def load_miniimagenet(root: str | Path, image_size: int = 84, verify_classes: bo
         test_labels=torch.tensor(sources.test_labels), class_names=list(sources.wnids),
         mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=image_size, wnids=list(sources.wnids),
         source=f"{sources.root}; split: {sources.split}")
-
-
-def load_imagenet100(root: str | Path) -> ClassIncrementalData:
-    """File lists only: 224x224 images are decoded per batch by the DataLoader."""
-    import torch
-
-    sources = imagenet100_files(root)
-    return ClassIncrementalData(
-        name="imagenet100", num_classes=100, train_images=sources.train_paths,
-        train_labels=torch.tensor(sources.train_labels), test_images=sources.test_paths,
-        test_labels=torch.tensor(sources.test_labels), class_names=list(sources.wnids),
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=224, wnids=list(sources.wnids),
-        source=str(sources.root))

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from mgrb.data import dataset_folder, default_root
-from mgrb.data.cache import (CACHE_SIZES, FORMAT, FORMAT_VERSION, MANIFEST, SHARD_FILE, SPLITS,
-                             cache_folder, labels_file, sha256_files)
-from mgrb.data.folder import Sources, imagenet100_files, miniimagenet_files
+from mgrb.data.cache import (CACHE_SIZES, CHANNELS, FORMAT, FORMAT_VERSION, MANIFEST, SHARD_FILE,
+                             SPLITS, cache_folder, labels_file, sha256_files)
+from mgrb.data.folder import Sources, _opencv, imagenet100_files, miniimagenet_files
 from mgrb.data.shards import Shard, available_cores, write_shards
 from mgrb.errors import DataError
 from mgrb.store.files import atomic_write, fsync_directory
@@ -61,6 +61,7 @@ def prepare_cache(name: str, root: str | Path | None = None, out: str | Path | N
     <root>/NAME-cache-SIZE). `report(done, total, kept)` is called as images are done."""
     if name not in CACHE_SIZES:
         raise ValueError(f"no image cache for data set {name!r}")
+    _opencv()  # missing, it is said now, not by every decoding process
     started = time.monotonic()
     size = image_size or CACHE_SIZES[name]
     folder = Path(out) if out else cache_folder(name, root, size)
@@ -152,10 +153,12 @@ def _write_labels(folder: Path, split: str, labels: list[int]) -> str:
 
 def _progress_record(folder: Path, name: str, size: int) -> dict:
     """Finished shards by file name, {"sources": ..., "sha256": ...}; nothing when the record
-    is damaged or belongs to another data set or size."""
+    is damaged or belongs to another data set, size or cache format (shards of an older
+    format hold other pixels: they are decoded again)."""
     try:
         record = json.loads((folder / PROGRESS).read_bytes())
-        if record["dataset"] == name and record["image_size"] == size:
+        if (record["dataset"] == name and record["image_size"] == size
+                and record.get("format_version") == FORMAT_VERSION and record.get("channels") == CHANNELS):
             return {file: entry for file, entry in record["shards"].items() if isinstance(entry, dict)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
@@ -174,7 +177,8 @@ def _kept_shards(folder: Path, name: str, size: int, shards: list[Shard]) -> dic
 
 
 def _save_progress(folder: Path, name: str, size: int, done: dict[str, dict]) -> None:
-    record = {"dataset": name, "image_size": size, "shards": done}
+    record = {"dataset": name, "image_size": size, "format_version": FORMAT_VERSION,
+              "channels": CHANNELS, "shards": done}
     atomic_write(folder / PROGRESS, json.dumps(record, indent=1).encode())
 
 
@@ -190,9 +194,11 @@ def _write_manifest(folder: Path, sources: Sources, size: int, shards: list[Shar
                     done: dict[str, dict], label_digests: dict[str, str]) -> None:
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dataset": sources.name,
-        "image_size": size,
-        "pixels": f"uint8 RGB, channel-first (n, 3, {size}, {size}); every image converted to RGB "
-                  f"and resized to {size}x{size} with PIL's bilinear filter, aspect ratio not kept",
+        "image_size": size, "channels": CHANNELS,
+        "pixels": f"uint8 {CHANNELS}, channel-first (n, 3, {size}, {size}); every image read by "
+                  f"cv2.imread (IMREAD_COLOR, EXIF orientation applied) and, unless it is "
+                  f"{size}x{size} already, resized to {size}x{size} by cv2.resize (INTER_LINEAR), "
+                  f"aspect ratio not kept, as the authors' code; OpenCV's BGR stored as {CHANNELS}",
         "source_root": str(sources.root), "split": sources.split, "wnids": list(sources.wnids),
         "counts": {"train": len(sources.train_paths), "test": len(sources.test_paths)},
         "labels": {split: {"file": labels_file(split), "sha256": label_digests[split]} for split in SPLITS},

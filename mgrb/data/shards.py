@@ -1,9 +1,10 @@
 """Shards of the uint8 cache written in parallel, for `mgrb data prepare` (mgrb/data/prepare.py).
 
-Images are decoded in chunks by a pool of processes (PIL holds the GIL while it decodes),
-each writing straight into its shard's memory-mapped temporary file, so no pixel crosses a
-pipe. A shard whose chunks are all written is synced, hashed and renamed into place by a
-thread of the parent while the pool goes on decoding the next one.
+Images are decoded (mgrb.data.folder.decode_image: OpenCV, as the authors' code) in chunks
+by a pool of processes that never import torch, each writing straight into its shard's
+memory-mapped temporary file, so no pixel crosses a pipe. A shard whose chunks are all
+written is synced, hashed and renamed into place by a thread of the parent while the pool goes
+on decoding the next one.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
         # Named explicitly, CIFAR may still be downloaded; the default set takes what is there.
         may_download = bool(patterns) and dataset in ("cifar10", "cifar100") \
             and config.dataset.download
-        if not data_present(dataset, config.dataset.root) and not may_download:
+        if not data_present(dataset, config.dataset.root, config.dataset.image_size) \
+                and not may_download:
             not_run[name] = f"{dataset} data not present (`make data` says how to get it)"
             progress.message(f"skipping {name}: {not_run[name]}")
             continue

@@ -11,7 +11,7 @@ from PIL import Image
 from mgrb.data import data_present, load_dataset
 from mgrb.data.cifar import load_cifar
 from mgrb.data.digits import load_digits_data
-from mgrb.data.folder import (IMAGENET100_SHA256, imagenet100_wnids, load_imagenet100,
+from mgrb.data.folder import (IMAGENET100_SHA256, imagenet100_files, imagenet100_wnids,
                               load_miniimagenet)
 from mgrb.errors import DataError
 
@@ -133,13 +133,15 @@ def test_imagenet100_class_ids_follow_the_resource_file(tmp_path):
         for wnid in wnids:
             (tmp_path / split / wnid).mkdir(parents=True)
             Image.new("RGB", (4, 4)).save(tmp_path / split / wnid / "a.JPEG", "JPEG")
-    data = load_dataset("imagenet100", tmp_path.parent / tmp_path.name)
-    assert data.train_labels.tolist() == list(range(100))
-    assert data.train_images[0].parent.name == wnids[0] == "n03710193"
+    sources = imagenet100_files(tmp_path.parent / tmp_path.name)
+    assert sources.train_labels == list(range(100))
+    assert sources.train_paths[0].parent.name == wnids[0] == "n03710193"
+    with pytest.raises(DataError, match="mgrb data prepare imagenet100"):  # read only from the cache
+        load_dataset("imagenet100", tmp_path)
     (tmp_path / "val" / wnids[7] / "a.JPEG").unlink()
     (tmp_path / "val" / wnids[7]).rmdir()
     with pytest.raises(DataError, match=f"val/{wnids[7]}"):
-        load_imagenet100(tmp_path)
+        imagenet100_files(tmp_path)
 
 
 def test_data_present(tmp_path):
