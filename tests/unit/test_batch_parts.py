@@ -4,10 +4,9 @@ have, and a part may be empty when a batch has fewer images than processes."""
 
 import pytest
 import torch
-from PIL import Image
 
 from mgrb.data.augment import Augment
-from mgrb.data.batches import FileBatches, TensorBatches, contiguous_part
+from mgrb.data.batches import TensorBatches, contiguous_part
 
 
 @pytest.mark.parametrize("count, world", [(10, 3), (2, 4), (0, 2), (7, 1), (128, 8)])
@@ -34,24 +33,3 @@ def test_tensor_batches_parts_are_the_whole_batches_cut_in_pieces():
     for number, (x, y) in enumerate(whole):
         torch.testing.assert_close(torch.cat([p[number][0] for p in parts]), x)
         assert torch.equal(torch.cat([p[number][1] for p in parts]), y)
-
-
-def test_file_batches_give_each_process_its_images_and_an_empty_part_as_empty(tmp_path):
-    paths = []
-    for index in range(5):
-        path = tmp_path / f"{index}.png"
-        Image.new("RGB", (10, 10), (index * 40, 0, 0)).save(path)
-        paths.append(path)
-    batches = FileBatches(paths, torch.arange(5), (0.5,) * 3, (0.25,) * 3, "cpu", image_size=8,
-                          num_workers=0)
-
-    def labels(part):
-        return [y.tolist() for _, y in batches.batches(torch.arange(5), 3, shuffle=False,
-                                                        augment=None, generator=None, part=part)]
-
-    assert labels(None) == [[0, 1, 2], [3, 4]]
-    assert labels((0, 3)) == [[0], [3]] and labels((1, 3)) == [[1], [4]]
-    assert labels((2, 3)) == [[2], []]
-    empty = list(batches.batches(torch.arange(5), 3, shuffle=False, augment=None,
-                                 generator=None, part=(2, 3)))[1][0]
-    assert empty.shape == (0, 3, 8, 8)
