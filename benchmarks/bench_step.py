@@ -272,15 +272,24 @@ def class_counts(config: Experiment) -> list[int]:
     return [per_class - holdout] * N_OLD + [new] * (N_SEEN - N_OLD)
 
 
+# On a GPU the bench times the fast mode (train.precision: bf16): the default numerics, the
+# original's fp32 with TF32 (`auto`), are slower, and `make gpu-check` runs both and compares
+# their accuracies. On a CPU it times what a CPU run does, fp32.
+def bench_precision(device) -> str:
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
 class FastStep:
-    """The trainer's stage-1 step: its numerics (mgrb.training.numerics: bf16 backbone, fp32
-    classifier, compiled backbones when asked) and MGRBPhase's losses, on batches from
-    TensorBatches, with the backbone and augmentation of `config` (the shape's experiment)."""
+    """The trainer's stage-1 step: its numerics (mgrb.training.numerics: by default the bf16
+    fast mode on a GPU and fp32 on a CPU, fp32 classifier, compiled backbones when asked) and
+    MGRBPhase's losses, on batches from TensorBatches, with the backbone and augmentation of
+    `config` (the shape's experiment)."""
 
     def __init__(self, config: Experiment, device, images, labels, *, batch: int,
-                 compile: bool, shape: StepShape = SHAPES["cifar"], resident: bool | None = None):
+                 compile: bool, shape: StepShape = SHAPES["cifar"], resident: bool | None = None,
+                 precision: str | None = None):
         self.device, self.batch = device, batch
-        self.numerics = Numerics.resolve(device, precision=config.train.precision,
+        self.numerics = Numerics.resolve(device, precision=precision or bench_precision(device),
                                          channels_last=config.train.channels_last,
                                          compile=compile)
         model, teacher = make_networks(device, self.numerics.channels_last, config.model.backbone,

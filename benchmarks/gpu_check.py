@@ -9,8 +9,9 @@ and says why.
 
 Every step goes through the real entry points (`mgrb run` processes, `make bench`'s script),
 on a CIFAR-100-shaped data set written in torchvision's pickle layout (synthetic_cifar.py):
-  a. 3 phases, both stages, for fp32 and bf16, torch.compile off and on: every run finishes,
-     learns, records the numerics it was asked for, and compiles without falling back;
+  a. 3 phases, both stages, in the default numerics (tf32, the original's) and the bf16 fast
+     mode, torch.compile off and on: every run finishes, learns, records the numerics it was
+     asked for, and compiles without falling back; then how far the two modes' top-1 lie apart;
   b. deterministic mode twice: identical accuracies, to the last digit of every class;
   c. deterministic mode killed with SIGKILL mid-run (mid-epoch checkpoints every few batches),
      then resumed: identical to (b);
@@ -18,7 +19,7 @@ on a CIFAR-100-shaped data set written in torchvision's pickle layout (synthetic
      share of the bf16 peak, 1 and 2 runs packed;
   e. an NVML reading of this machine, in the shapes the launcher's tests replay;
   f. no host sync inside a mid-epoch fast-path step (from the bench, CUDA's sync debug mode);
-  g. the fp32 run of (a) under `mgrb run --nproc 2` (two GPUs with NCCL; skipped with fewer;
+  g. the tf32 run of (a) under `mgrb run --nproc 2` (two GPUs with NCCL; skipped with fewer;
      gloo on the CPU): two processes, top-1 near the one-process run's in every phase.
 b and c run together, and so do d and f. On a GPU the sizes are a few thousand images,
 ResNet-34 (ResNet-18 for b and c, whose checkpoints come every few batches): under 8 minutes
@@ -72,7 +73,11 @@ PROFILES = {
                       "--pack-seconds", "0.5"],
             "bench_images": {"fast": 40, "reference": 4, "imagenet": 0, "pack_warm": 9}},
 }
-MATRIX = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
+# tf32: the default on a GPU (`precision: auto`, the original's numerics); bf16: the fast mode
+MATRIX = [("tf32", False), ("bf16", False), ("tf32", True), ("bf16", True)]
+# a: top-1 of the tf32 and bf16 runs, phase by phase, further apart than this says one is broken
+# (a few epochs of a few thousand images: seed-like noise of several points is expected)
+AGREEMENT_POINTS = 15.0
 
 
 def child_env() -> dict:
@@ -178,9 +183,26 @@ def numerics_matrix(runs: Runs, data: Path, profile: dict, on_gpu: bool) -> list
                         precision=precision, compile=compiled))
             for precision, compiled in MATRIX]
     outcomes = runs.run_all(jobs, profile["parallel"])
-    return [judge_run(f"a. {label}", outcomes[label], precision=precision, compiled=compiled,
-                      on_gpu=on_gpu, learned=profile["learned"])
-            for (label, _), (precision, compiled) in zip(jobs, MATRIX)]
+    judged = [judge_run(f"a. {label}", outcomes[label], precision=precision, compiled=compiled,
+                        on_gpu=on_gpu, learned=profile["learned"])
+              for (label, _), (precision, compiled) in zip(jobs, MATRIX)]
+    return judged + [agreement(judged)]
+
+
+def agreement(judged: list[dict]) -> dict:
+    """How far apart the default numerics (tf32) and the bf16 fast mode land, phase by phase,
+    with compiling off and on."""
+    by_label = {entry["check"]: entry.get("top1") for entry in judged}
+    gaps = []
+    for compiled in ("off", "on"):
+        tf32, bf16 = by_label.get(f"a. tf32-compile-{compiled}"), by_label.get(f"a. bf16-compile-{compiled}")
+        if not tf32 or not bf16 or len(tf32) != len(bf16):
+            return check("a. tf32 and bf16 agree", False, f"compile {compiled}: a run is missing")
+        gaps += [abs(a - b) for a, b in zip(tf32, bf16)]
+    detail = (f"top-1 differs by at most {max(gaps):.2f} points over the phases (mean "
+              f"{sum(gaps) / len(gaps):.2f}; bound {AGREEMENT_POINTS:g})")
+    return check("a. tf32 and bf16 agree", max(gaps) <= AGREEMENT_POINTS, detail,
+                 max_gap=max(gaps), mean_gap=sum(gaps) / len(gaps))
 
 
 def judge_run(name: str, outcome: dict, *, precision: str, compiled: bool, on_gpu: bool,
@@ -195,6 +217,8 @@ def judge_run(name: str, outcome: dict, *, precision: str, compiled: bool, on_gp
     top1 = [phase["top1"] for phase in results["phases"]]
     if len(top1) != 3:
         problems.append(f"{len(top1)} phases, not 3")
+    if precision == "tf32" and not on_gpu:
+        precision = "fp32"  # no TF32 on a CPU: numerics.py records fp32
     if results["numerics"]["precision"] != precision:
         problems.append(f"ran in {results['numerics']['precision']}")
     report = results["compile"]
@@ -222,19 +246,20 @@ NPROC_TOLERANCE = 3.0  # points of top-1 per phase: float sums in another order,
 
 def two_processes(runs: Runs, data: Path, profile: dict, matrix: list[dict], on_gpu: bool,
                   gpus: int) -> list[dict]:
-    """The matrix's fp32 run again under `mgrb run --nproc 2` (NCCL on two GPUs, gloo on the
-    CPU): it finishes as two processes and lands near the one-process run in every phase."""
+    """The matrix's tf32 run (the default numerics) again under `mgrb run --nproc 2` (NCCL
+    on two GPUs, gloo on the CPU): it finishes as two processes and lands near the one-process
+    run in every phase."""
     if on_gpu and gpus < 2:
-        return [skipped("g. fp32, --nproc 2", f"{gpus} GPU here; it needs two")]
-    config = experiment("gpu_check_fp32_0", data, profile, precision="fp32", compile=False)
+        return [skipped("g. tf32, --nproc 2", f"{gpus} GPU here; it needs two")]
+    config = experiment("gpu_check_tf32_0", data, profile, precision="tf32", compile=False)
     outcome = runs.finish(runs.start(config, "nproc-2", ("--nproc", "2")), "nproc-2")
-    judged = judge_run("g. fp32, --nproc 2", outcome, precision="fp32", compiled=False,
+    judged = judge_run("g. tf32, --nproc 2", outcome, precision="tf32", compiled=False,
                        on_gpu=on_gpu, learned=profile["learned"], announce=False)
-    reference = next((c for c in matrix if c["check"] == "a. fp32-compile-off"), None)
-    if reference is None:  # (a) did not run in this call: its fp32 run, as one process
-        reference = judge_run("a. fp32-compile-off", runs.finish(runs.start(config, "nproc-1"),
+    reference = next((c for c in matrix if c["check"] == "a. tf32-compile-off"), None)
+    if reference is None:  # (a) did not run in this call: its tf32 run, as one process
+        reference = judge_run("a. tf32-compile-off", runs.finish(runs.start(config, "nproc-1"),
                                                                  "nproc-1"),
-                              precision="fp32", compiled=False, on_gpu=on_gpu,
+                              precision="tf32", compiled=False, on_gpu=on_gpu,
                               learned=profile["learned"], announce=False)
     if not (judged["ok"] and reference["ok"]):
         return [check(judged["check"], False, judged["detail"] if not judged["ok"] else
@@ -242,7 +267,7 @@ def two_processes(runs: Runs, data: Path, profile: dict, matrix: list[dict], on_
     processes = outcome["results"]["numerics"].get("processes")
     gaps = [abs(a - b) for a, b in zip(judged["top1"], reference["top1"])]
     ok = processes == 2 and max(gaps) <= NPROC_TOLERANCE
-    return [check("g. fp32, --nproc 2", ok,
+    return [check("g. tf32, --nproc 2", ok,
                   f"{processes} processes; top-1 by phase "
                   f"{', '.join(f'{t:.2f}' for t in judged['top1'])} against one process's "
                   f"{', '.join(f'{t:.2f}' for t in reference['top1'])}; "
@@ -408,8 +433,8 @@ class Unit:
     needs: tuple[str, ...] = ()  # modules, by import name
 
 
-UNITS = (Unit("a", "fp32 and bf16, compile off and on, 3 phases, both stages"),
-         Unit("g", "the fp32 run over two processes (DistributedDataParallel)"),
+UNITS = (Unit("a", "tf32 (default) and bf16, compile off and on, 3 phases, both stages"),
+         Unit("g", "the tf32 run over two processes (DistributedDataParallel)"),
          Unit("bc", "deterministic mode twice; killed with SIGKILL and resumed"),
          Unit("df", "the bench table (benchmarks/bench_step.py)"),
          Unit("e", "an NVML reading of this machine", needs=("pynvml",)))
@@ -455,7 +480,8 @@ def estimates(profile: dict, on_gpu: bool, gpus: int, letters: str) -> dict[str,
     data, tpc, test = Path("/gpu-check"), profile["train_per_class"], profile["test_per_class"]
     matrix = [(timing.run_work(experiment("x", data, profile, precision=p, compile=c), tpc, test),
                p, c) for p, c in MATRIX]
-    kind = {"fp32": "fp32", "bf16": "bf16" if on_gpu else "fp32"}
+    kind = {"fp32": "fp32", "tf32": "tf32" if on_gpu else "fp32",
+            "bf16": "bf16" if on_gpu else "fp32"}
     runs = [timing.run_seconds(work, rates, kind[p], compiled=c) for work, p, c in matrix]
     starts = [rates.process_start_s + (rates.compile_s if c else 0) for _, _, c in matrix]
     seconds = {"a": max(starts) + sum(r - s for r, s in zip(runs, starts))

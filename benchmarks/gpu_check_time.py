@@ -7,7 +7,8 @@ teacher and AdamW's two moments, in fp32). Only the rates below turn that into s
 they are assumptions, stated so that a measured gpu-check can correct them:
 
 - on one H100, small batches of 32x32 images keep the GPU far from its peak: 15 TFLOP/s in
-  fp32 (TF32 off, as the trainer runs it; 67 TFLOP/s is the fp32 peak) and 60 in bf16;
+  fp32 (TF32 off; 67 TFLOP/s is the fp32 peak), 25 in fp32 with TF32 (the default,
+  `precision: auto`) and 60 in bf16;
   deterministic kernels at half that; the 224x224 ImageNet-shaped step, large enough to fill
   the tensor cores, 250 TFLOP/s in bf16;
 - a cold torch.compile of a ResNet's forward and backward, 150 s (both precisions compile
@@ -35,10 +36,10 @@ class Rates:
 
 
 H100 = Rates("one H100", process_start_s=15,
-             tflops={"fp32": 15, "bf16": 60, "deterministic": 7.5, "imagenet": 250},
+             tflops={"fp32": 15, "tf32": 25, "bf16": 60, "deterministic": 7.5, "imagenet": 250},
              compile_s=150, checkpoint_gb_per_s=0.5, reference_images_per_s=2000)
 TWO_CORE_CPU = Rates("a two-core CPU", process_start_s=6,
-                     tflops={"fp32": 0.1, "bf16": 0.05, "deterministic": 0.1, "imagenet": 0.1},
+                     tflops={"fp32": 0.1, "tf32": 0.1, "bf16": 0.05, "deterministic": 0.1, "imagenet": 0.1},
                      compile_s=45, checkpoint_gb_per_s=0.3, reference_images_per_s=30)
 TARGET_S = 480  # the GPU profile must fit one 10-minute call with room to spare
 

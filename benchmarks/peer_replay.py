@@ -14,8 +14,9 @@ by this file's worker mode with that environment's Python, on what our code hand
 - the memory: Avalanche's ParametricBuffer grouped by class, a fixed 6 exemplars per class,
   chosen by our rule (the first images of each class in data set order), checked image by
   image against our exemplars after every experience;
-- the optimiser, epochs, batch and learning-rate schedule of the file (our learning_rate
-  function, applied by an Avalanche plugin before each iteration), our augmentation as the
+- the optimiser, epochs, batch and learning-rate schedule of the file (our set_stage1_rates,
+  backbone and classifier each with its own rate as the original's two optimisers, applied by
+  an Avalanche plugin before each iteration), our augmentation as the
   dataset transform, and Avalanche's stream accuracy on the test images of the classes seen.
 
 Two peer rows: Avalanche's ReplayPlugin as shipped (each step draws a batch of new data and a
@@ -100,6 +101,8 @@ def protocol_settings(config) -> dict:
         "epochs": train.epochs, "lr": train.lr, "weight_decay": train.weight_decay,
         "milestones": list(train.milestones), "lr_decay": train.lr_decay,
         "warmup_epochs": train.warmup_epochs,
+        "late_decay": config.quirks.late_decay,
+        "warmup_backbone_only": config.quirks.warmup_backbone_only,
         "augment": {"crop_padding": train.augment.crop_padding, "flip": train.augment.flip,
                     "rotation": train.augment.rotation},
     }
@@ -294,9 +297,13 @@ def differences(settings: dict, ours_images: list[int], variants: list[str]) -> 
         f"{'a' if augment['flip'] else 'no'} horizontal flip, one nearest-neighbour resampling "
         "with zero fill), applied per image as Avalanche's dataset transform instead of per "
         "batch.",
-        f"learning rate: our learning_rate function (base {settings['lr']:g}, linear warm-up "
-        f"over {settings['warmup_epochs']} epoch(s), x{settings['lr_decay']:g} from 0-based "
-        f"epoch(s) {', '.join(map(str, settings['milestones']))}) set before every iteration by "
+        f"learning rate: our set_stage1_rates (base {settings['lr']:g}, linear warm-up over "
+        f"{settings['warmup_epochs']} epoch(s)"
+        f"{' on the backbone only' if settings['warmup_backbone_only'] else ''}, "
+        f"x{settings['lr_decay']:g} at 0-based milestone(s) "
+        f"{', '.join(map(str, settings['milestones']))}"
+        f"{', from the epoch after each' if settings['late_decay'] else ''}; backbone and "
+        "classifier in two parameter groups) set before every iteration by "
         "a small Avalanche plugin, with "
         "the iteration count of the peer's own data loader; Avalanche's LRSchedulerPlugin "
         "cannot know each experience's iteration count when the scheduler is built.",
@@ -540,7 +547,9 @@ def worker(payload_path: Path, variant: str, seed: int, out: Path) -> None:
 
     from mgrb.data.augment import Augment, augment_batch
     from mgrb.store.files import atomic_write
-    from mgrb.training.control import learning_rate
+    from types import SimpleNamespace
+
+    from mgrb.training.control import set_stage1_rates
     from mgrb.training.models import IncrementalNet, build_backbone
 
     inputs = torch.load(payload_path, weights_only=True)
@@ -616,16 +625,29 @@ def worker(payload_path: Path, variant: str, seed: int, out: Path) -> None:
                 self.inner.renew_classifier(wanted, keep_old_weights=True)
 
     class Schedule(SupervisedPlugin):
-        """Our learning_rate (warm-up, then steps at the milestones) before every iteration."""
+        """Our set_stage1_rates before every iteration: the optimiser Avalanche makes anew for
+        each experience (one group) split first into the backbone's and the classifier's
+        groups, as our trainer has them."""
+
+        train = SimpleNamespace(lr=settings["lr"], warmup_epochs=settings["warmup_epochs"],
+                                milestones=settings["milestones"], lr_decay=settings["lr_decay"])
+        quirks = SimpleNamespace(late_decay=settings["late_decay"],
+                                 warmup_backbone_only=settings["warmup_backbone_only"])
 
         def before_training_iteration(self, strategy, **kwargs):
-            lr = learning_rate(settings["lr"], epoch=strategy.clock.train_exp_epochs,
-                               iteration=strategy.clock.train_epoch_iterations,
-                               iterations=len(strategy.dataloader),
-                               milestones=settings["milestones"], decay=settings["lr_decay"],
-                               warmup_epochs=settings["warmup_epochs"])
-            for group in strategy.optimizer.param_groups:
-                group["lr"] = lr
+            optimizer = strategy.optimizer
+            if len(optimizer.param_groups) == 1:
+                (group,) = optimizer.param_groups
+                classifier = {id(p) for p in strategy.model.inner.classifier.parameters()}
+                optimizer.param_groups = [
+                    {**group, "params": [p for p in group["params"] if id(p) not in classifier],
+                     "name": "backbone"},
+                    {**group, "params": [p for p in group["params"] if id(p) in classifier],
+                     "name": "classifier"}]
+            set_stage1_rates(optimizer, self.train, self.quirks,
+                             epoch=strategy.clock.train_exp_epochs,
+                             iteration=strategy.clock.train_epoch_iterations,
+                             iterations=len(strategy.dataloader))
 
     class CountImages(SupervisedPlugin):
         """How many images each experience trains on (new data and memory), for the parent

@@ -30,6 +30,7 @@ DATASET_DEFAULTS = {
         "train": {"epochs": 120, "milestones": [30, 60, 90], "stage2_epochs": 30,
                   "augment": {"random_resized_crop": True, "flip": True, "rotation": 15},
                   "stage2_augment": True},
+        "quirks": {"opencv_bgr": True},  # cv2.imread there too (docs/method.md section 8)
     },
     "digits": {
         # 7 images per old class (1 held out, 6 replayed) against about 150 of a new class:

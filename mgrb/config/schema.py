@@ -155,8 +155,9 @@ class Train:
                                    "its features recomputed every epoch (the original does on "
                                    "miniImageNet and ImageNet-100)")
     augment: Augmentation = section(Augmentation)
-    precision: str = setting("auto", choices=("auto", "fp32", "bf16"),
-                             help="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    precision: str = setting("auto", choices=("auto", "fp32", "tf32", "bf16"),
+                             help="auto: the original's numerics (tf32 on a GPU, fp32 with "
+                             "deterministic: true and on the CPU); bf16: the fast mode")
     channels_last: bool | str = setting("auto", choices=("auto", True, False),
                                         help="auto: true on a GPU")
     compile: bool | str = setting("auto", choices=("auto", True, False),
@@ -164,7 +165,9 @@ class Train:
                                   "compiler on PATH, off on the CPU")
     deterministic: bool = setting(False, help="deterministic GPU kernels (slower): a resumed "
                                   "run then equals an uninterrupted one on a GPU too")
-    num_workers: int = setting(8, minimum=0, maximum=256, help="DataLoader workers (file data sets)")
+    num_workers: int = setting(8, minimum=0, maximum=256,
+                               help="not used: every data set now trains from memory or its "
+                               "prepared cache; kept so that files setting it still load")
     checkpoint_every: int = setting(10, minimum=1, maximum=MAX_EPOCHS,
                                     help="epochs between checkpoints")
     checkpoint_minutes: float = setting(10.0, minimum=0, maximum=10_080,
@@ -205,8 +208,13 @@ class Quirks:
     tree_depth_stage2: int | None = setting(18, minimum=2, maximum=100)
     cifar10_vis_clusters: int | None = setting(2, minimum=1, maximum=MAX_CLASSES)
     fresh_classifier: bool = setting(True)
-    opencv_bgr: bool = setting(False, help="miniImageNet's channels in BGR order, normalised with RGB "
-                               "statistics, as the original's OpenCV loading gives them")
+    opencv_bgr: bool = setting(False, help="miniImageNet's and ImageNet-100's channels in BGR "
+                               "order, normalised with RGB statistics, as the original's "
+                               "OpenCV loading gives them")
+    late_decay: bool = setting(True, help="each learning-rate decay starts the epoch after its "
+                               "milestone, as the original's scheduler.step(epoch) at each epoch's end")
+    warmup_backbone_only: bool = setting(True, help="the first epoch's warm-up on the backbone's "
+                                         "rate only; the classifier starts at the full rate")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -317,4 +325,5 @@ SCHEMA = schema_of(Experiment)
 
 # Settings added after run folders were first written, each with the value that reproduces
 # what the code did before it existed: absent from a stored config.yaml, a setting has it.
-ABSENT_MEANS = {"train.stage2_augment": False, "quirks.opencv_bgr": False, "dataset.image_size": None}
+ABSENT_MEANS = {"train.stage2_augment": False, "quirks.opencv_bgr": False, "dataset.image_size": None,
+                "quirks.late_decay": False, "quirks.warmup_backbone_only": False}

@@ -23,8 +23,8 @@ from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.data.protocol import Protocol, memory_sizes
 from mgrb.perf.throughput import CIFAR_SHAPE, IMAGENET_SHAPE
 
-# ASSUMPTION, not a measurement: 50 TFLOP/s sustained. The trainer runs in fp32 (cuDNN
-# convolutions in TF32, about 495 TFLOP/s dense peak on an H100) on 32x32 images at batch
+# ASSUMPTION, not a measurement: 50 TFLOP/s sustained. The trainer runs in fp32 by default
+# (convolutions and matmuls in TF32, about 495 TFLOP/s dense peak on an H100) on 32x32 images at batch
 # 128, where plain PyTorch training reaches roughly a tenth of peak; well-tuned bf16 ResNet
 # training reaches 15-25% of the bf16 peak (989 TFLOP/s). `make bench` is to measure the real
 # rate and replace this figure.

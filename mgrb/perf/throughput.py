@@ -60,7 +60,10 @@ class Measurement:
             detail += [f"{tflops:.3g} TFLOP/s on the {SHAPE_LABELS.get(key, key)}"
                        for key, tflops in sorted(self.shapes.items()) if key != CIFAR_SHAPE]
         detail += [note] if note else []
-        return (f"{rate:.3g} TFLOP/s measured on {self.device} by `make bench` "
+        # a GPU's bench times the bf16 fast mode, a CPU's fp32 (benchmarks/bench_step.py,
+        # bench_precision); on a GPU the default numerics, fp32 with TF32, are slower
+        mode = "fp32" if self.device.startswith("CPU") else "the bf16 fast mode"
+        return (f"{rate:.3g} TFLOP/s measured on {self.device} by `make bench` in {mode} "
                 f"({self.measured_at[:10]}, {'; '.join(detail)})")
 
     @classmethod

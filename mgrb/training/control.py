@@ -10,13 +10,52 @@ from dataclasses import dataclass
 from mgrb.errors import MGRBError
 
 
+# The original's WarmUpLR (code/util.py) divides by total_iters + 1e-8; kept, so that the
+# rates equal the original's to the last bit (tests/unit/test_schedule.py).
+_WARMUP_EPSILON = 1e-8
+
+
 def learning_rate(base: float, *, epoch: int, iteration: int, iterations: int, milestones,
-                  decay: float, warmup_epochs: int) -> float:
-    """MultiStepLR by epoch, times a linear warm-up per iteration over the first epochs."""
-    lr = base * decay ** sum(epoch >= m for m in milestones)
-    if warmup_epochs and epoch < warmup_epochs:
-        lr *= (epoch * iterations + iteration + 1) / (warmup_epochs * iterations)
-    return lr
+                  decay: float, warmup_epochs: int, late_decay: bool = False) -> float:
+    """The rate of batch `iteration` of `epoch` (both from 0) for one optimiser.
+
+    late_decay (quirks.late_decay), as the original schedules it (code/etrain.py): a
+    MultiStepLR stepped as `scheduler.step(epoch)` at the end of every epoch from epoch 1 on,
+    so epoch e >= 2 trains at base * decay^#{milestones <= e - 1} (a decay starts the epoch
+    after its milestone), and epochs 0 and 1 keep the rate that epoch 0 ended with; a warm-up
+    (WarmUpLR, stepped before each batch of the first `warmup_epochs` epochs) sets
+    base * k / (warmup_epochs * iterations + 1e-8) at the k-th batch, milestones aside.
+    Otherwise torch's usual reading: base * decay^#{milestones <= epoch}, times the warm-up's
+    (k / (warmup_epochs * iterations)) within the warm-up epochs."""
+    if not late_decay:
+        lr = base * decay ** sum(epoch >= m for m in milestones)
+        if warmup_epochs and epoch < warmup_epochs:
+            lr *= (epoch * iterations + iteration + 1) / (warmup_epochs * iterations)
+        return lr
+    warm = warmup_epochs * iterations
+    if epoch < warmup_epochs:
+        return base * (epoch * iterations + iteration + 1) / (warm + _WARMUP_EPSILON)
+    if epoch - 1 >= 1:  # set by step(epoch - 1) at the end of the previous epoch
+        return base * decay ** sum(m <= epoch - 1 for m in milestones)
+    return base * warm / (warm + _WARMUP_EPSILON) if warmup_epochs else base
+
+
+def set_stage1_rates(optimizer, train, quirks, *, epoch: int, iteration: int,
+                     iterations: int) -> float:
+    """Each group's rate for this batch of stage 1 (the backbone's group, then the
+    classifier's: Trainer._stage1_groups); returns the backbone's, which the log shows as the
+    original printed it."""
+    rates = []
+    for group in optimizer.param_groups:
+        warm = train.warmup_epochs
+        if quirks.warmup_backbone_only and group.get("name") == "classifier":
+            warm = 0  # the original warms up the backbone's optimiser only (code/etrain.py)
+        group["lr"] = learning_rate(train.lr, epoch=epoch, iteration=iteration,
+                                    iterations=iterations, milestones=train.milestones,
+                                    decay=train.lr_decay, warmup_epochs=warm,
+                                    late_decay=quirks.late_decay)
+        rates.append(group["lr"])
+    return rates[0]
 
 
 @dataclass

@@ -17,7 +17,8 @@ def device_name(device: torch.device) -> str:
 
 # The CPU features that choose which kernels oneDNN, MKL and ATen run: two machines that differ
 # here sum floats in other orders, so a CPU run's numbers match to the digit only where this
-# signature does (docs/results.md: the digits demo's average moves by up to 0.4 points).
+# signature does (docs/method.md section 10: the digits demo's average moves by up to 0.6
+# points between them).
 _KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
                  "asimd", "sve")
 

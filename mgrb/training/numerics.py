@@ -5,12 +5,17 @@ for the length of the run (and put back afterwards, so a library caller keeps it
 recorded in results.json under `numerics`: a result depends on every one of them.
 
 What each setting means, on every device:
+- `precision: auto` (the default): the original's numerics. It ran fp32 on torch 1.10 with
+  CUDA 11.1, where TF32 was on for cuDNN convolutions and for matmuls; so on a GPU, `tf32`,
+  except with `deterministic: true`, which keeps TF32 off (fp32) and records that it did; on
+  the CPU, fp32.
+- `precision: tf32`: fp32 tensors, TF32 allowed for matmuls and cuDNN convolutions (a GPU
+  from Ampere on; elsewhere, and on the CPU, this is fp32).
 - `precision: fp32`: no autocast; TF32 off for matmuls and cuDNN convolutions, so fp32 is fp32.
-- `precision: bf16` (and `auto` on a GPU): bf16 autocast over the backbone only. The
-  classifier runs in fp32 outside autocast, so every logit (training, teacher, evaluation) is
-  fp32: bf16 logits tie and flip top-1 argmaxes. The losses are fp32. TF32 stays off: the
-  fp32 parts are small, and a figure labelled fp32 should not hide a 10-bit mantissa.
-- `auto` on the CPU: fp32.
+- `precision: bf16`, the fast mode (not the original's numerics): bf16 autocast over the
+  backbone only. The classifier runs in fp32 outside autocast, so every logit (training,
+  teacher, evaluation) is fp32: bf16 logits tie and flip top-1 argmaxes. The losses are fp32.
+  TF32 stays off for the fp32 parts: they are small.
 - `deterministic: true`: strict. An operation without a deterministic kernel raises, and the
   run stops with a message naming it, rather than warn and give results that differ.
 - `compile`: the backbone (student and teacher) compiled once for the whole run with a
@@ -58,19 +63,23 @@ class Numerics:
     compile: bool
     deterministic: bool
     compile_choice: str = "set: false"  # how `compile` was decided, for results.json
+    tf32: bool = False
+    precision_choice: str = "set: fp32"  # how the precision was decided, for results.json
 
     @classmethod
     def resolve(cls, device: torch.device, *, precision: str = "auto",
                 channels_last: bool | str = "auto", compile: bool | str = False,
                 deterministic: bool = False) -> Numerics:
         """The run's numerics from the `train` settings of the same names ("auto": the
-        fast choice on a GPU, fp32, the default layout and no compiling on the CPU)."""
+        original's numerics, channels-last and compiling on a GPU; fp32, the default layout
+        and no compiling on the CPU)."""
         on_gpu = device.type == "cuda"
         compiled, choice = _compile_choice(compile, device.type)
-        return cls(device_type=device.type,
-                   bf16=precision == "bf16" or (precision == "auto" and on_gpu),
+        tf32, precision_choice = _tf32_choice(precision, on_gpu, deterministic)
+        return cls(device_type=device.type, bf16=precision == "bf16",
                    channels_last=channels_last is True or (channels_last == "auto" and on_gpu),
-                   compile=compiled, deterministic=deterministic, compile_choice=choice)
+                   compile=compiled, deterministic=deterministic, compile_choice=choice,
+                   tf32=tf32, precision_choice=precision_choice)
 
     @classmethod
     def of(cls, train: Train, device: torch.device) -> Numerics:
@@ -99,9 +108,10 @@ class Numerics:
         return classifier(features.float())
 
     def describe(self) -> dict:
-        return {"precision": "bf16" if self.bf16 else "fp32",
+        return {"precision": "bf16" if self.bf16 else "tf32" if self.tf32 else "fp32",
+                "precision_choice": self.precision_choice,
                 "autocast": "bfloat16, backbone only" if self.bf16 else "off",
-                "logits_and_losses": "float32", "tf32": False,
+                "logits_and_losses": "float32", "tf32": self.tf32,
                 "channels_last": self.channels_last, "compile": self.compile,
                 "compile_choice": self.compile_choice,
                 "deterministic": self.deterministic,
@@ -119,8 +129,8 @@ def applied(numerics: Numerics):
              torch.backends.cuda.matmul.allow_tf32)
     # The legacy allow_tf32 flags, not the newer fp32_precision ones: Inductor reads the
     # legacy flags, and torch raises when it finds the two APIs mixed.
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = numerics.tf32
+    torch.backends.cuda.matmul.allow_tf32 = numerics.tf32
     if numerics.deterministic:
         if numerics.device_type == "cuda":
             _check_cublas_workspace()
@@ -142,6 +152,20 @@ def applied(numerics: Numerics):
         torch.backends.cudnn.benchmark = saved[2]
         torch.backends.cudnn.allow_tf32 = saved[3]
         torch.backends.cuda.matmul.allow_tf32 = saved[4]
+
+
+def _tf32_choice(precision: str, on_gpu: bool, deterministic: bool) -> tuple[bool, str]:
+    """Whether TF32 is allowed, and how that was decided (results.json's precision_choice)."""
+    if precision == "tf32":
+        return on_gpu, "set: tf32" if on_gpu else "set: tf32, which is fp32 on the CPU"
+    if precision != "auto":
+        return False, f"set: {precision}"
+    if not on_gpu:
+        return False, "auto: fp32 on the CPU"
+    if deterministic:
+        return False, ("auto: fp32 with TF32 off, as train.deterministic asks (the original "
+                       "had TF32 on)")
+    return True, "auto: the original's numerics, fp32 with TF32 convolutions and matmuls"
 
 
 def _check_cublas_workspace() -> None:

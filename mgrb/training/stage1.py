@@ -10,11 +10,11 @@ from collections.abc import Callable
 import torch
 
 from mgrb.data.augment import Augment
-from mgrb.config.schema import Train
+from mgrb.config.schema import Quirks, Train
 from mgrb.method.phase import MGRBPhase
 from mgrb.store.runfolder import RunFolder
-from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
-                                   require_finite, stage1_step)
+from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, require_finite,
+                                   set_stage1_rates, stage1_step)
 from mgrb.training.distributed import Group
 from mgrb.training.progress import Progress
 
@@ -40,12 +40,13 @@ class Stage1Loop:
     checkpoint is agreed at those points only (every train.log_every batches), so that the
     step itself never waits for the others."""
 
-    def __init__(self, *, train: Train, model: torch.nn.Module, logits: Callable,
+    def __init__(self, *, train: Train, quirks: Quirks, model: torch.nn.Module, logits: Callable,
                  prepare: Callable, images, augment: Augment, generator: torch.Generator,
                  run: RunFolder, progress: Progress, phases: int,
                  save: Callable[[Position, object], None], checkpoint_due: Callable[[], bool],
                  epoch_generator: torch.Tensor | None = None, group: Group | None = None):
         self.train, self.model, self.logits, self.prepare = train, model, logits, prepare
+        self.quirks = quirks
         self.group = group or Group()
         self.images, self.augment, self.generator = images, augment, generator
         self.run, self.progress, self.phases = run, progress, phases
@@ -97,11 +98,8 @@ class Stage1Loop:
                                       skip=resume_at, part=self.group.part)
         several, total = self.group.several, split.train.numel()
         for iteration, (x, y) in enumerate(batches, start=resume_at):
-            lr = learning_rate(train.lr, epoch=epoch, iteration=iteration,
-                               iterations=iterations, milestones=train.milestones,
-                               decay=train.lr_decay, warmup_epochs=train.warmup_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_stage1_rates(optimizer, train, self.quirks, epoch=epoch, iteration=iteration,
+                                    iterations=iterations)
             count = min(train.batch_size, total - iteration * train.batch_size)
             terms = stage1_step(method, self.logits, optimizer, self.prepare(x), y,
                                 global_count=count if several else None, world=self.group.world)

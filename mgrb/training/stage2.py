@@ -17,7 +17,8 @@ from mgrb.training.progress import Progress
 
 def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase,
                        epoch_features: Callable[[], tuple[torch.Tensor, torch.Tensor]], *,
-                       optimizer, train: Train, generator: torch.Generator, phase: int, phases: int,
+                       optimizer, train: Train, late_decay: bool = False,
+                       generator: torch.Generator, phase: int, phases: int,
                        run: RunFolder, progress: Progress,
                        stop_requested: Callable[[], bool] = STOP_REQUESTED.is_set) -> None:
     """The backbone is frozen, so the classifier trains on the balanced set's features, which
@@ -33,9 +34,11 @@ def retrain_classifier(classifier: torch.nn.Module, method: MGRBPhase,
         features, labels = epoch_features()
         size = features.shape[0]
         classifier.train()  # the features were made in eval mode
+        # no warm-up: the original's stage 2 steps the warm-up of the backbone's optimiser,
+        # which stage 2 does not use (code/etrain.py), so the classifier gets none
         lr = learning_rate(train.lr, epoch=epoch, iteration=0, iterations=1,
                            milestones=train.stage2_milestones, decay=train.lr_decay,
-                           warmup_epochs=0)
+                           warmup_epochs=0, late_decay=late_decay)
         for group in optimizer.param_groups:
             group["lr"] = lr
         order = torch.randperm(size, generator=generator).to(features.device)

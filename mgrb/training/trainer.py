@@ -7,6 +7,7 @@ Method-specific work (teacher, class weights, soft targets, losses) lives in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import torch
@@ -95,6 +96,13 @@ class Trainer:
         return torch.optim.AdamW(parameters, lr=self.train_cfg.lr,
                                  weight_decay=self.train_cfg.weight_decay,
                                  fused=self.numerics.fused_optimizer or None)
+
+    def _stage1_groups(self) -> list[dict]:
+        """The backbone's and the classifier's parameters as two groups of one optimiser:
+        the original has an optimiser for each, with its own rate in the warm-up
+        (quirks.warmup_backbone_only); AdamW's maths is per parameter, so the two are one."""
+        return [{"params": list(self.model.backbone.parameters()), "name": "backbone"},
+                {"params": list(self.model.classifier.parameters()), "name": "classifier"}]
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self, position: Position, optimizer) -> dict:
@@ -189,7 +197,7 @@ class Trainer:
                                    "device_uuid": device_uuid(self.device),
                                    "numerics": self._numerics()})
         self.stage1 = Stage1Loop(
-            train=self.train_cfg, model=self.model, logits=self._train_logits,
+            train=self.train_cfg, quirks=self.config.quirks, model=self.model, logits=self._train_logits,
             prepare=self._prepare, group=self.group,
             images=self.stream.train_set, augment=self.stream.augment, generator=self.generator,
             run=self.run, progress=self.progress, phases=self.stream.protocol.num_phases,
@@ -228,9 +236,9 @@ class Trainer:
             # (re)built each phase: the classifier has grown, and it makes rank 0's weights
             # every process's (after a resume too)
             self._ddp = self.group.wrap(LogitsModule(self.model, self.logits), self.device)
-            optimizer = self._adamw(self.model.parameters())
+            optimizer = self._adamw(self._stage1_groups())
             if optimizer_state is not None:
-                optimizer.load_state_dict(optimizer_state)
+                optimizer.load_state_dict(_two_groups(optimizer_state, optimizer))
             self.stage1.run_phase(position, method, split, optimizer)
             position = Position(phase, "stage2", 0)
         if phase > 0 and self.method_cfg.decouple and self.train_cfg.stage2_epochs:
@@ -276,8 +284,15 @@ class Trainer:
     # -- stage 2 -------------------------------------------------------------------------
     def _stage2(self, phase: int, method: MGRBPhase, split) -> None:
         if self.train_cfg.stage2_augment:  # new features every epoch, of newly augmented images
+            augment = self.stream.augment
+            if augment.random_resized_crop:
+                # ImageNet-100: the original's transform of the balanced set
+                # (code/LoadImagenet100.py) squashes each image to 224x224 (Resize([224, 224]))
+                # before its RandomResizedCrop, which stage 1's transform does not
+                augment = dataclasses.replace(augment, resize_first=True)
+
             def epoch_features():
-                return self._features(split.balanced, augment=self.stream.augment)
+                return self._features(split.balanced, augment=augment)
         else:  # the test transform: the same features every epoch, computed once
             fixed = self._features(split.balanced)
 
@@ -285,7 +300,8 @@ class Trainer:
                 return fixed
         retrain_classifier(self.model.classifier, method, epoch_features,
                            optimizer=self._adamw(self.model.classifier.parameters()),
-                           train=self.train_cfg, generator=self.generator, phase=phase,
+                           train=self.train_cfg, late_decay=self.config.quirks.late_decay,
+                           generator=self.generator, phase=phase,
                            phases=self.stream.protocol.num_phases, run=self.run,
                            progress=self.progress, stop_requested=self.group.stop_requested)
         # every process trained the same classifier on the same features; rank 0's is kept
@@ -324,3 +340,16 @@ class Trainer:
                                "last_top1": results["last_top1"],
                                "wall_time_s": results["wall_time_s"]})
         return results
+
+
+def _two_groups(state: dict, optimizer) -> dict:
+    """A stage-1 optimiser state saved before the backbone and the classifier had a group
+    each (one group over model.parameters(), the backbone's first) split the same way, so
+    that such a checkpoint still resumes."""
+    if len(state["param_groups"]) != 1 or len(optimizer.param_groups) != 2:
+        return state
+    (group,) = state["param_groups"]
+    cut = len(optimizer.param_groups[0]["params"])
+    groups = [{**group, "params": group["params"][:cut], "name": "backbone"},
+              {**group, "params": group["params"][cut:], "name": "classifier"}]
+    return {**state, "param_groups": groups}

@@ -27,11 +27,13 @@ def test_the_cpu_mode_runs_every_step_and_says_no_gpu_was_measured(tmp_path):
     (path,) = tmp_path.glob("gpu-check-CPU*.json")
     report = json.loads(path.read_text())
     names = [c["check"] for c in report["checks"]]
-    assert names == ["a. fp32-compile-off", "a. bf16-compile-off", "a. fp32-compile-on",
-                     "a. bf16-compile-on", "b. deterministic twice",
+    assert names == ["a. tf32-compile-off", "a. bf16-compile-off", "a. tf32-compile-on",
+                     "a. bf16-compile-on", "a. tf32 and bf16 agree", "b. deterministic twice",
                      "c. SIGKILL mid-run, then resume", "d. bench", "e. NVML reading",
-                     "g. fp32, --nproc 2"]
-    assert [c["status"] for c in report["checks"]] == ["pass"] * 7 + ["skip", "pass"]
+                     "g. tf32, --nproc 2"]
+    assert [c["status"] for c in report["checks"]] == ["pass"] * 8 + ["skip", "pass"]
+    (agree,) = [c for c in report["checks"] if c["check"] == "a. tf32 and bf16 agree"]
+    assert 0 <= agree["max_gap"] <= gpu_check.AGREEMENT_POINTS
     assert report["complete"] and set(report["unit_seconds"]) == {"a", "g", "bc", "df", "e"}
     assert report["gpu_measured"] is False and report["device_type"] == "cpu"
     (two,) = [c for c in report["checks"] if c["check"].startswith("g.")]

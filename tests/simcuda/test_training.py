@@ -192,7 +192,8 @@ def _iteration_records(simulated, monkeypatch):
 def test_mgrb_run_trains_every_phase_on_the_device(simulated, monkeypatch, signal_handlers,
                                                    tmp_path, choice):
     """`mgrb run digits_5_1 --device CHOICE`: every phase, both stages, evaluation and
-    checkpoints, through the command line, on cuda:0 in bf16 and channels-last. The values are
+    checkpoints, through the command line, on cuda:0 in the default numerics (fp32 with TF32,
+    the original's) and channels-last. The values are
     the simulation's placeholders (no data), so only where the work ran is checked, and that
     no training step makes the host wait: reads come at the epochs' ends only."""
     iterations, close = _iteration_records(simulated, monkeypatch)
@@ -202,7 +203,8 @@ def test_mgrb_run_trains_every_phase_on_the_device(simulated, monkeypatch, signa
     assert code == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["device"] == "Simulated CUDA device (FakeTensorMode)"
-    assert results["numerics"]["precision"] == "bf16" and results["numerics"]["channels_last"]
+    assert results["numerics"]["precision"] == "tf32" and results["numerics"]["tf32"] is True
+    assert results["numerics"]["channels_last"]
     close()
     within = [record for record in iterations if not record.epoch_end]
     assert len(results["phases"]) == 6 and len(within) > 20

@@ -96,6 +96,10 @@ def test_config_yaml_is_byte_for_byte_what_the_dict_based_code_wrote():
     assert "\n".join(shown_before).replace("compile: auto", "compile: false") + "\n" == before
     old = with_absent(yaml.safe_load(before), ABSENT_MEANS)
     assert old["train"].pop("compile") is False and now["train"].pop("compile") == "auto"
+    # the original's schedule became the default later (docs/method.md section 3): an older
+    # folder holds the schedule it ran, which differs
+    for quirk in ("late_decay", "warmup_backbone_only"):
+        assert old["quirks"].pop(quirk) is False and now["quirks"].pop(quirk) is True
     assert old == now
 
 
@@ -108,11 +112,15 @@ def test_a_run_folder_from_before_the_added_settings_resumes_only_where_they_cha
     folder = RunFolder(tmp_path / "old")
     folder.path.mkdir()
     (folder.path / "config.yaml").write_text(yaml.safe_dump(before, sort_keys=False))
-    folder.prepare(load_config(EXPERIMENTS / "c100_ont_10_10.yaml").to_dict(), absent_means=ABSENT_MEANS)
+    current = load_config(EXPERIMENTS / "c100_ont_10_10.yaml").to_dict()
+    with pytest.raises(RunFolderError, match=r"differs in: quirks\.late_decay, quirks\.warmup_backbone_only"):
+        folder.prepare(current, absent_means=ABSENT_MEANS)  # today's default schedule is another
+    old_schedule = dict(current["quirks"], late_decay=False, warmup_backbone_only=False)
+    folder.prepare(dict(current, quirks=old_schedule), absent_means=ABSENT_MEANS)
     mini = dict(before, dataset={"name": "miniimagenet"})
     (folder.path / "config.yaml").write_text(yaml.safe_dump(mini, sort_keys=False))
     changed = load_config(EXPERIMENTS / "c100_ont_10_10.yaml").to_dict()
     changed.update(dataset=mini["dataset"], train=dict(changed["train"], stage2_augment=True),
-                   quirks=dict(changed["quirks"], opencv_bgr=True))
+                   quirks=dict(old_schedule, opencv_bgr=True))
     with pytest.raises(RunFolderError, match=r"differs in: quirks\.opencv_bgr, train\.stage2_augment"):
         folder.prepare(changed, absent_means=ABSENT_MEANS)

@@ -29,15 +29,32 @@ hierarchy: {kind: vis, clusters: 2}
 """
 
 
-@pytest.mark.parametrize("device, precision, bf16, channels_last", [
-    ("cpu", "auto", False, False), ("cuda", "auto", True, True), ("cuda", "fp32", False, True),
-    ("cpu", "bf16", True, False)])
-def test_auto_resolves_by_device(device, precision, bf16, channels_last):
-    numerics = Numerics.resolve(torch.device(device), precision=precision)
-    assert (numerics.bf16, numerics.channels_last) == (bf16, channels_last)
-    assert numerics.describe()["logits_and_losses"] == "float32"
-    assert numerics.describe()["tf32"] is False
+@pytest.mark.parametrize("device, precision, deterministic, described, channels_last", [
+    ("cpu", "auto", False, "fp32", False),
+    ("cuda", "auto", False, "tf32", True),     # the original's numerics: TF32 on, as torch 1.10
+    ("cuda", "auto", True, "fp32", True),      # strict determinism keeps TF32 off
+    ("cuda", "fp32", False, "fp32", True),
+    ("cuda", "tf32", False, "tf32", True),
+    ("cpu", "tf32", False, "fp32", False),     # no TF32 on a CPU
+    ("cuda", "bf16", False, "bf16", True),     # the fast mode, only when asked for
+    ("cpu", "bf16", False, "bf16", False)])
+def test_precision_resolves_by_device(device, precision, deterministic, described, channels_last):
+    numerics = Numerics.resolve(torch.device(device), precision=precision,
+                                deterministic=deterministic)
+    record = numerics.describe()
+    assert (record["precision"], numerics.channels_last) == (described, channels_last)
+    assert numerics.bf16 == (described == "bf16") and record["tf32"] == (described == "tf32")
+    assert record["logits_and_losses"] == "float32"
     assert numerics.fused_optimizer == (device == "cuda")
+    if precision == "auto" and deterministic:
+        assert "TF32 off" in record["precision_choice"]
+
+
+def test_tf32_is_allowed_for_the_run_where_resolved_and_put_back():
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    with applied(Numerics.resolve(torch.device("cuda"), precision="auto")):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
 
 
 def test_bf16_logits_come_out_fp32_from_an_fp32_classifier():

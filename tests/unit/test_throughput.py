@@ -106,8 +106,9 @@ def test_an_old_file_projects_imagenet_from_the_cifar_rate_and_says_so(tmp_path)
     config = _config("i100_ont_50_10")
     hours, basis = projected_hours(config, measurement)
     assert hours == pytest.approx(training_flops(config) / 100e12 / 3600)
-    assert basis.endswith("100 TFLOP/s measured on synthetic test GPU by `make bench` (2026-11-25, "
-                          "32x32 ResNet-34 step; no ImageNet-shaped measurement)")
+    assert basis.endswith("100 TFLOP/s measured on synthetic test GPU by `make bench` in the bf16 "
+                          "fast mode (2026-11-25, 32x32 ResNet-34 step; no ImageNet-shaped "
+                          "measurement)")
     assert projection_shape(config, measurement) == (CIFAR_SHAPE, "no ImageNet-shaped measurement")
     # a CIFAR experiment's basis names its shape, with nothing missing to report
     _, basis = projected_hours(_config("c100_ont_10_10"), measurement)
@@ -122,12 +123,12 @@ def test_a_file_with_both_shapes_projects_each_data_set_from_its_own(tmp_path):
     hours, basis = projected_hours(imagenet, measurement)
     assert hours == pytest.approx(training_flops(imagenet) / 61.2e12 / 3600)
     assert basis == ("projection: 3,130 PFLOP of training at 61.2 TFLOP/s measured on synthetic "
-                     "test GPU by `make bench` (2026-11-25, 224x224 ResNet-18 step)")
+                     "test GPU by `make bench` in the bf16 fast mode (2026-11-25, 224x224 ResNet-18 step)")
     cifar = _config("c100_ont_10_10")
     hours, basis = projected_hours(cifar, measurement)
     assert hours == pytest.approx(training_flops(cifar) / 100e12 / 3600)
     assert basis.endswith("at 100 TFLOP/s measured on synthetic test GPU by `make bench` "
-                          "(2026-11-25, 32x32 ResNet-34 step)")
+                          "in the bf16 fast mode (2026-11-25, 32x32 ResNet-34 step)")
     # miniImageNet's 84x84 step has no measurement of its own: the CIFAR one, no "missing" note
     mini = _config("mini_ont_10_10")
     hours, basis = projected_hours(mini, measurement)
@@ -187,10 +188,12 @@ def test_only_cpu_files_leave_the_files_estimates(tmp_path):
 def test_describe_without_a_shape_gives_the_cifar_rate_then_the_others():
     measurement = Measurement("GPU", 100.0, "2026-11-25 10:00:00 UTC", Path(),
                               {IMAGENET_SHAPE: 61.2})
-    assert measurement.describe() == ("100 TFLOP/s measured on GPU by `make bench` (2026-11-25, "
-                                      "32x32 ResNet-34 step; 61.2 TFLOP/s on the 224x224 ResNet-18 step)")
+    assert measurement.describe() == ("100 TFLOP/s measured on GPU by `make bench` in the bf16 "
+                                      "fast mode (2026-11-25, 32x32 ResNet-34 step; 61.2 "
+                                      "TFLOP/s on the 224x224 ResNet-18 step)")
     old = Measurement("GPU", 100.0, "2026-11-25 10:00:00 UTC", Path())
-    assert old.describe() == "100 TFLOP/s measured on GPU by `make bench` (2026-11-25, 32x32 ResNet-34 step)"
+    assert old.describe() == ("100 TFLOP/s measured on GPU by `make bench` in the bf16 fast mode "
+                              "(2026-11-25, 32x32 ResNet-34 step)")
     assert hash(measurement)  # still a frozen value, usable as a key
 
 
@@ -204,8 +207,9 @@ def test_mgrb_list_projects_imagenet_from_its_own_rate(tmp_path, capsys):
     assert rows["c100_ont_10_10"]["estimated_gpu_hours"] == pytest.approx(
         training_flops(cifar) / 200e12 / 3600)
     assert main(["--experiments-dir", str(EXPERIMENTS), "list", "--runs-dir", str(tmp_path)]) == 0
-    assert ("from 200 TFLOP/s measured on synthetic test GPU by `make bench` (2026-11-25, 32x32 "
-            "ResNet-34 step; 80 TFLOP/s on the 224x224 ResNet-18 step)") in capsys.readouterr().out
+    assert ("from 200 TFLOP/s measured on synthetic test GPU by `make bench` in the bf16 fast "
+            "mode (2026-11-25, 32x32 ResNet-34 step; 80 TFLOP/s on the 224x224 ResNet-18 "
+            "step)") in capsys.readouterr().out
 
 
 def test_the_launcher_table_projects_imagenet_from_its_own_rate(tmp_path):
