@@ -73,10 +73,10 @@ def test_run_writes_a_complete_run_folder(experiment, tmp_path, capsys):
     assert not (out_dir / "run.lock").exists()
 
 
-def test_the_gpu_defaults_bf16_and_channels_last_train_on_the_cpu_too(experiment, tmp_path,
-                                                                     capsys):
-    """No GPU here: the numerics a GPU run takes by default, forced on the CPU, through the
-    whole protocol; the run records what it used."""
+def test_the_bf16_fast_mode_and_channels_last_train_on_the_cpu_too(experiment, tmp_path,
+                                                                   capsys):
+    """No GPU here: the bf16 fast mode and the channels-last layout a GPU run takes, forced on
+    the CPU, through the whole protocol; the run records what it used."""
     out_dir = tmp_path / "run"
     code, _, err = _run(["run", str(experiment), "--out", str(out_dir), "--device", "cpu",
                          "--set", "train.precision=bf16", "--set", "train.channels_last=true"],
@@ -84,7 +84,7 @@ def test_the_gpu_defaults_bf16_and_channels_last_train_on_the_cpu_too(experiment
     assert code == 0, err
     results = json.loads((out_dir / "results.json").read_text())
     assert results["numerics"] == {
-        "precision": "bf16", "autocast": "bfloat16, backbone only",
+        "precision": "bf16", "precision_choice": "set: bf16", "autocast": "bfloat16, backbone only",
         "logits_and_losses": "float32", "tf32": False, "channels_last": True, "compile": False,
         "compile_choice": "auto: off on the CPU", "deterministic": False,
         "cudnn_benchmark": False, "optimizer": "AdamW"}
