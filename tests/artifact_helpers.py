@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -95,6 +96,11 @@ import subprocess
 import sys
 import time
 
+held = None
+if os.environ.get("FAKE_TRAINER_HOLDS"):  # the run folder's lock, open as a trainer holds it
+    path = os.environ["FAKE_TRAINER_HOLDS"]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    held = open(path, "a")
 if len(sys.argv) > 2:  # a child in the trainer's process group, as its data workers are
     child = subprocess.Popen(["sleep", "600"])
     with open(sys.argv[2] + ".tmp", "w") as handle:
@@ -104,18 +110,26 @@ time.sleep(600)
 """
 
 
-def start_fake_trainer(folder: Path, child_pid_file: Path | None = None) -> subprocess.Popen:
+def start_fake_trainer(folder: Path, child_pid_file: Path | None = None, *,
+                       holds: Path | None = None) -> subprocess.Popen:
     """A process whose command line is the `mgrb` console script's, as a trainer started
     with `mgrb run` in another terminal: the lock may name it. With child_pid_file, it
-    starts a child in its process group and writes the child's pid there."""
+    starts a child in its process group and writes the child's pid there. With `holds` (a
+    run folder's run.lock), it keeps that file open, as a trainer holding the lock does: the
+    launcher signals only such a process."""
+    from mgrb.store.processes import holds_open
+
     script = Path(folder) / "mgrb"
     script.write_text(FAKE_TRAINER)
     extra = [str(child_pid_file)] if child_pid_file else []
-    process = subprocess.Popen([sys.executable, str(script), "run", *extra], start_new_session=True)
+    env = {**os.environ, **({"FAKE_TRAINER_HOLDS": str(holds)} if holds else {})}
+    process = subprocess.Popen([sys.executable, str(script), "run", *extra], start_new_session=True,
+                               env=env)
     # Until the child has exec'd, /proc shows pytest's command line, and the launcher rightly
     # refuses to signal it: on a busy machine that window made the lock tests flaky.
     cmdline, deadline = Path(f"/proc/{process.pid}/cmdline"), time.monotonic() + 60
-    while str(script).encode() not in cmdline.read_bytes():
+    while str(script).encode() not in cmdline.read_bytes() or (
+            holds and not holds_open(process.pid, holds)):
         if time.monotonic() > deadline or process.poll() is not None:
             raise AssertionError(f"the fake trainer {script} did not start")
         time.sleep(0.01)

@@ -160,7 +160,7 @@ class LocalLauncher:
             try:
                 lock = read_lock(folder)
                 if lock is not None:
-                    return trainer_pid(lock), False
+                    return trainer_pid(lock, folder), False
             except RunFileError as error:
                 reasons.append(f"run.lock: {error.reason}")
             except NotOurs as why:

@@ -15,7 +15,9 @@ import re
 import socket
 from pathlib import Path
 
-from mgrb.store.processes import command_line, is_recorded_process, pid_alive, process_group
+from mgrb.store.lock import LOCK
+from mgrb.store.processes import (command_line, holds_open, is_recorded_process, pid_alive,
+                                  process_group)
 
 SUPERVISOR = "artifact.core.supervise"
 # What Docker itself returns for a container; a name or a short prefix would let a planted
@@ -48,9 +50,11 @@ def supervisor_pid(launch: dict, base: Path) -> int:
     return pid
 
 
-def trainer_pid(lock: dict) -> int:
-    """The pid of the trainer holding a run.lock that meets the lock contract (a run started
-    outside the launcher: `mgrb run`, make reproduce); NotOurs says why not."""
+def trainer_pid(lock: dict, folder: Path) -> int:
+    """The pid of the trainer holding `folder`'s run.lock, whose record `lock` meets the lock
+    contract (a run started outside the launcher: `mgrb run`, make reproduce); NotOurs says
+    why not. The process must have this very lock file open: a folder copied while its run
+    trained holds a copy of the record, naming the other folder's trainer."""
     pid, host = lock["pid"], lock["host"]
     if host != socket.gethostname():
         raise NotOurs(f"run.lock names process {pid} on host {host}, not on this machine")
@@ -59,6 +63,13 @@ def trainer_pid(lock: dict) -> int:
     if not _is_trainer(argv):
         raise NotOurs(f"run.lock names process {pid}, which is not an mgrb trainer (its "
                       f"command is {_shown(argv)})")
+    holding = holds_open(pid, folder / LOCK)
+    if holding is None:
+        raise NotOurs(f"run.lock names process {pid}, whose open files cannot be read here "
+                      "(another user's process?), so it cannot be shown to hold this folder")
+    if not holding:
+        raise NotOurs(f"not running here: run.lock names process {pid}, an mgrb trainer that "
+                      f"does not hold this folder's lock (a copy of another run's folder?)")
     return pid
 
 

@@ -251,7 +251,7 @@ class _Reading:
     exit_record: dict | None = None
     log: list[str] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
-    locks: list[dict] = field(default_factory=list)  # the trainers' run.lock records
+    locks: list[tuple[Path, dict]] = field(default_factory=list)  # (folder, its run.lock record)
     failure: dict | None = None  # failed.json: the last attempt (`mgrb run`) ended in an error
     alive: bool | None = False
     pid: int | None = None
@@ -325,7 +325,7 @@ class RunWatcher:
             reading.results.append(results)
         for folder in self.experiment.run_folders:
             lock = self._read(reading, read_lock, folder)
-            reading.locks += [lock] if lock else []
+            reading.locks += [(folder, lock)] if lock else []
             if reading.failure is None and not (folder / RESULTS).exists():
                 reading.failure = self._read(
                     reading, lambda f: read_record("failed", f / FAILED_RECORD), folder)
@@ -350,7 +350,7 @@ class RunWatcher:
             except NotOurs:
                 pass
         if not reading.alive:  # started outside the launcher: `mgrb run`, make reproduce
-            reading.pid = _proven_trainer(reading.locks)
+            reading.pid = _proven_trainer(reading.locks, reading.problems)
             reading.alive = True if reading.pid else reading.alive
 
     def _probe_container(self, reading: _Reading, probe) -> None:
@@ -404,12 +404,15 @@ class RunWatcher:
         return state
 
 
-def _proven_trainer(locks: list[dict]) -> int | None:
-    for lock in locks:
+def _proven_trainer(locks: list[tuple[Path, dict]], problems: list[str]) -> int | None:
+    """The first trainer proven to hold one of the run's folders; a live trainer named by a
+    lock it does not hold (a folder copied while its run trained) is a problem to show."""
+    for folder, lock in locks:
         try:
-            return trainer_pid(lock)
-        except NotOurs:
-            continue
+            return trainer_pid(lock, folder)
+        except NotOurs as why:
+            if str(why).startswith("not running here"):
+                problems.append(f"{folder.name}/run.lock: {why}")
     return None
 
 

@@ -75,3 +75,29 @@ def command_line(pid: int) -> list[str] | None:
     except OSError:
         return None
     return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def holds_open(pid: int, path: Path) -> bool | None:
+    """Whether process `pid` has the very file at `path` open (its device and inode, read
+    through /proc/PID/fd): what a trainer holding a run folder's lock has, and a copy of
+    that folder (a new inode) cannot borrow. None where it cannot be told (another user's
+    process, or no /proc)."""
+    try:
+        wanted = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    descriptors = Path(f"/proc/{pid}/fd")
+    try:
+        names = os.listdir(descriptors)
+    except PermissionError:
+        return None
+    except OSError:
+        return False if Path("/proc/self/fd").is_dir() else None
+    for name in names:
+        try:
+            found = os.stat(descriptors / name)  # the open file itself, not the link
+        except OSError:
+            continue  # closed meanwhile
+        if (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino):
+            return True
+    return False

@@ -191,7 +191,7 @@ def test_stalled_and_started_elsewhere(tmp_path):
     folder.mkdir(parents=True)
     assert RunWatcher(experiment).refresh(stall_after_s=60).status == NOT_RUN
     # a trainer started with `mgrb run` in another terminal holds the lock
-    trainer = start_fake_trainer(tmp_path)
+    trainer = start_fake_trainer(tmp_path, holds=folder / "run.lock")
     write_lock(folder, trainer.pid)
     (folder / "events.jsonl").write_text(json.dumps({"time": time.time() - 3600,
                                                      "event": "started", "phases": 3}) + "\n")

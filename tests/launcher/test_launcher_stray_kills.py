@@ -145,7 +145,8 @@ def test_a_trainer_proven_by_its_lock_is_signalled_alone_never_its_group(experim
     """Started outside the launcher (`mgrb run` in a terminal): only the trainer's pid gets
     the signal; a process sharing its group (here a child of its own) is left alone."""
     pid_file = tmp_path / "child.pid"
-    trainer = start_fake_trainer(tmp_path, child_pid_file=pid_file)
+    trainer = start_fake_trainer(tmp_path, child_pid_file=pid_file,
+                                 holds=experiment.base_folder / "run.lock")
     child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=30))
     try:
         assert os.getpgid(child) == trainer.pid
@@ -162,7 +163,7 @@ def test_a_trainer_proven_by_its_lock_is_signalled_alone_never_its_group(experim
 
 
 def test_a_trainer_proven_by_its_lock_is_asked_to_stop(experiment, tmp_path):
-    trainer = start_fake_trainer(tmp_path)
+    trainer = start_fake_trainer(tmp_path, holds=experiment.base_folder / "run.lock")
     try:
         write_lock(experiment.base_folder, trainer.pid)
         message = LocalLauncher(tmp_path / "runs").stop(experiment)
@@ -274,3 +275,49 @@ def test_the_last_guard_never_signals_init_or_everything(signals, pid):
         message = _signal(pid, whole_session=True, force=force)
         assert message == f"cannot be stopped from here: refusing to signal process {pid}"
     assert signals == []
+
+
+# -- a run folder copied while its run trains ------------------------------------------------
+def test_a_folder_copied_while_its_run_trains_cannot_stop_that_run(tmp_path):
+    """Two real trainers (`mgrb run`, as in two terminals), alpha and gamma; while alpha
+    trains, `cp -a runs/alpha runs/beta`. beta's run.lock names alpha's trainer with its true
+    identity, but that trainer holds alpha's lock file, not beta's copy: beta shows as not
+    running here, with the reason, and stopping beta (politely or by force) reaches nobody.
+    alpha is then stopped through its own folder, and gamma is left alone."""
+    import shutil
+
+    from artifact.core.experiments import load_experiments
+
+    experiments = write_experiments(tmp_path / "experiments", epochs=400,
+                                    names=("alpha", "beta", "gamma"))
+    runs = tmp_path / "runs"
+    by_name = {e.name: e for e in load_experiments(experiments, runs)}
+    trainers = {name: subprocess.Popen(
+        [sys.executable, "-m", "mgrb.cli", "run", str(experiments / f"{name}.yaml"),
+         "--out", str(runs / name), "--device", "cpu", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for name in ("alpha", "gamma")}
+    try:
+        for name in trainers:
+            wait_for(lambda name=name: (runs / name / "events.jsonl").exists()
+                     and '"epoch"' in (runs / name / "events.jsonl").read_text(), timeout=180)
+        alpha_state = RunWatcher(by_name["alpha"]).refresh(stall_after_s=600)
+        assert (alpha_state.status, alpha_state.pid) == (RUNNING, trainers["alpha"].pid)
+
+        shutil.copytree(runs / "alpha", runs / "beta", symlinks=True)
+        beta = by_name["beta"]
+        state = RunWatcher(beta).refresh(stall_after_s=600)
+        assert state.status == BROKEN and state.pid is None, (state.status, state.detail)
+        assert "not running here" in state.detail and "does not hold this folder's lock" in state.detail
+        for force in (False, True):
+            message = LocalLauncher(runs).stop(beta, force=force)
+            assert message.startswith("cannot be stopped from here: ") and "not running here" in message
+        assert all(trainer.poll() is None for trainer in trainers.values())
+
+        assert LocalLauncher(runs).stop(by_name["alpha"]) == \
+            "asked to stop; it saves a checkpoint first"
+        assert trainers["alpha"].wait(timeout=120) == 130  # interrupted with a checkpoint
+        assert trainers["gamma"].poll() is None
+    finally:
+        for trainer in trainers.values():
+            stop_process(trainer)
