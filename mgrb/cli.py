@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from mgrb.errors import ConfigError, MGRBError
+from mgrb.text import terminal_safe
 
 EXPERIMENTS_DIR = Path("experiments")
 
@@ -534,12 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     except MGRBError as error:
         if args.debug:
             raise
-        print(f"mgrb: error: {error}", file=sys.stderr)
+        print(f"mgrb: error: {terminal_safe(error)}", file=sys.stderr)
         return error.exit_code
     except Exception as error:  # an unexpected fault: one line, the traceback on request
         if args.debug:
             raise
-        print(f"mgrb: internal error: {type(error).__name__}: {error}\n"
+        print(f"mgrb: internal error: {type(error).__name__}: {terminal_safe(error)}\n"
               "Run again with --debug for the traceback.", file=sys.stderr)
         return 1
 

@@ -12,11 +12,10 @@ rewrite the screen).
 
 from __future__ import annotations
 
-import re
-
 from rich.text import Text
 from textual.content import Content
 
+from mgrb.text import printable
 from artifact.core.runs import (ABOVE, BELOW, BROKEN, CANCELLED, FAILED, FINISHED, INTERRUPTED,
                                 KILLED, NO_REFERENCE, NOT_RUN, QUEUED, REPRODUCED, RUNNING,
                                 SLURM_PENDING, SLURM_RUNNING, SLURM_UNKNOWN, STALLED, UNKNOWN)
@@ -31,22 +30,7 @@ VERDICT_STYLE = {REPRODUCED: "bold green", ABOVE: "bold cyan", BELOW: "bold red"
                  NO_REFERENCE: "bright_black"}
 
 
-# C0 controls, DEL and C1 controls (0x9b alone starts an escape sequence on some terminals),
-# and the bidirectional overrides that make text read other than it is.
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(value) -> str:
-    """`value` as a string in which every control character is written out: ESC as \\x1b,
-    a newline as \\n (a cell or a title is one line)."""
-    return _UNSHOWABLE.sub(_written_out, str(value))
-
-
-def _written_out(match: re.Match) -> str:
-    char = match.group()
-    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) <= 0xff else
-                                f"\\u{ord(char):04x}")
+# Control characters in text from files are written out by mgrb.text.printable (one home).
 
 
 def plain(value, style: str = "") -> Content:

@@ -13,7 +13,6 @@ start anyway, so the check costs little more than the read.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from mgrb.data import default_root
 from mgrb.data.base import ClassIncrementalData
 from mgrb.errors import DataError
+from mgrb.store.contracts import RunFileError, open_regular, parse_json
 
 # Version 2: decoded by OpenCV as the original; version 1 was decoded by PIL (other pixels).
 FORMAT, FORMAT_VERSION = "mgrb-image-cache", 2
@@ -31,6 +31,36 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
 CACHE_SIZES = {"imagenet100": 256, "miniimagenet": 84}  # the sizes the authors' code decoded to
 NETWORK_SIZES = {"imagenet100": 224, "miniimagenet": 84}  # the sides the network sees
+
+
+# A manifest lists a few hundred shards: a megabyte is far more than one ever needs.
+MANIFEST_LIMIT = 1 << 20
+
+
+def open_cache_file(path: Path):
+    """A cache file open for reading, None when absent: regular files only, read in place
+    (a FIFO would block for ever, a link to /dev/zero never end); DataError otherwise."""
+    try:
+        return open_regular(path)
+    except RunFileError as error:
+        raise DataError(f"{path}: {error.reason}; a cache holds regular files only: "
+                        "prepare the cache again") from None
+
+
+def read_cache_file(path: Path, limit: int) -> bytes:
+    """The bytes of a small cache file (FileNotFoundError when absent), at most `limit`."""
+    handle = open_cache_file(path)
+    if handle is None:
+        raise FileNotFoundError(path)
+    with handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    if len(data) > limit:
+        raise DataError(f"{path}: larger than {limit:,} bytes, so not a file `mgrb data "
+                        "prepare` wrote; prepare the cache again")
+    return data
 
 
 def cache_side(name: str, network_side: int | None = None) -> int:
@@ -62,10 +92,13 @@ def sha256_files(paths: list[Path], workers: int | None = None) -> list[str | No
     def one(path: Path) -> str | None:
         digest = hashlib.sha256()
         try:
-            with open(path, "rb", buffering=0) as handle:
+            handle = open_regular(path)  # a FIFO or a link to /dev/zero: no digest, never a wait
+            if handle is None:
+                return None
+            with handle:
                 while block := handle.read(_BLOCK):
                     digest.update(block)
-        except OSError:
+        except (OSError, RunFileError):
             return None
         return digest.hexdigest()
 
@@ -111,19 +144,17 @@ def read_manifest(folder: str | Path) -> dict:
     if not folder.is_dir():
         raise DataError(f"{folder}: no such cache folder; `mgrb data prepare` makes one")
     try:
-        data = path.read_bytes()
+        data = read_cache_file(path, MANIFEST_LIMIT)
     except FileNotFoundError:
         data = None
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
     if data is None:
         raise DataError(f"{folder}: holds no {MANIFEST}, so it is an unfinished cache (or not a "
                         "cache); run `mgrb data prepare` for it again: an interrupted prepare "
                         "resumes where it stopped")
     try:
-        manifest = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error}); prepare the cache again") from None
+        manifest = parse_json(data, path)
+    except RunFileError as error:
+        raise DataError(f"{path}: {error.reason}; prepare the cache again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{path}: not the manifest of an mgrb image cache")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -186,12 +217,9 @@ def _open_array(path: Path, shape: tuple[int, ...], dtype: str):
     it is an .npy array of exactly this shape and type and nothing more."""
     import numpy as np
 
-    try:
-        handle = open(path, "rb", buffering=0)
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing from the cache; prepare the cache again") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    handle = open_cache_file(path)
+    if handle is None:
+        raise DataError(f"{path}: missing from the cache; prepare the cache again")
     try:
         version = np.lib.format.read_magic(handle)
         if version not in ((1, 0), (2, 0)):

@@ -8,6 +8,7 @@ only through that cache; `decode_image` is the one decoder of both."""
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mgrb.errors import DataError
+from mgrb.text import printable
 from mgrb.data.base import ClassIncrementalData
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the cache's workers never need it
@@ -65,7 +67,23 @@ def wnid_digest(wnids) -> str:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a class folder by name. Each must be a regular file (or a link to
+    one: subsets of ImageNet are often made of links): a FIFO would block the decoder for
+    ever and a device never end, so either is named and refused before anything is opened."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                regular = entry.is_file()  # stat, not open: never blocks
+            except OSError:
+                regular = False
+            if not regular:
+                raise DataError(f"{printable(entry.path)}: not a regular file (a FIFO, device, "
+                                "folder or broken link) among the images; replace or remove it")
+            found.append(Path(entry.path))
+    return sorted(found)
 
 
 def _class_folders(folder: Path) -> dict[str, Path]:
@@ -99,7 +117,8 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     else:
         reason = "OpenCV cannot decode it"
     if image is None:
-        raise DataError(f"{path}: not a readable image ({reason}); replace or remove it")
+        raise DataError(f"{printable(path)}: not a readable image ({printable(reason)}); "
+                        "replace or remove it")
     if image.shape[:2] != (size, size):
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(image[..., ::-1])

@@ -10,12 +10,14 @@ still hash as recorded are kept, the rest redone. The manifest is written last.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +26,15 @@ import numpy as np
 
 from mgrb.data import dataset_folder, default_root
 from mgrb.data.cache import (CACHE_SIZES, CHANNELS, FORMAT, FORMAT_VERSION, MANIFEST, SHARD_FILE,
-                             SPLITS, cache_folder, labels_file, sha256_files)
+                             SPLITS, cache_folder, labels_file, read_cache_file, sha256_files)
 from mgrb.data.folder import Sources, _opencv, imagenet100_files, miniimagenet_files
 from mgrb.data.shards import Shard, available_cores, write_shards
 from mgrb.errors import DataError
+from mgrb.store.contracts import RunFileError, parse_json
 from mgrb.store.files import atomic_write, fsync_directory
 
 PROGRESS = "progress.json"
+PROGRESS_LIMIT = 16 << 20  # a record per shard: ImageNet-100 has about 70
 LOCK = ".prepare.lock"
 SHARD_IMAGES = 2048  # 400 MB at 256x256: a lost shard costs seconds, and the folder stays short
 
@@ -119,10 +123,17 @@ def _claimed(folder: Path):
     anything but a cache is refused, as the prepare deletes files in it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        # O_NOFOLLOW: a link planted as the lock would have a file made at its target
+        descriptor = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                             | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataError(f"{folder / LOCK}: is a symbolic link; delete it and run again") from None
         raise DataError(f"{folder}: cannot be written ({error.strerror}); choose another folder "
                         "with --out") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise DataError(f"{folder / LOCK}: is not a regular file; delete it and run again")
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -156,11 +167,12 @@ def _progress_record(folder: Path, name: str, size: int) -> dict:
     is damaged or belongs to another data set, size or cache format (shards of an older
     format hold other pixels: they are decoded again)."""
     try:
-        record = json.loads((folder / PROGRESS).read_bytes())
+        # bounded and in place: a FIFO or a link to /dev/zero here is a damaged record
+        record = parse_json(read_cache_file(folder / PROGRESS, PROGRESS_LIMIT), folder / PROGRESS)
         if (record["dataset"] == name and record["image_size"] == size
                 and record.get("format_version") == FORMAT_VERSION and record.get("channels") == CHANNELS):
             return {file: entry for file, entry in record["shards"].items() if isinstance(entry, dict)}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, DataError, RunFileError):
         pass
     return {}
 

@@ -40,3 +40,22 @@ if FAULTS:
             return terms
 
         mgrb.method.phase.MGRBPhase.stage1_loss = _diverging_stage1_loss
+
+# MGRB_TEST_STALL_DECODE=NAME: decoding the image file called NAME never ends (every process
+# that loads this module, the prepare's spawned decoders included), so a test can kill a
+# `mgrb data prepare` mid-way on any machine. (A FIFO did this once; the tree listing now
+# refuses FIFOs before anything is opened.)
+if os.environ.get("MGRB_TEST_STALL_DECODE"):
+    import time
+    from pathlib import Path
+
+    import mgrb.data.folder
+
+    _decode_image = mgrb.data.folder.decode_image
+
+    def _stalling_decode_image(path, size):
+        if Path(path).name == os.environ["MGRB_TEST_STALL_DECODE"]:
+            time.sleep(3600)
+        return _decode_image(path, size)
+
+    mgrb.data.folder.decode_image = _stalling_decode_image

@@ -196,14 +196,17 @@ def _recorded(cache: Path) -> dict:
 
 def test_a_prepare_killed_mid_way_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     data_root = _imagenet_tree(tmp_path / "data")
-    # a FIFO in the last class's validation folder: the decoder that opens it waits forever,
-    # so the kill lands mid-way whatever the speed of the machine
-    fifo = data_root / "imagenet100" / "val" / imagenet100_wnids()[-1] / "b.JPEG"
-    os.mkfifo(fifo)
+    # the last class's second validation image never finishes decoding (tests/faults), so
+    # the kill lands mid-way whatever the speed of the machine
+    stalled = data_root / "imagenet100" / "val" / imagenet100_wnids()[-1] / "b.JPEG"
+    Image.fromarray(_noise(12, 8)).save(stalled)
     cache = data_root / "imagenet100-cache-256"
     command = [sys.executable, "-m", "mgrb", "data", "prepare", "imagenet100", "--root",
                str(data_root), "--shard-images", "16", "--workers", "2", "--quiet"]
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
+    faults = {**os.environ, "MGRB_TEST_STALL_DECODE": "b.JPEG",
+              "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests" / "faults"),
+                                                          os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, env=faults,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: (cache / "train-00000.npy").exists() and _recorded(cache),
@@ -217,8 +220,6 @@ def test_a_prepare_killed_mid_way_resumes_and_ends_as_an_uninterrupted_one(tmp_p
     assert not (cache / "manifest.json").exists()
     kept = _recorded(cache)
     before = {name: (cache / name).stat().st_ino for name in kept}
-    fifo.unlink()
-    Image.fromarray(_noise(12, 8)).save(fifo)
 
     resumed = subprocess.run(command[:-1], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
