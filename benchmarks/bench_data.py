@@ -10,8 +10,9 @@ Measured, in one run of this script:
      started). The files are fresh in the page cache: a cold disk can only be slower;
   2. the cache loader on the CPU: TensorBatches over a random uint8 (N, 3, 256, 256) tensor,
      out_size 224, with ImageNet-100's augmentation (random resized crop, flip, rotation as
-     torchvision composes them, mgrb.data.augment), one epoch of batches of 128 after one warm-up batch: images held where
-     they are used (resident) and not (host-gathered; on a CPU both take the same path);
+     torchvision composes them, mgrb.data.augment), one epoch of batches of 128 after one
+     warm-up batch: images held where they are used (resident) and not (host-gathered; on a
+     CPU both take the same path);
   3. on a GPU, the same loader there: images on the GPU, and images in pinned host memory,
      each batch gathered there and copied while the next is gathered.
 No training step runs here: bench_step.py measures the ImageNet-shaped step, loader included.

@@ -5,7 +5,6 @@ seconds: one DataError naming the file, or, for a record it can do without (prog
 it carries on without it. Each case runs in its own process, so a hang fails the test on its
 timeout rather than stopping the suite."""
 
-import json
 import os
 import subprocess
 import sys
