@@ -45,6 +45,8 @@ VERSION=$(git show "$COMMIT:pyproject.toml" | sed -n 's/^version = "\(.*\)"$/\1/
 for file in scripts/verify_release.sh LICENSE CITATION.cff .zenodo.json requirements.lock; do
     git cat-file -e "$COMMIT:$file" 2>/dev/null || die "$REF has no $file (the release needs it)"
 done
+links=$(git ls-tree -r --full-tree "$COMMIT" | awk -F'\t' '$1 ~ /^120000 / && n++ < 3 {print $2}' | paste -sd' ')
+[[ -z $links ]] || die "$REF holds symbolic links ($links): verify_release.sh refuses every link in the source archive"
 [[ -x $PYTHON ]] || die "no $PYTHON: run 'make setup' first (the license report reads the installed packages), or set PYTHON"
 
 NAME=mgrb-artifact-$VERSION
@@ -94,8 +96,9 @@ mv "$WORK" "$OUT"
 trap - EXIT
 echo
 (cd "$OUT" && ls -lA | awk 'NR > 1 {printf "  %12s  %s\n", $5, $9}')
-say "SHA256SUMS has sha256 $(sha256sum "$OUT/SHA256SUMS" | cut -d' ' -f1): publish it with the release"
-say "done in $(( $(date +%s) - started )) s; check it with: bash $OUT/verify_release.sh"
+digest=$(sha256sum "$OUT/SHA256SUMS" | cut -d' ' -f1)
+say "SHA256SUMS has sha256 $digest: publish it with the release"
+say "done in $(( $(date +%s) - started )) s; check it with: bash scripts/verify_release.sh $OUT --expect-sha256 $digest"
 }
 
 # The saved image and its id, or why there is none; where there is one, its own license report.

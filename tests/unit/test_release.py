@@ -2,12 +2,15 @@
 version, commit and image in results and reports, the third-party license report, and
 `make dist` checked by its own verify script (Docker stood in for by a fake `docker` command)."""
 
+import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -379,3 +382,200 @@ def test_dist_refuses_an_image_built_from_another_commit(release, tmp_path, lice
     assert done.returncode == 2 and f"was built from {COMMIT}, not from" in done.stderr
     skipped = _make_dist(clone, **env, SKIP_IMAGE="1")
     assert skipped.returncode == 0 and "dist: image: skipped: SKIP_IMAGE=1" in skipped.stdout
+
+
+# -- a tampered release is refused before anything is unpacked (issue 28) ----------------------
+# A download whose SHA256SUMS was made again over changed files passes every checksum: what the
+# archive holds is checked member by member before anything is written, by a verifier taken from
+# this tree (not the download's own copy, which a tampered download replaces), and
+# --expect-sha256 with the published digest refuses any such download outright.
+VERIFIER = ROOT / "scripts" / "verify_release.sh"
+SOURCE = f"mgrb-artifact-{VERSION}"
+
+
+def _trusted(folder: Path, unpack: Path, *options: str, timeout: float = 60):
+    """This tree's verifier on a download; one that hangs is killed with all it started."""
+    unpack.mkdir(exist_ok=True)
+    command = ["bash", str(VERIFIER), str(folder), "--unpack-to", str(unpack), *options]
+    with subprocess.Popen(command, cwd=unpack.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True,
+                          env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _resum(folder: Path) -> None:
+    """SHA256SUMS made again over the folder's files, as an attacker would."""
+    names = sorted(p.name for p in folder.iterdir() if p.name != "SHA256SUMS" and p.is_file())
+    (folder / "SHA256SUMS").write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
+
+
+def _rewrite_source(folder: Path, extra=(), replace=None) -> None:
+    """The source archive written again with `extra` (TarInfo, bytes) members after the real ones,
+    `replace` {member name: bytes, or None to leave it out} changing files, and SHA256SUMS made to match."""
+    archive = folder / f"{SOURCE}-source.tar.gz"
+    buffer = io.BytesIO()
+    with tarfile.open(archive, "r:gz") as old, tarfile.open(fileobj=buffer, mode="w:gz",
+                                                            format=tarfile.PAX_FORMAT) as new:
+        for member in old:
+            data = old.extractfile(member).read() if member.isfile() else None
+            if replace and member.name in replace:
+                data = replace[member.name]
+                if data is None:
+                    continue
+                member.size = len(data)
+            new.addfile(member, io.BytesIO(data) if data is not None else None)
+        for member, data in extra:
+            member.size = len(data or b"")
+            new.addfile(member, io.BytesIO(data) if data else None)
+    archive.write_bytes(buffer.getvalue())
+    _resum(folder)
+
+
+def _member(name: str, kind: bytes = b"0", mode: int = 0o644, link: str = ""):
+    member = tarfile.TarInfo(name)
+    member.type, member.mode, member.linkname = kind, mode, link
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        member.devmajor, member.devminor = 1, 3  # /dev/null's numbers: no mknod needed to archive it
+    return member
+
+
+def _bad_members(tmp_path: Path) -> dict:
+    filler = [(_member(f"{SOURCE}/filler/{i:05d}-" + "x" * 80), b"") for i in range(1000)]  # > 64 KB of names
+    return {
+        "setuid file": [(_member(f"{SOURCE}/bin/evil", mode=0o4755), b"#!/bin/sh\nid\n")],
+        "setgid folder": [(_member(f"{SOURCE}/shared", tarfile.DIRTYPE, mode=0o2777), None)],
+        "device node": [(_member(f"{SOURCE}/dev/null", tarfile.CHRTYPE, mode=0o666), None)],
+        "FIFO": [(_member(f"{SOURCE}/pipe", tarfile.FIFOTYPE), None)],
+        "hard link": [(_member(f"{SOURCE}/hostname", tarfile.LNKTYPE, link="/etc/hostname"), None)],
+        "symlink outside": [(_member(f"{SOURCE}/etc", tarfile.SYMTYPE, link="/etc"), None)],
+        "absolute path": [(_member(str(tmp_path / "escaped")), b"escaped\n")],
+        "absolute before 64 KB of names": [(_member(str(tmp_path / "escaped")), b"escaped\n"), *filler],
+        "'..' path": [(_member(f"{SOURCE}/../../escaped"), b"escaped\n")],
+        "outside the folder": [(_member("elsewhere/evil.py"), b"print('hi')\n")],
+        "a file twice": [(_member(f"{SOURCE}/pyproject.toml"), b'version = "666"\n')],
+    }
+
+
+BAD = ["setuid file", "setgid folder", "device node", "FIFO", "hard link", "symlink outside", "absolute path",
+       "absolute before 64 KB of names", "'..' path", "outside the folder", "a file twice"]
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_verify_refuses_a_resummed_archive_member_before_unpacking(release, tmp_path, bad):
+    folder = _copy(release[0], tmp_path)
+    extra = _bad_members(tmp_path)[bad]
+    _rewrite_source(folder, extra)
+    unpack = tmp_path / "unpack"
+    done = _trusted(folder, unpack)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "verify: checksums: all 8 files match" in done.stdout  # SHA256SUMS was made again
+    name = extra[0][0].name
+    assert f"verify: MISMATCH: {SOURCE}-source.tar.gz: member {name}: " in done.stderr, done.stderr
+    assert "nothing was unpacked" in done.stderr and "Traceback" not in done.stderr
+    assert list(unpack.iterdir()) == [] and not (tmp_path / "escaped").exists()
+
+    published = _sha256(release[0] / "SHA256SUMS")
+    refused = _trusted(folder, unpack, "--expect-sha256", published)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"not the published {published}" in refused.stderr
+    assert "checksums" not in refused.stdout and list(unpack.iterdir()) == []
+
+
+@pytest.mark.parametrize("last", ["/etc/hostname", "/dev/zero", "link to /dev/zero", "FIFO"])
+def test_every_sha256sums_line_names_a_plain_file_here(release, tmp_path, last):
+    """The last line may lack its newline; a name may not lead elsewhere or block the reading."""
+    folder = _copy(release[0], tmp_path)
+    sums = (folder / "SHA256SUMS").read_text()
+    if last.startswith("/"):
+        if not Path(last).exists():
+            pytest.skip(f"no {last} here")
+        digest = _sha256(Path(last)) if last != "/dev/zero" else "0" * 64
+        (folder / "SHA256SUMS").write_text(sums + f"{digest}  {last}")  # no newline
+        expected = f"SHA256SUMS: the line for '{last}' is not 'sha256  file-name'"
+    else:
+        if last == "FIFO":
+            os.mkfifo(folder / "notes.txt")
+        else:
+            (folder / "notes.txt").symlink_to("/dev/zero")
+        (folder / "SHA256SUMS").write_text(sums + "0" * 64 + "  notes.txt")
+        expected = "notes.txt: FAILED open or read (a "
+    done = _trusted(folder, tmp_path / "unpack", timeout=30)  # a hang is a failure, not a wait
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert list((tmp_path / "unpack").iterdir()) == []
+
+
+@pytest.mark.parametrize("commit", [".*", "", COMMIT.upper(), COMMIT, None])
+def test_the_source_commit_is_a_commit_id_compared_as_text(release, tmp_path, commit):
+    folder = _copy(release[0], tmp_path)
+    _rewrite_source(folder, replace={f"{SOURCE}/SOURCE_COMMIT": None if commit is None else commit.encode()})
+    done = _trusted(folder, tmp_path / "unpack")
+    assert done.returncode == 1, done.stdout + done.stderr
+    if commit in (COMMIT, None):  # a commit id, but not RELEASE.json's; or none at all
+        assert (f"{SOURCE}-source.tar.gz is version {VERSION}, commit '{commit or 'none'}'; "
+                f"RELEASE.json names version '{VERSION}', commit '{release[1]}'") in done.stderr
+    else:
+        assert f"its SOURCE_COMMIT holds '{commit}', not a commit id" in done.stderr
+    assert list((tmp_path / "unpack").iterdir()) == []
+
+
+def test_the_real_release_verifies_with_and_without_the_published_digest(release, tmp_path):
+    folder, commit = release
+    published = _sha256(folder / "SHA256SUMS")
+    (folder / "gzip.py").write_text("raise SystemExit('the download ran its own code')\n")  # not imported
+    try:
+        plain = _trusted(folder, tmp_path / "plain")
+        vouched = _trusted(folder, tmp_path / "vouched", f"--expect-sha256={published.upper()}")
+    finally:
+        (folder / "gzip.py").unlink()
+    for done in plain, vouched:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.rstrip().endswith("verify: the release checks out")
+        assert "note: gzip.py is not in SHA256SUMS" in done.stdout
+    assert "nothing outside this download vouches for it: pass the sha256 published beside the release's DOI " \
+           "as --expect-sha256 DIGEST" in plain.stdout
+    assert f"SHA256SUMS has sha256 {published}, the published one" in vouched.stdout
+    assert "outside this download" not in vouched.stdout
+    source = tmp_path / "vouched" / SOURCE
+    assert (source / "SOURCE_COMMIT").read_text() == commit
+    for path in [source, *source.rglob("*")]:
+        mode = path.lstat().st_mode
+        assert (path.is_dir() or path.is_file()) and not path.is_symlink(), path
+        assert mode & 0o7022 == 0 and path.lstat().st_uid == os.getuid(), (path, oct(mode))
+    assert os.access(source / "scripts" / "verify_release.sh", os.X_OK)
+    assert list((tmp_path / "vouched").iterdir()) == [source]  # no work folder left behind
+
+    bad = _trusted(folder, tmp_path / "bad", "--expect-sha256", "12345")
+    assert bad.returncode == 2 and "--expect-sha256 12345: not a sha256" in bad.stderr
+
+
+def test_dist_refuses_a_commit_with_symbolic_links(release, tmp_path):
+    clone = release[0].parents[1]
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+
+    def out(*command, **env):
+        return subprocess.run([*git, *command], cwd=clone, capture_output=True, text=True, check=True,
+                              env={**os.environ, **env}).stdout.strip()
+
+    index = {"GIT_INDEX_FILE": str(tmp_path / "index")}  # HEAD and the work tree stay as they are
+    out("read-tree", "HEAD", **index)
+    blob = subprocess.run([*git, "hash-object", "-w", "--stdin"], cwd=clone, input="/etc", capture_output=True,
+                          text=True, check=True).stdout.strip()
+    out("update-index", "--add", "--cacheinfo", f"120000,{blob},etc-link", **index)
+    commit = out("commit-tree", out("write-tree", **index), "-p", "HEAD", "-m", "a link")
+    out("tag", "with-a-link", commit)
+    try:
+        done = _make_dist(clone, TAG="with-a-link", DIST_DIR=str(tmp_path / "dist"))
+    finally:
+        out("tag", "-d", "with-a-link")
+    assert done.returncode == 2 and "with-a-link holds symbolic links (etc-link)" in done.stderr, done.stderr
