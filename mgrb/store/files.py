@@ -71,9 +71,10 @@ def read_regular(path: Path, limit: int | None = None) -> bytes | None:
             raise RunFolderError(f"{path}: is a symbolic link; a run folder's files are read "
                                  "in place only. Replace it with the file itself.") from None
         raise RunFolderError(f"{path}: cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # before fdopen, which refuses folders
+        os.close(descriptor)
+        raise RunFolderError(f"{path}: is not a regular file (a FIFO, device or folder)")
     with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise RunFolderError(f"{path}: is not a regular file")
         data = handle.read() if limit is None else handle.read(limit + 1)
     if limit is not None and len(data) > limit:
         raise RunFolderError(f"{path}: larger than {limit} bytes; not a file this project writes")

@@ -13,6 +13,7 @@ import time
 import torch
 
 from mgrb.config.schema import Experiment
+from mgrb.errors import RunFolderError
 from mgrb.method.hierarchies import public_description
 from mgrb.method.phase import MGRBPhase, begin_phase, phase_hierarchy
 from mgrb.store.contracts import RUN_FILES_FORMAT
@@ -22,6 +23,7 @@ from mgrb.training.checkpoints import CheckpointWriter
 from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
                                    require_finite)
 from mgrb.training.distributed import Group, LogitsModule
+from mgrb.training.checkpoint_check import problem as checkpoint_problem
 from mgrb.training.environment import device_name, device_uuid
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import Compiler, Numerics, applied, share_compile_cache
@@ -141,6 +143,30 @@ class Trainer:
         network.load_state_dict(state)
         return network
 
+    def _refuse_a_silent_restart(self) -> None:
+        """No checkpoint, yet the log says this folder's run trained past a checkpoint: its
+        checkpoints were deleted or moved. Starting over must be asked for."""
+        if self.run.restart_if_damaged:
+            return
+        saved = [e for e in self.run.recorded_events() if e.get("event") in ("checkpoint", "eval")]
+        if saved:
+            raise RunFolderError(
+                f"{self.run.path}: its events.jsonl records training up to phase "
+                f"{max(e.get('phase', 0) for e in saved if isinstance(e.get('phase'), int)) + 1}"
+                f" and {len(saved)} checkpoints or evaluations, but {self.run.checkpoints} holds "
+                "no checkpoint (deleted or moved?). Nothing was changed. Put the checkpoints "
+                "back to resume, or run the same command with --restart to train it again from "
+                "the beginning.")
+
+    def _checkpoint_problem(self, state: dict) -> str | None:
+        try:
+            return checkpoint_problem(
+                state, model=self.model, phases=self.stream.protocol.num_phases,
+                epochs=self.train_cfg.epochs, stage2_epochs=self.train_cfg.stage2_epochs,
+                evaluations=[e for e in self.run.recorded_events() if e.get("event") == "eval"])
+        except (KeyError, TypeError, AttributeError) as error:  # a shape the checks did not foresee
+            return f"it is not laid out as this project's checkpoints ({type(error).__name__}: {error})"
+
     def _restore(self, state: dict) -> tuple[Position, dict | None]:
         self._set_model(self._network_like(state["model"]))
         if state["teacher"] is not None:
@@ -182,7 +208,10 @@ class Trainer:
         position, optimizer_state = Position(), None
         # rank 0 reads (and judges) the checkpoints; the others get its state
         state = self.group.broadcast(
-            self.run.load_checkpoint(self.progress.warn) if self.group.leader else None)
+            self.run.load_checkpoint(self.progress.warn, check=self._checkpoint_problem)
+            if self.group.leader else None)
+        if state is None and self.group.leader:
+            self._refuse_a_silent_restart()
         if state is not None:
             position, optimizer_state = self._restore(state)
             self.progress.message(f"resuming at phase {position.phase + 1}, {position.stage}, "

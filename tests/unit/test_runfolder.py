@@ -97,3 +97,22 @@ def test_a_folder_replaced_by_a_file_gives_the_plain_message(tmp_path):
     blocked.write_text("a file where the folder was")
     with pytest.raises(RunFolderError, match="cannot be written"):
         atomic_write(blocked / "results.json", b"{}")
+
+
+def test_an_event_after_a_half_written_line_starts_a_line_of_its_own(tmp_path):
+    """A disk that filled mid-append left half a line; the next event is not glued to it (and
+    lost with it): readers skip the damaged line and keep the new one."""
+    import json
+
+    from mgrb.store.runfolder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    run.append_event({"event": "started", "phases": 2})
+    with open(run.events_path, "a") as handle:
+        handle.write('{"event": "epoch", "pha')  # cut short
+    run.append_event({"event": "finished"})
+    lines = run.events_path.read_text().splitlines()
+    assert lines[1] == '{"event": "epoch", "pha'
+    assert json.loads(lines[2])["event"] == "finished"
+    assert [event["event"] for event in run.recorded_events()] == ["started", "finished"]
