@@ -45,7 +45,7 @@ def source_commit() -> str | None:
     to tracked files; None when nothing says."""
     for found in (_git_commit, lambda: os.environ.get("MGRB_SOURCE_COMMIT", "").strip(), _archived_commit):
         commit = found()
-        if commit and COMMIT.match(commit):  # a build without git says "unknown": look further
+        if commit and COMMIT.fullmatch(commit):  # a build without git says "unknown": look further
             return commit
     return None
 
@@ -79,7 +79,7 @@ def image_id() -> str | None:
     """The id (sha256:...) of the image this process runs in, as the one who started the
     container passed it; None outside a container, or where nobody passed it."""
     given = os.environ.get("MGRB_IMAGE_ID", "").strip()
-    return given if in_container() and IMAGE_ID.match(given) else None
+    return given if in_container() and IMAGE_ID.fullmatch(given) else None
 
 
 def describe() -> dict:

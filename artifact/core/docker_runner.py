@@ -251,7 +251,7 @@ class DockerRunner:
         """The container a launch.json names, only if this launcher started it for that run
         (a launch.json from elsewhere may name any container of the user's); None when it is
         gone; NotOurs says why it is not the run's."""
-        if not isinstance(container_id, str) or not CONTAINER_ID.match(container_id):
+        if not isinstance(container_id, str) or not CONTAINER_ID.fullmatch(container_id):
             raise NotOurs(f"launch.json names container {str(container_id)[:70]!r}, which is "
                           "not a container id this launcher records")
         found = self.state(container_id)

@@ -82,10 +82,10 @@ class Settings:
         if isinstance(self.stall_after_s, bool) or not isinstance(self.stall_after_s, (int, float)) \
                 or not math.isfinite(self.stall_after_s) or not 10 <= self.stall_after_s <= 10**7:
             found.append("stalled after: 10 seconds to 10,000,000")
-        if not isinstance(self.image, str) or not IMAGE_REFERENCE.match(self.image):
+        if not isinstance(self.image, str) or not IMAGE_REFERENCE.fullmatch(self.image):
             found.append(f"Docker image: {str(self.image)[:80]!r} is not an image name such as "
                          "mgrb-artifact:0.1.0")
-        if not isinstance(self.shm_size, str) or not SHM_SIZE.match(self.shm_size):
+        if not isinstance(self.shm_size, str) or not SHM_SIZE.fullmatch(self.shm_size):
             found.append(f"shared memory: {str(self.shm_size)[:40]!r} is not a size such as 16g or 512m")
         if self.mode == DOCKER:
             found += self.data_dir_problems()

@@ -46,3 +46,10 @@ DATASET_DEFAULTS = {
 # classes in the class-balanced loss (docs/method.md section 3), whatever the phase holds.
 FULL_TRAIN_PER_CLASS = {"cifar10": 5000, "cifar100": 500, "miniimagenet": 500,
                         "imagenet100": 1300}
+
+# Training images per class as the validation counts them, so that a memory that would leave a
+# class nothing to train on is refused before any run (experiment._check_consistency): the
+# smallest class of digits (mgrb/data/digits.py: 144 to 153 after its 30 test images), and
+# ImageNet-100's usual 1300 (a few ILSVRC classes have fewer).
+TRAIN_PER_CLASS = {**FULL_TRAIN_PER_CLASS, "digits": 144}
+TRAIN_PER_CLASS_SHOWN = {"digits": "144 to 153", "imagenet100": "about 1300"}

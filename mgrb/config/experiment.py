@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from mgrb.config import yamlsafe
-from mgrb.config.defaults import DATASET_DEFAULTS
+from mgrb.config.defaults import DATASET_DEFAULTS, TRAIN_PER_CLASS, TRAIN_PER_CLASS_SHOWN
 from mgrb.config.schema import ABSENT_MEANS, SCHEMA, Experiment, Field, build
 from mgrb.errors import ConfigError
 from mgrb.store.contracts import NAME_PATTERN
@@ -206,6 +206,7 @@ def _check_consistency(config: Experiment, source: _Source) -> None:
                            f"(memory_total {proto.memory_total} over {classes} "
                            f"classes) and holds out {holdout} of them for stage 2: no exemplar "
                            f"is left to replay; {fix}")
+    _check_memory_fits(config, per_class, holdout, source)
     if holdout == 0 and config.method.decouple and config.train.stage2_epochs:
         raise source.error("protocol", f"keeps {per_class} images per old class, and "
                            f"holdout_fraction {proto.holdout_fraction:g} of them is none: "
@@ -216,6 +217,29 @@ def _check_consistency(config: Experiment, source: _Source) -> None:
     if repeated is not None:  # each seed is one run folder, seed-<s>: two runs would share it
         raise source.error("seeds", f"lists {repeated} twice")
     _check_hierarchy(config, source)
+
+
+def _check_memory_fits(config: Experiment, per_class: int, holdout: int, source: _Source) -> None:
+    """A memory larger than the data set's classes is refused here, with the numbers: at
+    run time it would leave a phase no image to train on (an error deep inside torch)."""
+    from mgrb.data.protocol import memory_shortfall
+
+    dataset, classes, proto = config.dataset.name, config.num_classes, config.protocol
+    train_per_class = TRAIN_PER_CLASS[dataset]
+    shortfall = memory_shortfall(train_per_class, per_class, holdout)
+    if shortfall is None:
+        return
+    if proto.memory_per_class is not None:
+        key, asks = "protocol.memory_per_class", f"memory_per_class {proto.memory_per_class}"
+        fix = f"set memory_per_class to at most {train_per_class}"
+    else:
+        key, asks = "protocol.memory_total", (f"memory_total {proto.memory_total} over "
+                                              f"{classes} classes")
+        fix = f"lower memory_total to at most {train_per_class * classes}"
+    shown = TRAIN_PER_CLASS_SHOWN.get(dataset, str(train_per_class))
+    raise source.error(key, f"{asks} keeps {per_class} images per old class and holds out "
+                       f"{holdout} of them for stage 2, but {dataset} has {shown} training "
+                       f"images per class: {shortfall}; {fix}")
 
 
 def _check_hierarchy(config: Experiment, source: _Source) -> None:
@@ -276,7 +300,7 @@ def _resolve(data: dict, source: _Source) -> Experiment:
             and dataset["name"] in DATASET_DEFAULTS:
         data = _merge(DATASET_DEFAULTS[dataset["name"]], data)
     config = build(Experiment, _validate(data, SCHEMA, "", source))
-    if not NAME_PATTERN.match(config.name):
+    if not NAME_PATTERN.fullmatch(config.name):  # match() would pass "x\n" ($ before a \n)
         raise source.error("name", f"{_shown(config.name)} may hold only letters, digits, "
                            "_ . - (it names the run folder)")
     _check_consistency(config, source)

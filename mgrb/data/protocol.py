@@ -67,6 +67,19 @@ def memory_sizes(num_classes: int, memory_total: int | None, memory_per_class: i
     return per_class, holdout
 
 
+def memory_shortfall(train_per_class: int, per_class: int, holdout: int) -> str | None:
+    """Why a memory that keeps `per_class` images of each old class, `holdout` of them held
+    out for stage 2, does not fit classes of `train_per_class` training images; None when it
+    does. A new class trains on its images less the hold-out: with none left, phase 0 has no
+    training image at all. And no memory keeps more images of a class than it has."""
+    if holdout >= train_per_class:
+        return ("a new class would have no image left to train on, and the first phase no "
+                "training image at all")
+    if per_class > train_per_class:
+        return "a memory cannot keep more images of a class than the class has"
+    return None
+
+
 # Roles of a training image in the memory split.
 HOLDOUT, EXEMPLAR, REST = 0, 1, 2
 

@@ -58,12 +58,12 @@ class JobRecord:
 
     @property
     def array_job_id(self) -> str:
-        return JOB_ID.match(self.job_id).group(1)
+        return JOB_ID.fullmatch(self.job_id).group(1)
 
 
 def write_record(folder: Path, record: JobRecord) -> None:
     path = Path(folder) / RECORD
-    index = JOB_ID.match(record.job_id).group(2)
+    index = JOB_ID.fullmatch(record.job_id).group(2)
     data = {**asdict(record), "array_job_id": record.array_job_id,
             "array_index": None if index is None else int(index)}
     atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
@@ -105,8 +105,8 @@ def query_states(records: list[JobRecord]) -> tuple[dict[str, SlurmState], str |
                        if names.get(job) == name})
     # Slurm keeps no record of an array task cancelled before it started: it only leaves the
     # array's pending set. A task missing while its array is still listed went that way.
-    arrays = {(JOB_ID.match(job).group(1), name) for job, (_, name, _) in listed.items()
-              if JOB_ID.match(job)}
+    arrays = {(JOB_ID.fullmatch(job).group(1), name) for job, (_, name, _) in listed.items()
+              if JOB_ID.fullmatch(job)}
     for record in records:
         if record.job_id not in states and "_" in record.job_id \
                 and (record.array_job_id, record.job_name) in arrays:
@@ -160,7 +160,7 @@ def _sacct(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     found = {}
     for line in result.stdout.splitlines():
         job, state, name = (line.split("|", 2) + ["", ""])[:3]
-        if JOB_ID.match(job):
+        if JOB_ID.fullmatch(job):
             found[job] = (state.split(" ")[0], name)  # "CANCELLED by 1000"
     return found
 

@@ -250,7 +250,7 @@ def write_report(groups: dict[str, list[dict]], out_dir: str | Path, *,
     unfinished, not_run: label -> message, listed with the reason."""
     out_dir = Path(out_dir)
     for name in groups:  # each becomes a file name under out_dir/figures
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise MGRBError(f"{name!r}: not an experiment name (letters, digits, _ . -); its "
                             "results were not written by this project")
     configured = group_runs([run for runs in groups.values() for run in runs])

@@ -72,7 +72,7 @@ def text(*, pattern: re.Pattern | None = None, longest: int = 4096, nullable: bo
             return f"must be a string, got {_shown(value)}"
         if len(value) > longest:
             return f"must be at most {longest} characters long"
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):  # match: "x\n" passes $
             return f"{_shown(value)} is not {what}"
         return None
     return check

@@ -31,7 +31,7 @@ FAILED = "failed.json"  # the last attempt ended in an error; removed when the r
 CHECKPOINTS = "checkpoints"
 DIGEST_LINE = 65  # a checkpoint starts with the hex SHA-256 of the rest and a newline
 CHECKPOINT_NAMES = ("latest.pt.new", "latest.pt", "previous.pt")  # newest first
-MAX_CONFIG_BYTES = 1024 * 1024
+MAX_EVENTS_BYTES = 512 << 20  # a long run logs a few MB
 
 # The background checkpoint writer appends events while the training thread does; one lock for
 # the process, so that two RunFolder objects on one folder cannot interleave either.
@@ -82,20 +82,27 @@ class RunFolder:
                 "writes it anew.") from None
 
     def stored_config(self) -> dict | None:
+        # The experiment files' loader (mgrb.config.yamlsafe): this file may come from
+        # elsewhere, so no aliases, merge keys, repeated keys or 010-style integers, YAML 1.2
+        # floats (1e-4), and the size checked before the parser sees a character. Imported
+        # here: mgrb.config imports this module.
+        from mgrb.config import yamlsafe
+
         path = self.path / CONFIG
-        data = read_regular(path, MAX_CONFIG_BYTES)
+        data = read_regular(path, yamlsafe.MAX_STORED_CHARS)
         if data is None:
             return None
         try:
-            # the aliases a safe_load would expand are refused: this file may come from elsewhere
-            # YAML 1.1 as safe_dump wrote it (mgrb.config.yamlsafe reads 1e-4 as a number, which
-            # safe_dump leaves unquoted as a string); SafeLoader lets a malformed scalar
-            # escape as ValueError and deep nesting as RecursionError.
-            stored = yaml.load(data, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
-        except (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError) as error:
-            raise RunFolderError(f"{path}: damaged ({str(error).splitlines()[0]}); it is not "
-                                 "the file this project wrote. Choose another folder with "
-                                 "--out, or delete this one to start over.") from None
+            stored = yamlsafe.load_stored(data.decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            if not isinstance(error, yamlsafe.YAMLRefused):
+                problem = f"damaged ({problem})"
+            raise RunFolderError(f"{where}: {problem}; it is not the file this project wrote. "
+                                 "Choose another folder with --out, or delete this one to "
+                                 "start over.") from None
         if not isinstance(stored, dict):
             raise RunFolderError(f"{path}: not a run's configuration; choose another folder "
                                  "with --out, or delete this one to start over.")
@@ -126,7 +133,9 @@ class RunFolder:
                 "folder with --out, or delete this one to start over; `mgrb resume "
                 f"{self.path}` continues the run it holds, with its own settings.")
         if stored != config:  # new, or only settings that do not change results differ
-            atomic_write(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
+            from mgrb.config import yamlsafe  # safe_dump's YAML, 1.2 floats quoted as strings
+
+            atomic_write(self.path / CONFIG, yamlsafe.dump(config).encode())
 
     def _refuse_foreign(self) -> None:
         """Nothing is written into a folder that holds what this project did not put there."""
@@ -157,16 +166,35 @@ class RunFolder:
                     with contextlib.suppress(OSError):
                         leftover.unlink()
 
+    def recorded_events(self) -> list[dict]:
+        """The events this folder's log holds that parse as objects (damaged lines skipped),
+        read in place and bounded; [] without a log."""
+        data = read_regular(self.events_path, MAX_EVENTS_BYTES) or b""
+        events = []
+        for line in data.splitlines():
+            try:
+                event = contracts.parse_json(line, self.events_path)
+            except contracts.RunFileError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
     # -- writing -------------------------------------------------------------------------
     def append_event(self, event: dict) -> None:
         """One JSON object per line, flushed at once so a tailing reader sees it."""
         event = contracts.check("event", {"time": round(time.time(), 3), **event},
                                self.events_path)
         line = json.dumps(event, allow_nan=False, default=float) + "\n"
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
-            with _EVENTS_LOCK, os.fdopen(os.open(self.events_path, flags, 0o644), "a",
+            with _EVENTS_LOCK, os.fdopen(os.open(self.events_path, flags, 0o644), "r+",
                                          encoding="utf-8") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                # a write cut short (a full disk) left half a line: start a fresh one, so the
+                # next event is not glued to it and lost with it
+                if size and os.pread(handle.fileno(), 1, size - 1) != b"\n":
+                    line = "\n" + line
                 handle.write(line)
                 handle.flush()
         except OSError as error:
@@ -217,13 +245,15 @@ class RunFolder:
         except OSError as error:
             raise RunFolderError(write_failure(latest, error)) from None
 
-    def load_checkpoint(self, warn) -> dict | None:
+    def load_checkpoint(self, warn, check=None) -> dict | None:
         """The newest intact checkpoint, or None when there is none yet.
 
         A damaged or unsafe one falls back to the one before it, with a warning. Loading never
         runs code from the file (weights_only: tensors and plain containers only); a file that
-        needs more is refused, whoever computed its checksum. When every checkpoint is
-        unusable, DamagedCheckpoints, unless restart_if_damaged says to start over.
+        needs more is refused, whoever computed its checksum. `check(state)` says why a state
+        that loaded safely still cannot be resumed from (mgrb.training.checkpoint_check): such
+        a file counts as damaged too. When every checkpoint is unusable, DamagedCheckpoints,
+        unless restart_if_damaged says to start over.
         """
         unusable = []
         for name in CHECKPOINT_NAMES:
@@ -243,7 +273,11 @@ class RunFolder:
                      "using the checkpoint before it")
                 continue
             state = _load_state(payload, path, warn)
-            if state is not None:
+            wrong = check(state) if state is not None and check is not None else None
+            if wrong:
+                warn(f"warning: {path} cannot be resumed from: {wrong}; using the checkpoint "
+                     "before it")
+            elif state is not None:
                 return state
             unusable.append(path)
         if unusable:
@@ -266,13 +300,6 @@ class RunFolder:
 
 
 _TEMPORARY = re.compile(r"^\..+\.(?P<pid>[0-9]{1,10})\.tmp$")
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("holds a YAML alias, which this project never writes")
-        return super().compose_node(parent, index)
 
 
 def _load_state(payload: bytes, path: Path, warn) -> dict | None:
