@@ -255,6 +255,14 @@ def write_report(groups: dict[str, list[dict]], out_dir: str | Path, *,
                             "results were not written by this project")
     configured = group_runs([run for runs in groups.values() for run in runs])
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    figures_folder = out_dir / "figures"
+    if figures_folder.is_symlink() or not figures_folder.is_dir():
+        # the report makes this folder and writes into it: a link planted in its place would
+        # carry the writes anywhere the user may write (the reports folder itself is the
+        # user's choice, a link or not)
+        raise MGRBError(f"{figures_folder}: is a symbolic link or not a folder; the report "
+                        "writes its figures into a folder of its own. Remove it, or choose "
+                        "another reports folder.")
     rows = _claims(configured, tolerance)
     figures = {}
     for group in configured:

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -58,11 +59,17 @@ class RunLock:
 
 
 def _open_lock(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: a FIFO planted as the lock must not hold the open (nor its writes) for ever
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        return os.open(path, flags, 0o644)
+        descriptor = os.open(path, flags, 0o644)
     except OSError as error:
         raise RunFolderError(write_failure(path, error)) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise RunFolderError(f"{path}: is not a regular file (a FIFO or device), so not a lock "
+                             "this project wrote; delete it and try again")
+    return descriptor
 
 
 def _is_current(descriptor: int, path: Path) -> bool:

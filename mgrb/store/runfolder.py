@@ -213,8 +213,13 @@ class RunFolder:
 
     def clear_failure(self) -> None:
         """A new attempt is under way: the folder is unfinished again, no longer failed."""
-        with contextlib.suppress(FileNotFoundError):
+        try:
             (self.path / FAILED).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # a folder in its place (a FIFO or a link unlinks fine)
+            raise RunFolderError(f"{self.path / FAILED}: cannot be removed ({error.strerror}); "
+                                 "it is not a file this project writes: move it aside") from None
 
     def save_checkpoint(self, state: dict) -> None:
         """latest.pt replaced atomically; the one before it kept as previous.pt.

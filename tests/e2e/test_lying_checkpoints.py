@@ -101,3 +101,26 @@ def test_checkpoints_gone_is_not_a_silent_start_from_phase_1(finished, tmp_path)
     assert "holds no checkpoint (deleted or moved?)" in done.stderr and "--restart" in done.stderr
     assert (folder / "events.jsonl").read_text() == events  # nothing changed
     assert not (folder / "results.json").exists()
+
+
+@pytest.mark.parametrize("name, kind, said", [
+    ("failed.json", "folder", "failed.json: cannot be removed (Is a directory)"),
+    ("config.yaml", "folder", "config.yaml: is not a regular file"),
+    ("config.yaml", "fifo", "config.yaml: is not a regular file"),
+    ("run.lock", "folder", "run.lock: cannot be written (Is a directory)"),
+    ("run.lock", "fifo", "run.lock: is not a regular file (a FIFO or device)"),
+])
+def test_a_run_file_that_is_a_folder_or_a_fifo_gets_one_message(finished, tmp_path, name, kind,
+                                                                  said):
+    """Within seconds, exit 2 and one line naming the file: not an internal error, not a hang."""
+    import os
+
+    folder = _copy(finished, tmp_path)
+    target = folder / name
+    if target.exists():
+        target.unlink()
+    target.mkdir() if kind == "folder" else os.mkfifo(target)
+    done = subprocess.run([sys.executable, "-m", "mgrb", "resume", str(folder), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert "internal error" not in done.stderr and not (folder / "results.json").exists()

@@ -96,3 +96,18 @@ def test_configurations_get_rows_figures_and_csv_lines_of_their_own(tmp_path):
     assert rows["train.epochs=3", "avg_top1"]["runs"] == "1"
     assert rows["train.epochs=3", "avg_top1"]["repeated_seeds"] == "1 x2"
     assert "(n=1; seed 1 in 2 folders, counted once)" in report
+
+
+def test_a_link_planted_as_the_figures_folder_is_refused_and_nothing_written_through_it(tmp_path):
+    import pytest
+
+    from mgrb.errors import MGRBError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "figures").symlink_to(elsewhere)
+    with pytest.raises(MGRBError, match="figures: is a symbolic link or not a folder"):
+        write_report({"a": [_run()]}, reports)
+    assert list(elsewhere.iterdir()) == [] and not (reports / "reproduction.md").exists()
