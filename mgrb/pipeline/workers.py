@@ -41,13 +41,28 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 
 def free_port() -> int:
+    """A port free now (for tests that start processes by hand; run_workers hosts its store)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
+def host_store(nproc: int):
+    """The rendezvous store the workers meet at, served by this process on a port the kernel
+    picks as it binds (torchrun's agent does the same): a port chosen free and bound later by
+    rank 0 could be taken in between (EADDRINUSE). The workers connect to it as clients
+    (TORCHELASTIC_USE_AGENT_STORE)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    return dist.TCPStore("127.0.0.1", 0, nproc, is_master=True, wait_for_workers=False,
+                         timeout=timedelta(minutes=30))
+
+
 def check_gpus(nproc: int, device_choice: str) -> None:
-    """One process per GPU: refused here, once, rather than by every process."""
+    """One process per GPU, or per core on the CPU: refused here, once, rather than by every
+    process."""
     import torch
 
     if device_choice.startswith("cuda:"):  # process k takes GPU k: one GPU named is not that
@@ -55,6 +70,11 @@ def check_gpus(nproc: int, device_choice: str) -> None:
                         f"process a GPU of its own (0 to {nproc - 1}): use --device cuda, and "
                         "CUDA_VISIBLE_DEVICES to choose which GPUs")
     if device_choice == "cpu" or not torch.cuda.is_available():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if nproc > (cores or 1):
+            raise MGRBError(f"--nproc {nproc}: this process may use {cores} CPU core"
+                            f"{'s' if cores != 1 else ''}, and more processes than cores only "
+                            f"wait on each other; ask for at most {cores}")
         return
     count = torch.cuda.device_count()
     if nproc > count:
@@ -66,13 +86,15 @@ def check_gpus(nproc: int, device_choice: str) -> None:
 def run_workers(argv: list[str], nproc: int, device_choice: str = "auto") -> int:
     """Run `python -m mgrb <argv>` as `nproc` processes of one run; their exit status."""
     check_gpus(nproc, device_choice)
-    port = free_port()
+    store = host_store(nproc)  # held until the workers have ended
+    port = store.port
     command = [sys.executable, "-m", "mgrb", *without_nproc(argv)]
     workers, errors, group = [], [], 0
     for rank in range(nproc):
         environment = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
                        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "TORCHELASTIC_USE_AGENT_STORE": "True"}
         # one process group of their own: a Ctrl-C at the terminal reaches this process,
         # which passes it on once, as `mgrb reproduce` does for its runs
         errors.append(None if rank == 0 else tempfile.TemporaryFile())

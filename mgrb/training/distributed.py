@@ -45,6 +45,12 @@ def environment_world() -> tuple[int, int, int]:
                         "or `mgrb run --nproc`)") from None
     if world < 1 or not 0 <= rank < world:
         raise MGRBError(f"RANK={rank} and WORLD_SIZE={world} do not make a process group")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if world > 1 and missing:
+        raise MGRBError(f"WORLD_SIZE={world} and RANK={rank} are set but {' and '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} not: a partial torchrun "
+                        "environment (left over in this shell?). Start the run with `mgrb run "
+                        "--nproc N` or torchrun, or unset WORLD_SIZE and RANK for one process.")
     return rank, local, world
 
 
