@@ -35,6 +35,10 @@ NETWORK_SIZES = {"imagenet100": 224, "miniimagenet": 84}  # the sides the networ
 
 # A manifest lists a few hundred shards: a megabyte is far more than one ever needs.
 MANIFEST_LIMIT = 1 << 20
+# Bounds a manifest must keep before anything is allocated from it: the classes of each data
+# set, a side (ImageNet-100 is cached at 256), and images per split (ImageNet-100 has 126,689)
+DATASET_CLASSES = {"imagenet100": 100, "miniimagenet": 100}
+MAX_SIDE, MAX_IMAGES = 1024, 2_000_000
 
 
 def open_cache_file(path: Path):
@@ -183,12 +187,21 @@ def _structure_problem(manifest: dict) -> str | None:
     for key in ("dataset", "source_root", "split"):
         if not isinstance(manifest.get(key), str):
             return key
-    if not integer(manifest.get("image_size")) or not manifest["image_size"]:
-        return "image_size"
+    if manifest["dataset"] not in CACHE_SIZES:
+        return f"dataset {manifest['dataset']!r} (a cache holds {' or '.join(CACHE_SIZES)})"
+    if not integer(manifest.get("image_size")) or not 1 <= manifest["image_size"] <= MAX_SIDE:
+        return f"image_size {manifest.get('image_size')!r} (1 to {MAX_SIDE})"
     if not isinstance(wnids, list) or not wnids or not all(isinstance(w, str) for w in wnids):
         return "wnids"
+    classes = DATASET_CLASSES[manifest["dataset"]]
+    if len(wnids) > classes or (manifest["dataset"] == "imagenet100" and len(wnids) != classes):
+        return f"wnids: {len(wnids)} classes, where {manifest['dataset']} has {classes}"
     if not isinstance(counts, dict) or not all(integer(counts.get(split)) for split in SPLITS):
         return "counts"
+    for split in SPLITS:  # every class has images in both splits; no data set has millions
+        if not len(wnids) <= counts[split] <= MAX_IMAGES:
+            return (f"counts: {counts[split]} {split} images for {len(wnids)} classes (at least "
+                    f"one a class, at most {MAX_IMAGES:,})")
     if not isinstance(labels, dict) or any(
             not isinstance(labels.get(split), dict) or labels[split].get("file") != labels_file(split)
             or not digest(labels[split].get("sha256")) for split in SPLITS):
@@ -271,6 +284,7 @@ def load_cache(folder: str | Path, workers: int | None = None) -> ClassIncrement
     folder = Path(folder)
     manifest = read_manifest(folder)
     size, counts, wnids = manifest["image_size"], manifest["counts"], manifest["wnids"]
+    _check_room(folder, manifest)
     images = {split: torch.empty((counts[split], 3, size, size), dtype=torch.uint8) for split in SPLITS}
     labels = {split: torch.empty(counts[split], dtype=torch.int64) for split in SPLITS}
     jobs = [(folder / entry["file"], labels[split].numpy(), entry["sha256"])
@@ -300,6 +314,29 @@ def load_cache(folder: str | Path, workers: int | None = None) -> ClassIncrement
         wnids=list(wnids), source=f"{manifest['source_root']}; split: {manifest['split']}; "
                                   f"decoded to {size}x{size} in {folder.resolve()}",
         extra={"cache": str(folder.resolve())})
+
+
+def _check_room(folder: Path, manifest: dict) -> None:
+    """Before the tensors are allocated: each shard's file holds the bytes its entry declares
+    (a manifest that declares a terabyte is refused here, not by the allocator), and the
+    whole cache fits the machine's memory."""
+    side = manifest["image_size"]
+    for shard in manifest["shards"]:
+        needed = shard["count"] * 3 * side * side
+        try:
+            found = os.stat(folder / shard["file"], follow_symlinks=False).st_size
+        except OSError:
+            raise DataError(f"{folder / shard['file']}: missing from the cache; prepare the "
+                            "cache again") from None
+        if not needed < found <= needed + 4096:  # the .npy header is a few hundred bytes
+            raise DataError(f"{folder / shard['file']}: {found:,} bytes, where its manifest entry "
+                            f"declares {shard['count']} images of {side}x{side} ({needed:,} bytes "
+                            "and a header); prepare the cache again")
+    total = sum(manifest["counts"].values()) * 3 * side * side
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    if memory and total > memory:
+        raise DataError(f"{folder}: {total / 1e9:.1f} GB of images, more than this machine's "
+                        f"{memory / 1e9:.1f} GB of memory; a run holds the whole cache in memory")
 
 
 def cache_problem(name: str, root: str | Path | None = None,

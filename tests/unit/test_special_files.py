@@ -5,7 +5,9 @@ seconds: one DataError naming the file, or, for a record it can do without (prog
 it carries on without it. Each case runs in its own process, so a hang fails the test on its
 timeout rather than stopping the suite."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -99,3 +101,50 @@ def test_each_reader_answers_a_special_file_within_seconds(prepared, tmp_path, r
     assert len(lines) == 1 and lines[0].startswith(expected), done.stdout
     if expected == "DataError":
         assert Path(relative).name in lines[0], lines[0]
+
+
+def _manifest_lie(manifest: dict, how: str) -> dict:
+    if how == "three_classes":
+        manifest["wnids"] = manifest["wnids"][:3]
+    elif how == "no_images_of_a_huge_side":
+        manifest.update(counts={"train": 0, "test": 0}, image_size=10**9, shards=[])
+    elif how == "a_terabyte_shard":
+        side = manifest["image_size"]
+        extra = 10**12 // (3 * side * side)
+        first = next(s for s in manifest["shards"] if s["split"] == "train")
+        first["count"] += extra
+        for shard in manifest["shards"]:
+            if shard["split"] == "train" and shard is not first:
+                shard["first"] += extra
+        manifest["counts"]["train"] += extra
+    elif how == "one_image_more_than_its_file":
+        first = next(s for s in manifest["shards"] if s["split"] == "train")
+        first["count"] += 1
+        for shard in manifest["shards"]:
+            if shard["split"] == "train" and shard is not first:
+                shard["first"] += 1
+        manifest["counts"]["train"] += 1
+    return manifest
+
+
+@pytest.mark.parametrize("how, said", [
+    ("three_classes", "wnids: 3 classes, where imagenet100 has 100"),
+    ("no_images_of_a_huge_side", "image_size 1000000000 (1 to 1024)"),
+    ("a_terabyte_shard", "train images for 100 classes (at least one a class, at most 2,000,000)"),
+    ("one_image_more_than_its_file", "where its manifest entry declares"),
+])
+def test_a_self_consistent_manifest_that_cannot_be_the_data_set_is_refused_before_loading(
+        prepared, tmp_path, how, said):
+    """Each lie keeps the manifest's own arithmetic (shards tiling the counts): refused when
+    read, before a tensor is allocated from it, with one message."""
+    import shutil
+
+    from mgrb.data.cache import load_cache
+    from mgrb.errors import DataError
+
+    cache = tmp_path / "cache"
+    shutil.copytree(prepared / "cache", cache)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (cache / "manifest.json").write_text(json.dumps(_manifest_lie(manifest, how)))
+    with pytest.raises(DataError, match=re.escape(said)):
+        load_cache(cache)
