@@ -158,6 +158,12 @@ class DockerRunner:
             raise DockerUnavailable(f"Docker refused: {explanation}",
                                     f"the Docker daemon refused: {explanation}") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
+            if isinstance(error, docker.errors.DockerException) and any(
+                    sign in str(error) for sign in ("Failed to parse", "string value for")):
+                # the SDK refuses a setting (shm size) before asking any daemon
+                said = " ".join(str(error).split())[:300]
+                raise DockerUnavailable(f"A Docker setting was refused: {said}. Fix it in the "
+                                        "settings.", f"a setting was refused: {said}") from None
             self._client = self._given  # a client we made is made afresh: the daemon may come back
             cause = self._unreachable(error)
             raise DockerUnavailable(NO_DAEMON.format(cause=cause), cause) from None

@@ -208,3 +208,13 @@ def test_stop_and_logs(engine, make_runner):
     assert runner.logs_tail(run.container_id) == "loading digits ...\nmgrb: error: something\n"
     assert runner.logs_tail(run.container_id, lines=1) == "mgrb: error: something\n"
     assert engine.called("GET", f"/containers/{run.container_id}/logs")[-1].query["tail"] == ["1"]
+
+
+def test_a_shm_size_the_sdk_refuses_is_named_as_a_setting_not_a_missing_daemon(engine, make_runner):
+    runner = make_runner()
+    runner.shm_size = "16gg"  # past the settings' validator, as an older settings file may hold
+    with pytest.raises(DockerUnavailable) as refused:
+        runner.start(experiment="c100_ont_10_10", run="c100_ont_10_10/seed-1", gpus=[])
+    assert "A Docker setting was refused" in str(refused.value)
+    assert "No Docker daemon answers" not in str(refused.value)
+    assert engine.called("POST", "/containers/create") == []
