@@ -24,6 +24,7 @@ from mgrb.reporting.runs import DAMAGED, FAILED as FOLDER_FAILED, FINISHED as FO
 from mgrb.reporting.runs import read_folder
 from mgrb.store import contracts
 from mgrb.store.files import atomic_write
+from mgrb.text import printable
 from mgrb.store.runfolder import CHECKPOINT_NAMES, CHECKPOINTS
 
 RECORD = "slurm.json"
@@ -183,14 +184,15 @@ def run_state(folder: Path, record: JobRecord | None, slurm: SlurmState | None,
     read = read_folder(Path(folder))
     if read.status == FOLDER_FINISHED:
         return RunState(FINISHED, "finished")
-    failure = read.message if read.status in (FOLDER_FAILED, DAMAGED) else None
+    # text from files and from Slurm, shown on the terminal: control characters written out
+    failure = printable(read.message) if read.status in (FOLDER_FAILED, DAMAGED) else None
     if record is None:
         return RunState(FAILED, failure) if failure else RunState(LOST, read.message)
     job = f"Slurm job {record.job_id}"
     if slurm is not None:
         if slurm.state in _WAITING:
             why = "" if slurm.reason in ("", "None") else \
-                f" ({_WHY_PENDING.get(slurm.reason, slurm.reason)})"
+                f" ({_WHY_PENDING.get(slurm.reason, printable(slurm.reason))})"
             return RunState(PENDING, f"pending in {job}{why}")
         if slurm.state in _AT_WORK:
             return RunState(RUNNING, f"{slurm.state.lower()} in {job}")
@@ -200,8 +202,8 @@ def run_state(folder: Path, record: JobRecord | None, slurm: SlurmState | None,
         ended = f"{job} ended {slurm.state}"
         if slurm.state in _ENDED_BADLY or failure:
             return RunState(FAILED, f"{failure} ({ended})" if failure else
-                            f"{ended}; {_again(folder)}; its log: {record.log}")
-        return RunState(FAILED, f"{ended} but the run did not finish; its log: {record.log}")
+                            f"{ended}; {_again(folder)}; its log: {printable(record.log)}")
+        return RunState(FAILED, f"{ended} but the run did not finish; its log: {printable(record.log)}")
     if failure:
         return RunState(FAILED, failure)
     if unasked:
@@ -209,7 +211,7 @@ def run_state(folder: Path, record: JobRecord | None, slurm: SlurmState | None,
                                  f"{record.job_id} ({unasked})")
     return RunState(LOST, f"not finished, and Slurm no longer knows its job {record.job_id} (it "
                           f"ended long ago, or on another cluster); {_again(folder)}; its log: "
-                          f"{record.log}")
+                          f"{printable(record.log)}")
 
 
 def _again(folder: Path) -> str:

@@ -34,3 +34,16 @@ def test_a_record_that_is_not_json_is_refused(tmp_path):
     (tmp_path / "slurm.json").write_text("{not json")
     with pytest.raises(RunFolderError, match="slurm.json"):
         read_record(tmp_path)
+
+
+def test_a_log_path_with_escapes_is_written_out_in_the_state_shown(tmp_path):
+    """slurm.json's log is printed by `reproduce --executor slurm --wait`: an escape sequence
+    or a newline in it must not reach the terminal as such."""
+    from mgrb.pipeline.slurm_jobs import SlurmState, run_state
+
+    record = JobRecord("12_3", "mgrb-abc123", "local", 1.0, str(tmp_path / "jobs"),
+                       "/tmp/log\x1b[2J\nmgrb: all runs finished")
+    write_record(tmp_path, record)
+    state = run_state(tmp_path, read_record(tmp_path), SlurmState("FAILED", ""))
+    assert "\x1b" not in state.message and "\n" not in state.message
+    assert "/tmp/log\\x1b[2J\\nmgrb: all runs finished" in state.message
