@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from mgrb.config import yamlsafe
+from mgrb.store import yamlsafe
 from mgrb.config.defaults import DATASET_DEFAULTS, TRAIN_PER_CLASS, TRAIN_PER_CLASS_SHOWN
 from mgrb.config.schema import ABSENT_MEANS, SCHEMA, Experiment, Field, build
 from mgrb.errors import ConfigError

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from mgrb.store import contracts
+from mgrb.store import contracts, yamlsafe
 from mgrb.store.files import atomic_write, fsync_directory, read_regular, write_failure
 from mgrb.store.lock import RunLock
 from mgrb.errors import RunFolderError
@@ -82,12 +82,9 @@ class RunFolder:
                 "writes it anew.") from None
 
     def stored_config(self) -> dict | None:
-        # The experiment files' loader (mgrb.config.yamlsafe): this file may come from
-        # elsewhere, so no aliases, merge keys, repeated keys or 010-style integers, YAML 1.2
-        # floats (1e-4), and the size checked before the parser sees a character. Imported
-        # here: mgrb.config imports this module.
-        from mgrb.config import yamlsafe
-
+        # The experiment files' loader (yamlsafe): this file may come from elsewhere, so no
+        # aliases, merge keys, repeated keys or 010-style integers, YAML 1.2 floats (1e-4),
+        # and the size checked before the parser sees a character.
         path = self.path / CONFIG
         data = read_regular(path, yamlsafe.MAX_STORED_CHARS)
         if data is None:
@@ -133,8 +130,7 @@ class RunFolder:
                 "folder with --out, or delete this one to start over; `mgrb resume "
                 f"{self.path}` continues the run it holds, with its own settings.")
         if stored != config:  # new, or only settings that do not change results differ
-            from mgrb.config import yamlsafe  # safe_dump's YAML, 1.2 floats quoted as strings
-
+            # safe_dump's YAML, with strings that YAML 1.2 would read as floats quoted
             atomic_write(self.path / CONFIG, yamlsafe.dump(config).encode())
 
     def _refuse_foreign(self) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from mgrb.config import yamlsafe
+from mgrb.store import yamlsafe
 from mgrb.config.experiment import load_config, parse_config
 from mgrb.config.schema import MAX_SEED, all_settings
 from mgrb.config.defaults import DATASET_DEFAULTS

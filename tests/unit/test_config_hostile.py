@@ -15,7 +15,7 @@ import time
 import pytest
 import yaml
 
-from mgrb.config import yamlsafe
+from mgrb.store import yamlsafe
 from mgrb.config.defaults import TRAIN_PER_CLASS
 from mgrb.config.experiment import config_from_data, load_config, parse_config
 from mgrb.data.protocol import memory_shortfall

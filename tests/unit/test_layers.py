@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 # Bottom to top; a package may import from packages of a lower rank only.
-RANKS = {"errors": 0, "version": 0, "devices": 1, "store": 1, "data": 2, "config": 3, "method": 4,
+RANKS = {"errors": 0, "text": 0, "version": 0, "devices": 1, "store": 1, "data": 2, "config": 3, "method": 4,
          "training": 5, "perf": 6, "reporting": 6, "pipeline": 7, "cli": 8, "__main__": 9}
 
 
