@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 from pathlib import Path
 
 from mgrb.errors import RunFolderError
+from mgrb.store.contracts import RunFileError, open_regular
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -59,23 +59,21 @@ def write_failure(path: Path, error: OSError) -> str:
 
 
 def read_regular(path: Path, limit: int | None = None) -> bytes | None:
-    """The bytes of a regular file, None when absent. A link, a device or a FIFO in a run
-    folder is refused: `latest.pt -> /dev/zero` would never end."""
+    """The bytes of a regular file, None when absent; opened as every file from outside is
+    (mgrb.store.contracts.open_regular: in place, non-blocking, no link followed), so a link,
+    a device, a FIFO or a folder in a run folder is refused: `latest.pt -> /dev/zero` would
+    never end. RunFolderError names the file and what it is."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                             | getattr(os, "O_CLOEXEC", 0))  # a FIFO must not block the open
-    except FileNotFoundError:
+        handle = open_regular(path)
+    except RunFileError as error:
+        raise RunFolderError(str(error)) from None
+    if handle is None:
         return None
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise RunFolderError(f"{path}: is a symbolic link; a run folder's files are read "
-                                 "in place only. Replace it with the file itself.") from None
-        raise RunFolderError(f"{path}: cannot be read ({error.strerror})") from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # before fdopen, which refuses folders
-        os.close(descriptor)
-        raise RunFolderError(f"{path}: is not a regular file (a FIFO, device or folder)")
-    with os.fdopen(descriptor, "rb") as handle:
-        data = handle.read() if limit is None else handle.read(limit + 1)
+    with handle:
+        try:
+            data = handle.read() if limit is None else handle.read(limit + 1)
+        except OSError as error:
+            raise RunFolderError(f"{path}: cannot be read ({error.strerror})") from None
     if limit is not None and len(data) > limit:
         raise RunFolderError(f"{path}: larger than {limit} bytes; not a file this project writes")
     return data
