@@ -28,6 +28,7 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from mgrb.errors import MGRBError
 from mgrb.pipeline.isolated import INTERRUPTED, error_of
+from mgrb.pipeline.slurm_claims import write_claim
 from mgrb.pipeline.slurm_jobs import (ACTIVE, FINISHED, KINDS, LOST, RESUME_HINT, UNKNOWN,
                                       JobRecord, client, last_line, run_states, write_record)
 from mgrb.store.runfolder import RunFolder
@@ -174,6 +175,10 @@ def submit(todo: list[tuple[Path, list[str]]], options: SlurmOptions, runs_dir: 
     submitted = time.time()
     records = [JobRecord(job.job_id, name, cluster, submitted, str(jobs_folder),
                          str(job.paths.stdout)) for job in jobs]
+    for array_job_id in {record.array_job_id for record in records}:  # one, from one array
+        write_claim(jobs_folder, array_job_id, name,
+                    {record.job_id: folder for (folder, _), record in zip(todo, records)
+                     if record.array_job_id == array_job_id})
     for (folder, _), record in zip(todo, records):
         write_record(folder, record)
     return records

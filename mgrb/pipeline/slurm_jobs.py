@@ -8,7 +8,9 @@ longer knows (many small clusters run without slurmdbd, hence without sacct), an
 folder's own files last (results.json: finished; failed.json: failed).
 
 Job ids start again from 1 when a cluster's state is wiped: a job is taken for the record's
-only when Slurm gives it the record's name as well as its id.
+only when Slurm gives it the record's name and this user as well as its id. A slurm.json is
+followed at all only where the submitting user's claim says the job is this folder's
+(slurm_claims.py); else the run counts as not submitted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from mgrb.store import contracts
 from mgrb.store.files import atomic_write
 from mgrb.text import printable
 from mgrb.store.runfolder import CHECKPOINT_NAMES, CHECKPOINTS
+
+from .slurm_claims import distrust, this_user
 
 RECORD = "slurm.json"
 JOB_ID = contracts.SLURM_JOB_ID
@@ -92,18 +96,22 @@ class SlurmState:
 def query_states(records: list[JobRecord]) -> tuple[dict[str, SlurmState], str | None]:
     """job id -> what Slurm says of each record's job, for the jobs it knows; and why Slurm
     could not be asked (squeue missing or failing), None when it answered."""
-    names = {record.job_id: record.job_name for record in records}
+    names, users = {record.job_id: record.job_name for record in records}, this_user()
     try:
         listed = _squeue(sorted({record.array_job_id for record in records}))
     except SlurmClientError as error:
         return {}, str(error)
+    # another user's job, or one that merely shares an id, is not the record's
+    listed = {job: (state, name, reason) for job, (state, user, name, reason) in listed.items()
+              if user in users}
     states = {job: SlurmState(state, reason) for job, (state, name, reason) in listed.items()
               if names.get(job) == name}
     unknown = [record for record in records if record.job_id not in states]
     if unknown:
         accounted = _sacct([record.job_id for record in unknown])
-        states.update({job: SlurmState(state, "sacct") for job, (state, name) in accounted.items()
-                       if names.get(job) == name})
+        states.update({job: SlurmState(state, "sacct")
+                       for job, (state, user, name) in accounted.items()
+                       if names.get(job) == name and user in users})
     # Slurm keeps no record of an array task cancelled before it started: it only leaves the
     # array's pending set. A task missing while its array is still listed went that way.
     arrays = {(JOB_ID.fullmatch(job).group(1), name) for job, (_, name, _) in listed.items()
@@ -132,37 +140,38 @@ def client(*args: str) -> subprocess.CompletedProcess:
         raise SlurmClientError(f"{args[0]}: cannot be run ({error.strerror})") from None
 
 
-def _squeue(array_ids: list[str]) -> dict[str, tuple[str, str, str]]:
-    """job id -> (state, name, reason) of every task of these jobs that the controller holds."""
+def _squeue(array_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
+    """job id -> (state, user, name, reason) of every task of these jobs that the controller
+    holds."""
     if not array_ids:
         return {}
     result = client("squeue", "--noheader", "--array", "--states=all",
-                     "--jobs=" + ",".join(array_ids), "--format=%i|%T|%r|%j")
+                     "--jobs=" + ",".join(array_ids), "--format=%i|%T|%u|%r|%j")
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:  # none of them is known any more
             return {}
         raise SlurmClientError(f"squeue: {last_line(result.stderr) or f'exit {result.returncode}'}")
     listed = {}
     for line in result.stdout.splitlines():
-        job, state, reason, name = (line.split("|", 3) + ["", "", ""])[:4]
-        listed[job.strip()] = (state.strip(), name.strip(), reason.strip())
+        job, state, user, reason, name = (line.split("|", 4) + ["", "", "", ""])[:5]
+        listed[job.strip()] = (state.strip(), user.strip(), name.strip(), reason.strip())
     return listed
 
 
-def _sacct(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (state, name) from the accounting database; {} where there is none."""
+def _sacct(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """job id -> (state, user, name) from the accounting database; {} where there is none."""
     try:
         result = client("sacct", "--noheader", "--parsable2", "--allocations",
-                         "--jobs=" + ",".join(job_ids), "--format=JobID,State,JobName")
+                         "--jobs=" + ",".join(job_ids), "--format=JobID,State,User,JobName")
     except SlurmClientError:
         return {}
     if result.returncode != 0:  # e.g. "Slurm accounting storage is disabled"
         return {}
     found = {}
     for line in result.stdout.splitlines():
-        job, state, name = (line.split("|", 2) + ["", ""])[:3]
+        job, state, user, name = (line.split("|", 3) + ["", "", ""])[:4]
         if JOB_ID.fullmatch(job):
-            found[job] = (state.split(" ")[0], name)  # "CANCELLED by 1000"
+            found[job] = (state.split(" ")[0], user, name)  # "CANCELLED by 1000"
     return found
 
 
@@ -222,17 +231,30 @@ def _again(folder: Path) -> str:
 def run_states(folders) -> tuple[dict[Path, RunState], list[str]]:
     """The state of each run folder, asking Slurm once for all of them; and notes to show: why
     Slurm could not be asked, a slurm.json that cannot be read."""
-    records, notes = {}, []
+    records, notes, distrusted = {}, [], {}
     for folder in map(Path, folders):
         try:
-            records[folder] = read_record(folder)
+            record = read_record(folder)
         except RunFolderError as error:
             notes.append(f"{error}; its Slurm job is not followed")
-            records[folder] = None
+            record = None
+        why = record and distrust(folder, record.job_id, record.array_job_id, record.job_name,
+                                  record.submitit_folder)
+        if why:
+            distrusted[folder] = (
+                f"{folder / RECORD} names Slurm job {record.job_id}, which this user did not "
+                f"submit for this folder ({printable(why)}); the job is not followed")
+            notes.append(distrusted[folder])
+            record = None
+        records[folder] = record
     known = [record for record in records.values() if record is not None]
     states, unasked = query_states(known) if known else ({}, None)
-    return {folder: run_state(folder, record, record and states.get(record.job_id), unasked)
-            for folder, record in records.items()}, notes + ([unasked] if unasked else [])
+    found = {folder: run_state(folder, record, record and states.get(record.job_id), unasked)
+             for folder, record in records.items()}
+    for folder, why in distrusted.items():
+        if found[folder].kind == LOST:  # not submitted, as far as this user can tell
+            found[folder] = RunState(LOST, f"{why}; {_again(folder)}")
+    return found, notes + ([unasked] if unasked else [])
 
 
 def with_slurm_states(failed: dict[str, str], unfinished: dict[str, str]

@@ -9,6 +9,7 @@ against a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,9 +19,12 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from mgrb.cli import main
 from mgrb.pipeline.slurm import DEFAULT_CONFIGS
-from mgrb.pipeline.slurm_jobs import LOST, JobRecord, read_record, run_states, write_record
+from mgrb.pipeline.slurm_claims import write_claim
+from mgrb.pipeline.slurm_jobs import ACTIVE, LOST, JobRecord, read_record, run_states, write_record
 from slurm_cluster import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +92,14 @@ def test_a_sweep_preempted_mid_run_resumes_exactly_and_reports_a_cancelled_run(l
         assert "submitted" not in again.stderr.replace("not submitted again", ""), again.stderr
         arrays = local_slurm.run("squeue", "--noheader", "--format=%F").stdout.split()
         assert set(arrays) == {records["digits_5_1"].array_job_id}, arrays
+
+        # a copy of a run folder (cp -a) does not take over its job: it counts as not submitted
+        copy = tmp_path / "copied" / "digits_cancelled"
+        shutil.copytree(runs / "digits_cancelled", copy, symlinks=True)
+        monkeypatch.setenv("SLURM_CONF", local_slurm.env["SLURM_CONF"])
+        states, notes = run_states([runs / "digits_cancelled", copy])
+        assert states[runs / "digits_cancelled"].kind in ACTIVE, states
+        assert states[copy].kind == LOST and "did not submit for this folder" in notes[0], notes
 
         local_slurm.run_when_accepted("scancel", records["digits_cancelled"].job_id)
 
@@ -176,13 +188,63 @@ def test_a_record_is_not_taken_for_another_job_of_the_same_id(local_slurm, tmp_p
     """Job ids start again after a cluster's state is wiped: a job id alone proves nothing."""
     job = local_slurm.sbatch("-J", "someone-else", "-o", "/dev/null", "--wrap", "true")
     local_slurm.wait_state(job, "COMPLETED")
-    folder = tmp_path / "run"
-    folder.mkdir()
-    write_record(folder, JobRecord(job, "mgrb-000000", "localslurm", time.time(), str(tmp_path), "-"))
+    folder = _claimed_record(tmp_path, job, "mgrb-000000")
     monkeypatch.setenv("SLURM_CONF", local_slurm.env["SLURM_CONF"])
     states, notes = run_states([folder])
     assert notes == [] and states[folder].kind == LOST, states
     assert f"Slurm no longer knows its job {job}" in states[folder].message
+
+
+def _claimed_record(root: Path, job: str, name: str) -> Path:
+    """A run folder whose slurm.json and claim (written by this user) name this job."""
+    folder = root / "run"
+    folder.mkdir()
+    write_claim(root, job, name, {job: folder})
+    write_record(folder, JobRecord(job, name, "localslurm", time.time(), str(root), "-"))
+    return folder
+
+
+@contextlib.contextmanager
+def _passable_to_all(folder: Path):
+    """The cluster's folder and those above it in /tmp, made passable (not readable) by every
+    user for a while, so that another user's Slurm client can reach slurm.conf and munge's
+    socket."""
+    above = [path for path in (folder, *folder.parents) if Path("/tmp") in path.parents]
+    modes = {path: path.stat().st_mode & 0o7777 for path in above}
+    try:
+        for path, mode in modes.items():
+            path.chmod(mode | 0o111)
+        yield
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+def test_a_job_of_another_user_with_the_records_id_and_name_is_not_followed(local_slurm, tmp_path,
+                                                                           monkeypatch):
+    """squeue shows every user's jobs: a slurm.json may name one of someone else's, with its
+    name. Slurm's word on its user (squeue's %u) keeps the sweep from taking it for the run's,
+    so the run counts as not submitted and would be submitted again."""
+    if os.getuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("submitting as another user needs root and runuser")
+    with _passable_to_all(local_slurm.folder):
+        submitted = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={local_slurm.conf}", "sbatch",
+             "--parsable", "-J", "mgrb-0th3r5", "-o", "/dev/null", "--wrap", "sleep 300"],
+            capture_output=True, text=True, timeout=60, cwd="/")
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(";")[0]
+    try:
+        local_slurm.wait_state(job, ("PENDING", "RUNNING"))
+        assert local_slurm.run("squeue", "--noheader", "--jobs", job, "--format=%u").stdout.strip() \
+            == "nobody"
+        folder = _claimed_record(tmp_path, job, "mgrb-0th3r5")
+        monkeypatch.setenv("SLURM_CONF", local_slurm.env["SLURM_CONF"])
+        states, notes = run_states([folder])
+        assert notes == [] and states[folder].kind == LOST, states
+        assert f"Slurm no longer knows its job {job}" in states[folder].message
+    finally:
+        local_slurm.run("scancel", job)
 
 
 def _reproduce(tmp_path, capsys, *options: str) -> tuple[int, str]:

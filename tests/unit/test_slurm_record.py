@@ -20,7 +20,8 @@ def test_a_record_reads_back_with_its_array_fields(tmp_path):
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"job_id": "12;rm -rf"}, "job_id"), ({"submitted": "yesterday"}, "submitted"),
+    ({"job_id": "12;rm -rf"}, "job_id"), ({"job_id": "12\n"}, "job_id"),
+    ({"submitted": "yesterday"}, "submitted"),
     ({"job_name": None}, "job_name"), ({"log": 3}, "log")])
 def test_a_record_that_breaks_the_contract_is_refused_by_field(tmp_path, change, field):
     write_record(tmp_path, RECORD)
