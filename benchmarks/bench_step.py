@@ -7,7 +7,7 @@ Measured, in one run of this script on one machine:
      indexed tensor operation;
   2. a CIFAR-100-shaped stage-1 step of the last 10/10 phase (ResNet-34, frozen teacher,
      class-balanced loss, regulariser; 90 old + 10 new classes): (a) mgrb's fast path, the
-     trainer's own MGRBPhase losses on uint8 data held on the device with batch augmentation,
+     trainer's own PhaseLosses on uint8 data held on the device with batch augmentation,
      bf16 autocast and channels-last on a GPU; (b) the reference style of
      benchmarks/reference_pipeline.py. The fast path first runs one whole epoch untimed, then
      is timed over mid-epoch windows only (see mid_epoch_windows), counting the images its
@@ -48,6 +48,7 @@ import torch
 from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,
                                            ReferenceStep, loop_regularizer)
 from mgrb.config import Experiment, load_config
+from mgrb.config.schema import Method
 from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.data.augment import Augment
 from mgrb.data.batches import TensorBatches
@@ -55,8 +56,8 @@ from mgrb.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from mgrb.data.protocol import memory_sizes
 from mgrb.perf.estimate import PAPER_DATASETS, forward_flops, projected_hours, projection_shape
 from mgrb.method.soft_targets import soft_targets
-from mgrb.method.losses import class_balanced_weights, mg_regularizer, negative_entropy
-from mgrb.method.phase import MGRBPhase
+from mgrb.method.phase import PhaseLosses, stage_inputs
+from mgrb.method.terms import Batch, Reduce, class_balanced_weights, multi_granularity
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.control import stage1_step
 from mgrb.training.numerics import Compiler, Numerics, applied
@@ -213,13 +214,22 @@ def timed_rate(step, device, count: int, batch: int) -> float:
     return count * batch / (time.perf_counter() - start)
 
 
+def regularizer(targets):
+    """L_MG of (logits, labels) as the trainer computes it: its per-class entropy is made
+    once per phase, here."""
+    inputs = stage_inputs(Method(), N_SEEN - 1, N_SEEN, teacher=None, class_weights=None,
+                          targets=targets)
+    return lambda logits, labels: multi_granularity(inputs, Batch(logits, labels, None), Reduce())
+
+
 # -- 1. the regulariser --------------------------------------------------------------------
 def bench_regularizer(device, repeats: int, beta: float) -> dict:
     logits = torch.randn(128, N_SEEN, device=device)
     labels = torch.randint(0, N_SEEN, (128,), device=device)
     targets = soft_targets(beta=beta, coarse=GROUPS).to(device)
+    mg = regularizer(targets)
     if not torch.allclose(loop_regularizer(logits, labels, GROUPS, beta),
-                          mg_regularizer(logits, labels, targets), atol=1e-5):
+                          mg(logits, labels), atol=1e-5):
         raise BenchError("the vectorised regulariser and the per-sample loop disagree")
 
     def seconds_per_call(fn, n):
@@ -233,8 +243,7 @@ def bench_regularizer(device, repeats: int, beta: float) -> dict:
 
     loop_s = seconds_per_call(lambda: loop_regularizer(logits, labels, GROUPS, beta),
                               max(2, repeats // 50))
-    entropy = negative_entropy(targets)  # once per phase in training
-    fast_s = seconds_per_call(lambda: mg_regularizer(logits, labels, targets, entropy), repeats)
+    fast_s = seconds_per_call(lambda: mg(logits, labels), repeats)
     return {"loop_ms": loop_s * 1e3, "vectorised_ms": fast_s * 1e3, "speedup": loop_s / fast_s}
 
 
@@ -282,7 +291,7 @@ def bench_precision(device) -> str:
 class FastStep:
     """The trainer's stage-1 step: its numerics (mgrb.training.numerics: by default the bf16
     fast mode on a GPU and fp32 on a CPU, fp32 classifier, compiled backbones when asked) and
-    MGRBPhase's losses, on batches from TensorBatches, with the backbone and augmentation of
+    PhaseLosses, on batches from TensorBatches, with the backbone and augmentation of
     `config` (the shape's experiment)."""
 
     def __init__(self, config: Experiment, device, images, labels, *, batch: int,
@@ -306,11 +315,12 @@ class FastStep:
         self.data = TensorBatches(images, labels, shape.mean, shape.std, device,
                                   out_size=shape.out_size, resident=resident)
         targets = soft_targets(beta=config.method.beta, coarse=GROUPS).to(device)
-        self.method = MGRBPhase(config.method, cb_reduction=config.quirks.cb_reduction,
-                                phase=1, n_old=N_OLD, n_seen=N_SEEN, teacher=teacher_logits,
-                                class_weights=class_balanced_weights(class_counts(config),
-                                                                     N_SEEN).to(device),
-                                targets_stage1=targets, targets_stage2=None)
+        inputs = stage_inputs(config.method, N_OLD, N_SEEN, teacher=teacher_logits,
+                              class_weights=class_balanced_weights(class_counts(config),
+                                                                   N_SEEN).to(device),
+                              targets=targets)
+        self.method = PhaseLosses.of(inputs, phase=1, cb_reduction=config.quirks.cb_reduction,
+                                     stage2_targets=None)
         self.augment = Augment(**dataclasses.asdict(config.train.augment))  # as the trainer's
         self.generator = torch.Generator().manual_seed(0)
         self.loss_sum = torch.zeros((), device=device)  # summed on the device, as the trainer

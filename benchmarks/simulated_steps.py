@@ -3,7 +3,7 @@ reads and blocking copies of one mid-epoch step, on a machine without a GPU.
 
     python -m benchmarks.simulated_steps [--out FOLDER]
 
-Each path is bench_step's FastStep (the trainer's numerics, MGRBPhase's losses, TensorBatches
+Each path is bench_step's FastStep (the trainer's numerics, PhaseLosses, TensorBatches
 with the experiment's augmentation) on `--device cuda` as mgrb.devices resolves it:
   cifar     ResNet-34 and its teacher, CIFAR-100's 32x32 images (c100_ont_10_10)
   imagenet  the CIFAR-stem ResNet-18 and its teacher, 224x224 random resized crops of the

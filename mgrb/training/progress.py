@@ -12,6 +12,11 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+def stage_label(phase: int, phases: int, stage: str) -> str:
+    """How the progress lines name a stage: phase 2/6 stage 1 (phases count from 1 here)."""
+    return f"phase {phase + 1}/{phases} {stage}"
+
+
 class Progress:
     def __init__(self, stream=None, quiet: bool = False):
         self.stream = stream or sys.stderr
@@ -36,15 +41,15 @@ class Progress:
         """Shown with --quiet too: --quiet silences progress, never what went wrong."""
         self._write(text)
 
-    def epoch(self, *, phase: int, phases: int, stage: str, epoch: int, epochs: int,
-              loss: float, images_per_s: float, started: float, first: int = 1) -> None:
-        """Called after each epoch; `epoch` counts from 1 and goes on after a resume, which
-        started this process at epoch `first` (the ETA is timed from there)."""
+    def epoch(self, label: str, *, epoch: int, epochs: int, loss: float, images_per_s: float,
+              started: float, first: int = 1) -> None:
+        """Called after each epoch of the stage `label` (stage_label); `epoch` counts from 1
+        and goes on after a resume, which started this process at epoch `first` (the ETA is
+        timed from there)."""
         if self.quiet:
             return
         elapsed = time.monotonic() - started
         eta = elapsed / (epoch - first + 1) * (epochs - epoch)
-        label = f"phase {phase + 1}/{phases} {stage}"
         if self.tty:
             width = 24
             filled = int(width * epoch / epochs)

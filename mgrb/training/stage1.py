@@ -11,12 +11,12 @@ import torch
 
 from mgrb.data.augment import Augment
 from mgrb.config.schema import Quirks, Train
-from mgrb.method.phase import MGRBPhase
+from mgrb.method.phase import PhaseLosses
 from mgrb.store.runfolder import RunFolder
 from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, require_finite,
                                    set_stage1_rates, stage1_step)
 from mgrb.training.distributed import Group
-from mgrb.training.progress import Progress
+from mgrb.training.progress import Progress, stage_label
 
 
 def after_batch(phase: int, epoch: int, iteration: int, iterations: int) -> Position:
@@ -56,7 +56,7 @@ class Stage1Loop:
     def iterations(self, split) -> int:
         return -(-split.train.numel() // self.train.batch_size)
 
-    def run_phase(self, position: Position, method: MGRBPhase, split, optimizer) -> None:
+    def run_phase(self, position: Position, method: PhaseLosses, split, optimizer) -> None:
         """From `position` (a resumed phase starts mid-way) to the end of stage 1."""
         epochs, started = self.train.epochs, time.monotonic()
         for epoch in range(position.epoch, epochs):
@@ -68,7 +68,7 @@ class Stage1Loop:
                                    "epoch": epoch + 1, "epochs": epochs,
                                    "iteration": self.iterations(split), "losses": losses,
                                    "lr": lr, "images_per_s": round(rate, 1)})
-            self.progress.epoch(phase=position.phase, phases=self.phases, stage="stage 1",
+            self.progress.epoch(stage_label(position.phase, self.phases, "stage 1"),
                                 epoch=epoch + 1, epochs=epochs, first=position.epoch + 1,
                                 loss=losses["total"], images_per_s=rate, started=started)
             done = epoch + 1 == epochs
@@ -82,7 +82,7 @@ class Stage1Loop:
                 raise Interrupted(f"stopped in phase {position.phase + 1} after epoch "
                                   f"{epoch + 1}; a checkpoint was saved there")
 
-    def _epoch(self, phase: int, epoch: int, resume_at: int, method: MGRBPhase, split,
+    def _epoch(self, phase: int, epoch: int, resume_at: int, method: PhaseLosses, split,
                optimizer):
         """One epoch from batch `resume_at`; on a stop request, a checkpoint at the current
         batch. Returns (mean losses, last learning rate, images/s)."""
@@ -108,8 +108,9 @@ class Stage1Loop:
             seen_images += count
             read_point = (iteration + 1) % train.log_every == 0
             if read_point:
-                self._log_iteration(phase, epoch, iteration, iterations, self._summed(sums),
-                                    iteration + 1 - resume_at, lr, seen_images, epoch_start)
+                self._log_iteration(Position(phase, "stage1", epoch, iteration), iterations,
+                                    self._summed(sums), iteration + 1 - resume_at, lr,
+                                    seen_images / max(time.monotonic() - epoch_start, 1e-9))
             stop, due = STOP_REQUESTED.is_set(), self.checkpoint_due()
             if several:
                 stop, due = self.group.agree(stop, due) if read_point else (False, False)
@@ -133,8 +134,8 @@ class Stage1Loop:
         values = self.group.sum(torch.stack([sums[name] for name in names]))
         return dict(zip(names, values))
 
-    def _log_iteration(self, phase, epoch, iteration, iterations, sums, count, lr, images, start):
-        rate = images / max(time.monotonic() - start, 1e-9)
+    def _log_iteration(self, at: Position, iterations, sums, count, lr, rate):
+        phase, epoch, iteration = at.phase, at.epoch, at.iteration
         losses = {name: round(float(value) / count, 6) for name, value in sums.items()}
         require_finite(losses, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
         # epochs and iterations let a reader (the launcher) draw progress from one line

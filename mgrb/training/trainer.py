@@ -1,7 +1,9 @@
 """The trainer: phases, the two stages of each, evaluation, checkpoints and the event log.
 
-Method-specific work (teacher, class weights, soft targets, losses) lives in
-`mgrb/method/phase.py`; the hierarchy of each phase comes from `mgrb/method/hierarchies.py`.
+The method is one object (`mgrb.method.phase.MGRB`) called through hooks: `hierarchy` at a
+phase's start, `begin_phase` (class weights, soft targets, the teacher), then each stage's loss
+and whether stage 2 runs. The teacher's copy, the classifier's growth and the class means are
+the trainer's, since they are the model's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from mgrb.config.schema import Experiment
 from mgrb.errors import RunFolderError
 from mgrb.method.hierarchies import public_description
-from mgrb.method.phase import MGRBPhase, begin_phase, phase_hierarchy
+from mgrb.method.phase import MGRB, ClassCounts, PhaseContext, PhaseLosses
 from mgrb.store.contracts import RUN_FILES_FORMAT
 from mgrb.store.runfolder import RunFolder
 from mgrb.training import evaluation
@@ -30,7 +32,7 @@ from mgrb.training.numerics import Compiler, Numerics, applied, share_compile_ca
 from mgrb.training.progress import Progress
 from mgrb.training.results import build_results
 from mgrb.training.stage1 import Stage1Loop
-from mgrb.training.stage2 import retrain_classifier
+from mgrb.training.stage2 import Stage2Loop
 from mgrb.training.stream import open_stream
 from mgrb.training.syncbn import synchronise_batch_norm
 from mgrb.data.protocol import phase_split
@@ -49,7 +51,7 @@ class Trainer:
         self.config, self.run, self.device = config, run, device
         self.group = group or Group()
         self.progress = progress or Progress(quiet=True)
-        self.train_cfg, self.method_cfg = config.train, config.method
+        self.train_cfg, self.method = config.train, MGRB(config)
 
     # -- set-up ------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -232,6 +234,10 @@ class Trainer:
             run=self.run, progress=self.progress, phases=self.stream.protocol.num_phases,
             save=self._save, checkpoint_due=self._checkpoint_due,
             epoch_generator=self._resumed_epoch_generator)
+        self.stage2 = Stage2Loop(
+            train=self.train_cfg, late_decay=self.config.quirks.late_decay,
+            generator=self.generator, run=self.run, progress=self.progress,
+            phases=self.stream.protocol.num_phases, stop_requested=self.group.stop_requested)
         for phase in range(position.phase, self.stream.protocol.num_phases):
             if self.group.stop_requested():
                 raise Interrupted(f"stopped before phase {phase + 1}; its checkpoint is saved")
@@ -250,14 +256,14 @@ class Trainer:
         if position.stage == "start":
             self._begin_phase(phase, split, n_seen)
             position = Position(phase, "stage1", 0)
-        method = begin_phase(
-            self.method_cfg, self.config.quirks, dataset=self.config.dataset.name, phase=phase,
-            n_old=n_old, n_seen=n_seen, hierarchy=self.hierarchy,
-            teacher=None if self.teacher is None else self.teacher_logits,
-            num_classes=self.stream.num_classes, per_class=self.stream.per_class,
-            holdout=self.stream.holdout, data_counts=self.stream.data_counts,
-            phase_counts=torch.bincount(self.stream.train_labels[split.train], minlength=n_seen),
-            device=self.device)
+        counts = ClassCounts(
+            data=self.stream.data_counts, per_class=self.stream.per_class,
+            holdout=self.stream.holdout,
+            phase=torch.bincount(self.stream.train_labels[split.train], minlength=n_seen))
+        method = self.method.begin_phase(PhaseContext(
+            phase=phase, n_old=n_old, n_seen=n_seen, num_classes=self.stream.num_classes,
+            counts=counts, hierarchy=self.hierarchy, device=self.device,
+            teacher=None if self.teacher is None else self.teacher_logits))
         self.progress.message(f"phase {phase + 1}/{self.stream.protocol.num_phases}: classes "
                               f"{n_old}-{n_seen - 1} new, {split.train.numel()} training "
                               f"images, hierarchy {self.hierarchy['kind']}")
@@ -270,7 +276,7 @@ class Trainer:
                 optimizer.load_state_dict(_two_groups(optimizer_state, optimizer))
             self.stage1.run_phase(position, method, split, optimizer)
             position = Position(phase, "stage2", 0)
-        if phase > 0 and self.method_cfg.decouple and self.train_cfg.stage2_epochs:
+        if method.runs_stage2 and self.train_cfg.stage2_epochs:
             self._stage2(phase, method, split)
         self._evaluate(phase, n_old, split)
         self.compiler.after_phase(phase, self.run.append_event, self.progress.warn)
@@ -283,8 +289,8 @@ class Trainer:
             keep = not self.config.quirks.fresh_classifier
             self.model.renew_classifier(n_seen, keep_old_weights=keep)
         # clustered once, by rank 0, and handed to the others
-        self.hierarchy = self.group.broadcast(phase_hierarchy(
-            self.config, phase=phase, data=self.stream.data, order=self.stream.order,
+        self.hierarchy = self.group.broadcast(self.method.hierarchy(
+            phase=phase, data=self.stream.data, order=self.stream.order,
             n_seen=n_seen, class_means=lambda: self._class_means(split.balanced, n_seen))
             if self.group.leader else None)
         self.run.append_event({"event": "hierarchy", "phase": phase,
@@ -311,7 +317,7 @@ class Trainer:
         return sums / torch.bincount(labels, minlength=n_seen).clamp(min=1)[:, None]
 
     # -- stage 2 -------------------------------------------------------------------------
-    def _stage2(self, phase: int, method: MGRBPhase, split) -> None:
+    def _stage2(self, phase: int, method: PhaseLosses, split) -> None:
         if self.train_cfg.stage2_augment:  # new features every epoch, of newly augmented images
             augment = self.stream.augment
             if augment.random_resized_crop:
@@ -327,12 +333,8 @@ class Trainer:
 
             def epoch_features():
                 return fixed
-        retrain_classifier(self.model.classifier, method, epoch_features,
-                           optimizer=self._adamw(self.model.classifier.parameters()),
-                           train=self.train_cfg, late_decay=self.config.quirks.late_decay,
-                           generator=self.generator, phase=phase,
-                           phases=self.stream.protocol.num_phases, run=self.run,
-                           progress=self.progress, stop_requested=self.group.stop_requested)
+        self.stage2.run_phase(phase, self.model.classifier, method, epoch_features,
+                              optimizer=self._adamw(self.model.classifier.parameters()))
         # every process trained the same classifier on the same features; rank 0's is kept
         self.group.broadcast_parameters(self.model.classifier)
 

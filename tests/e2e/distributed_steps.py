@@ -18,7 +18,7 @@ import torch
 from mgrb.config.schema import Method
 from mgrb.data.augment import Augment
 from mgrb.data.batches import TensorBatches
-from mgrb.method.phase import MGRBPhase
+from mgrb.method.phase import PhaseLosses, stage_inputs
 from mgrb.training.control import stage1_step
 from mgrb.training.distributed import LogitsModule, join, leave
 from mgrb.training.models import IncrementalNet, build_backbone
@@ -35,11 +35,10 @@ def main(out: str) -> None:
     model = IncrementalNet(build_backbone("resnet_small", 3), N_SEEN)
     teacher = copy.deepcopy(model).eval()
     targets = torch.softmax(torch.randn(N_SEEN, N_SEEN) * 3, dim=1)
-    method = MGRBPhase(Method(losses="ce+distill+hierloss", scale=0.5), cb_reduction="sum",
-                       phase=1, n_old=N_OLD, n_seen=N_SEEN,
-                       teacher=lambda x: teacher(x)[:, :N_OLD],
-                       class_weights=torch.rand(N_SEEN) + 0.5, targets_stage1=targets,
-                       targets_stage2=targets)
+    inputs = stage_inputs(Method(losses="ce+distill+hierloss", scale=0.5), N_OLD, N_SEEN,
+                          teacher=lambda x: teacher(x)[:, :N_OLD],
+                          class_weights=torch.rand(N_SEEN) + 0.5, targets=targets)
+    method = PhaseLosses.of(inputs, phase=1, cb_reduction="sum", stage2_targets=targets)
     if group.several:
         synchronise_batch_norm(model)
     model.train()

@@ -31,7 +31,7 @@ if FAULTS:
     if "nan" in FAULTS.values():
         import mgrb.method.phase
 
-        _stage1_loss = mgrb.method.phase.MGRBPhase.stage1_loss
+        _stage1_loss = mgrb.method.phase.PhaseLosses.stage1_loss
 
         def _diverging_stage1_loss(self, *args, **kwargs):
             terms = _stage1_loss(self, *args, **kwargs)
@@ -39,7 +39,7 @@ if FAULTS:
                 terms["total"] = terms["total"] * float("nan")
             return terms
 
-        mgrb.method.phase.MGRBPhase.stage1_loss = _diverging_stage1_loss
+        mgrb.method.phase.PhaseLosses.stage1_loss = _diverging_stage1_loss
 
 # MGRB_TEST_STALL_DECODE=NAME: decoding the image file called NAME never ends (every process
 # that loads this module, the prepare's spawned decoders included), so a test can kill a

@@ -12,8 +12,8 @@ import torch
 from mgrb.cli import main
 from mgrb.config.schema import LOSS_SETS, Method, Train
 from mgrb.devices import resolve_device
-from mgrb.method.losses import class_balanced_weights
-from mgrb.method.phase import MGRBPhase
+from mgrb.method.phase import PhaseLosses, stage_inputs
+from mgrb.method.terms import class_balanced_weights
 from mgrb.method.soft_targets import soft_targets
 from mgrb.store.runfolder import RunFolder
 from mgrb.training import evaluation
@@ -21,7 +21,7 @@ from mgrb.training.checkpoints import host_copy
 from mgrb.training.models import IncrementalNet, build_backbone
 from mgrb.training.numerics import Numerics, applied
 from mgrb.training.progress import Progress
-from mgrb.training.stage2 import retrain_classifier
+from mgrb.training.stage2 import Stage2Loop
 
 from conftest import DEVICE_CHOICES
 
@@ -46,11 +46,12 @@ def test_stage1_losses_of_every_loss_set_are_fp32_on_the_device(simulated, loss_
     assert numerics.channels_last and numerics.fused_optimizer  # "auto" on a GPU
     model, teacher = _networks(numerics, device)
     targets = soft_targets(beta=20.0, coarse=[0, 0, 1, 1, 2, 2]).to(device)
-    method = MGRBPhase(Method(losses=loss_set), cb_reduction="sum", phase=1, n_old=N_OLD,
-                       n_seen=N_SEEN,
-                       teacher=lambda x: numerics.logits(teacher.backbone, teacher.classifier, x),
-                       class_weights=class_balanced_weights([20] * N_OLD + [500] * 2, 100).to(device),
-                       targets_stage1=targets, targets_stage2=targets)
+    inputs = stage_inputs(
+        Method(losses=loss_set), N_OLD, N_SEEN,
+        teacher=lambda x: numerics.logits(teacher.backbone, teacher.classifier, x),
+        class_weights=class_balanced_weights([20] * N_OLD + [500] * 2, 100).to(device),
+        targets=targets)
+    method = PhaseLosses.of(inputs, phase=1, cb_reduction="sum", stage2_targets=targets)
     x = torch.empty(8, 3, 16, 16, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.zeros(8, dtype=torch.long, device=device)
     with applied(numerics), simulated.window() as record:
@@ -71,19 +72,19 @@ def test_stage2_trains_the_classifier_on_device_features(simulated, tmp_path):
     device = resolve_device("cuda")
     classifier = torch.nn.Linear(64, N_SEEN).to(device)
     targets = soft_targets(beta=20.0, coarse=[0, 0, 1, 1, 2, 2]).to(device)
-    method = MGRBPhase(Method(), cb_reduction="sum", phase=1, n_old=N_OLD, n_seen=N_SEEN,
-                       teacher=None, class_weights=None, targets_stage1=targets,
-                       targets_stage2=targets)
+    inputs = stage_inputs(Method(), N_OLD, N_SEEN, teacher=None, class_weights=None,
+                          targets=targets)
+    method = PhaseLosses.of(inputs, phase=1, cb_reduction="sum", stage2_targets=targets)
     features = torch.empty(10, 64, device=device)
     labels = torch.zeros(10, dtype=torch.long, device=device)
     run = RunFolder(tmp_path / "run")
     run.prepare({"name": "x"})
     optimizer = torch.optim.AdamW(classifier.parameters(), fused=True)
     with simulated.window() as record:
-        retrain_classifier(classifier, method, lambda: (features, labels), optimizer=optimizer,
-                           train=Train(stage2_epochs=2, batch_size=4),
-                           generator=torch.Generator().manual_seed(0), phase=1, phases=2,
-                           run=run, progress=Progress(quiet=True))
+        loop = Stage2Loop(train=Train(stage2_epochs=2, batch_size=4), late_decay=False,
+                          generator=torch.Generator().manual_seed(0), run=run,
+                          progress=Progress(quiet=True), phases=2)
+        loop.run_phase(1, classifier, method, lambda: (features, labels), optimizer=optimizer)
     # only the epochs' loss means are read (two epochs, three terms each: cls, mg, total), and
     # only each epoch's order goes to the device
     assert len(record.reads) == 6 and all("stage2.py" in line for line in record.reads)

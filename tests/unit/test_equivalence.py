@@ -16,8 +16,8 @@ from torchvision import transforms
 from mgrb.config.experiment import parse_config
 from mgrb.data.batches import TensorBatches
 from mgrb.method.soft_targets import soft_targets
-from mgrb.method.losses import class_balanced_weights
-from mgrb.method.phase import MGRBPhase
+from mgrb.method.phase import PhaseLosses, stage_inputs
+from mgrb.method.terms import class_balanced_weights
 from mgrb.training.models import IncrementalNet, build_backbone
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -39,10 +39,11 @@ def _fast(images, labels, model, teacher, bf16=False):
     config = parse_config("name: t\ndataset: {name: digits}\nprotocol: {initial: 5, increment: 1}"
                           f"\nmethod: {{dscale: {DSCALE}, scale: {SCALE}, beta: {BETA}}}\n"
                           "hierarchy: {kind: vis}\n")
-    method = MGRBPhase(config.method, cb_reduction=config.quirks.cb_reduction, phase=1,
-                       n_old=N_OLD, n_seen=5, teacher=teacher,
-                       class_weights=class_balanced_weights(COUNTS, C),
-                       targets_stage1=soft_targets(beta=BETA, coarse=GROUPS), targets_stage2=None)
+    inputs = stage_inputs(config.method, N_OLD, 5, teacher=teacher,
+                          class_weights=class_balanced_weights(COUNTS, C),
+                          targets=soft_targets(beta=BETA, coarse=GROUPS))
+    method = PhaseLosses.of(inputs, phase=1, cb_reduction=config.quirks.cb_reduction,
+                            stage2_targets=None)
     batches = TensorBatches(images, labels, MEAN, STD, "cpu")
     (x, y), = batches.batches(torch.arange(16), 16, shuffle=False, augment=None, generator=None)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

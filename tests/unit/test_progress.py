@@ -3,7 +3,7 @@
 import io
 import time
 
-from mgrb.training.progress import Progress
+from mgrb.training.progress import Progress, stage_label
 
 
 class Terminal(io.StringIO):
@@ -15,7 +15,7 @@ def test_epochs_after_a_resume_keep_their_numbers_and_the_eta_counts_from_the_re
     screen = Terminal()
     progress = Progress(screen)
     started = time.monotonic() - 10  # two epochs (5 and 6) took 10 s since the resume
-    progress.epoch(phase=0, phases=6, stage="stage 1", epoch=6, epochs=12, first=5, loss=0.5,
+    progress.epoch(stage_label(0, 6, "stage 1"), epoch=6, epochs=12, first=5, loss=0.5,
                    images_per_s=100.0, started=started)
     line = screen.getvalue()
     assert "epoch 6/12" in line
@@ -24,7 +24,7 @@ def test_epochs_after_a_resume_keep_their_numbers_and_the_eta_counts_from_the_re
 
 def test_plain_output_names_the_absolute_epoch_too():
     out = io.StringIO()
-    Progress(out).epoch(phase=1, phases=6, stage="stage 1", epoch=12, epochs=12, first=9,
+    Progress(out).epoch(stage_label(1, 6, "stage 1"), epoch=12, epochs=12, first=9,
                         loss=0.1, images_per_s=50.0, started=time.monotonic())
     assert "phase 2/6 stage 1 epoch 12/12" in out.getvalue()
 
