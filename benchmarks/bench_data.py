@@ -42,10 +42,9 @@ from PIL import Image
 from benchmarks.bench_step import IMAGENET_EXPERIMENT, device_name, synchronize
 from mgrb.cli import positive_int
 from mgrb.config import load_config
-from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.data.augment import Augment
 from mgrb.data.batches import TensorBatches
-from mgrb.data.cache import CACHE_SIZES, NETWORK_SIZES
+from mgrb.data.registry import dataset
 from mgrb.data.folder import IMAGENET_MEAN, IMAGENET_STD, imagenet100_wnids
 from mgrb.data.prepare import prepare_cache
 from mgrb.data.shards import CHUNK_IMAGES, available_cores
@@ -62,8 +61,9 @@ DEFAULT_IMAGES = 400
 CHUNKS_PER_WORKER = 3      # the default tree's least: processes' start-up a small share
 # ImageNet-100's images, for a projection of a full prepare: about 1,300 training images a
 # class and ILSVRC's 50 validation ones.
-FULL_IMAGES = CLASSES * (FULL_TRAIN_PER_CLASS["imagenet100"] + 50)
-SIDE, OUT_SIZE = CACHE_SIZES["imagenet100"], NETWORK_SIZES["imagenet100"]
+IMAGENET100 = dataset("imagenet100")
+FULL_IMAGES = CLASSES * (IMAGENET100.full_train_per_class + 50)
+SIDE, OUT_SIZE = IMAGENET100.cache_side, IMAGENET100.side
 
 
 class BenchError(Exception):

@@ -49,7 +49,7 @@ from benchmarks.reference_pipeline import (CIFAR100_MEAN, CIFAR100_STD,
                                            ReferenceStep, loop_regularizer)
 from mgrb.config import Experiment, load_config
 from mgrb.config.schema import Method
-from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
+from mgrb.data.registry import dataset
 from mgrb.data.augment import Augment
 from mgrb.data.batches import TensorBatches
 from mgrb.data.folder import IMAGENET_MEAN, IMAGENET_STD
@@ -277,7 +277,7 @@ def class_counts(config: Experiment) -> list[int]:
     proto = config.protocol
     per_class, holdout = memory_sizes(config.num_classes, proto.memory_total,
                                       proto.memory_per_class, proto.holdout_fraction)
-    new = FULL_TRAIN_PER_CLASS[config.dataset.name]
+    new = dataset(config.dataset.name).full_train_per_class
     return [per_class - holdout] * N_OLD + [new] * (N_SEEN - N_OLD)
 
 

@@ -85,10 +85,10 @@ def check_plain_replay(config) -> None:
 
 def protocol_settings(config) -> dict:
     """Everything the worker needs besides tensors, read from the validated experiment."""
-    from mgrb.data.protocol import Protocol, memory_sizes
+    from mgrb.data.protocol import PhasePlan, memory_sizes
 
     proto, train = config.protocol, config.train
-    protocol = Protocol(config.num_classes, proto.initial, proto.increment)
+    protocol = PhasePlan(config.num_classes, proto.initial, proto.increment)
     per_class, holdout = memory_sizes(config.num_classes, proto.memory_total,
                                       proto.memory_per_class, proto.holdout_fraction)
     return {

@@ -10,7 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
+from mgrb.data.registry import CACHED, dataset
 from mgrb.errors import ConfigError, MGRBError
+from mgrb.pipeline.command import RunLine, run_words
 from mgrb.text import terminal_safe
 
 EXPERIMENTS_DIR = Path("experiments")
@@ -79,10 +81,7 @@ def command_resume(args) -> int:
                         "`mgrb run EXPERIMENT --out FOLDER` starts one")
     config = config_from_data(stored, str(folder.path / CONFIG))
     run = PlannedRun(config.name, config.train.seed, config, folder.path)
-    again = " ".join(["mgrb", "resume", shlex.quote(str(args.folder))]
-                     + ([f"--device {args.device}"] if args.device != "auto" else [])
-                     + _nproc_words(args))
-    return _train(config, [run], folder.path / CONFIG, args, again=again)
+    return _train(config, [run], folder.path / CONFIG, args, again=_resume_again(args))
 
 
 def _train(config, runs, path: Path, args, *, again: str) -> int:
@@ -103,7 +102,7 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
     group, device_choice = join(args.device)
     device = resolve_device(device_choice)
     progress = Progress(quiet=args.quiet or not group.leader)
-    if device.type == "cpu" and config.dataset.name != "digits":
+    if device.type == "cpu" and dataset(config.dataset.name).in_paper:
         progress.message("note: no GPU in use; training on the CPU works but is very slow for "
                          "this data set (the digits experiments are the CPU-sized ones)")
     _install_stop_handlers()
@@ -118,23 +117,29 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
     return 0
 
 
-def _nproc_words(args) -> list[str]:
-    """--nproc N for the resume line: as given, or as torchrun started this process."""
+def _nproc(args) -> int:
+    """The processes of the run: as given, or as torchrun started this process."""
     from mgrb.training.distributed import environment_world
 
-    nproc = max(args.nproc, environment_world()[2])
-    return [f"--nproc {nproc}"] if nproc > 1 else []
+    return max(args.nproc, environment_world()[2])
+
+
+def _typed_device(args) -> str | None:
+    return None if args.device == "auto" else args.device  # auto is what an omitted --device means
 
 
 def _again(args) -> str:
-    """The command that resumes this run, as the user typed it (--set included)."""
-    words = ["mgrb", "run", args.experiment]
-    words += [f"--set {shlex.quote(item)}" for item in args.set or []]
-    words += [f"--out {shlex.quote(str(args.out))}"] if args.out else []
-    words += [f"--seed {args.seed}"] if args.seed is not None else []
-    words += [f"--device {args.device}"] if args.device != "auto" else []
-    words += _nproc_words(args)
-    return " ".join(words)
+    """The command that resumes this run, as the user typed it (--set included; --restart not,
+    as it would throw away the checkpoint being resumed)."""
+    return shlex.join(run_words(RunLine(
+        args.experiment, sets=tuple(args.set or ()), out=args.out, device=_typed_device(args),
+        seed=args.seed, nproc=_nproc(args))))
+
+
+def _resume_again(args) -> str:
+    """The command that resumes this run folder."""
+    return shlex.join(run_words(RunLine(str(args.folder), verb="resume", device=_typed_device(args),
+                                        nproc=_nproc(args))))
 
 
 def command_reproduce(args) -> int:
@@ -193,24 +198,18 @@ def command_report(args) -> int:
 
 
 def command_list(args) -> int:
-    from mgrb.config.experiment import load_config
     from mgrb.data import data_present
     from mgrb.perf.estimate import ASSUMED_SUSTAINED_TFLOPS, projected_hours
     from mgrb.perf.throughput import latest_gpu_measurement
+    from mgrb.pipeline.catalogue import load_catalogue
 
     measurement = latest_gpu_measurement(args.runs_dir)
-    rows, files_by_name = [], {}
-    for path in sorted(args.experiments_dir.glob("*.yaml")):
-        try:
-            config = load_config(path)
-        except ConfigError as error:
-            rows.append({"file": str(path), "error": str(error)})
+    rows = []
+    for entry in load_catalogue(args.experiments_dir):
+        path, config = entry.path, entry.loaded
+        if entry.problem is not None:
+            rows.append({"file": str(path), "error": entry.problem})
             continue
-        if config.name in files_by_name:  # its run folder would be the other file's
-            rows.append({"file": str(path), "error": f"names itself {config.name}, as "
-                                                     f"{files_by_name[config.name]} does"})
-            continue
-        files_by_name[config.name] = path
         dataset = config.dataset.name
         hours, basis = projected_hours(config, measurement)
         rows.append({
@@ -496,7 +495,7 @@ def _add_prepare_command(commands) -> None:
                     "for miniImageNet; stored RGB) into shards of a cache folder with a manifest "
                     "of their sha256. ImageNet-100 runs read only this cache. Interrupted, it "
                     "resumes when run again: finished shards are kept.")
-    prepare.add_argument("dataset", choices=("imagenet100", "miniimagenet"))
+    prepare.add_argument("dataset", choices=sorted(CACHED))
     # SUPPRESS: `mgrb data --root X prepare ...` keeps its X when the option is not repeated here
     prepare.add_argument("--root", type=Path, default=argparse.SUPPRESS,
                          help="data folder (default: $MGRB_DATA or ./data)")

@@ -19,6 +19,12 @@ def printable(value) -> str:
     return _UNSHOWABLE.sub(_written_out, str(value))
 
 
+def one_line(value) -> str:
+    """`value` on one line, for a table row or a cell: runs of white space (line breaks
+    included) become one space, and every other control character is written out."""
+    return printable(" ".join(str(value).split()))
+
+
 def terminal_safe(message: str) -> str:
     """A message for the terminal: its own line breaks kept, every other control character
     written out (names from files inside it go through `printable` where they are put in)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgrb.devices import GPU_SHARE_VARIABLE
+from mgrb.pipeline.command import RunLine, run_words
 
 from .explain import looks_raw, os_cause, os_reason
 from .owners import CONTAINER_ID, NotOurs, container_problem
@@ -81,17 +82,17 @@ def _device_requests(docker, gpus: list[str] | None) -> list:
     return []
 
 
-def _device_settings(gpus: list[str] | None) -> tuple[list[str], dict]:
+def _device_settings(gpus: list[str] | None) -> tuple[str, dict]:
     """`--device` for the command and the CUDA environment of the container. CUDA images set
     NVIDIA_VISIBLE_DEVICES=all, which exposes every GPU where nvidia is Docker's default
     runtime, whatever was requested: CUDA_VISIBLE_DEVICES keeps the run to what it asked for."""
     if gpus is None:
-        return ["--device", "cuda"], {}
+        return "cuda", {}
     bad = [g for g in gpus if not (isinstance(g, str) and g.startswith("GPU-"))]
     if bad:
         raise ValueError(f"GPUs are asked for by UUID (GPU-...), not {bad}: an index can name "
                          "another GPU")
-    return ["--device", "cuda" if gpus else "cpu"], {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+    return "cuda" if gpus else "cpu", {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
 
 
 def _container_name(run: str) -> str:
@@ -207,7 +208,7 @@ class DockerRunner:
         """Start `mgrb run` in a container; gpus: NVML UUIDs, None for all GPUs, [] for none
         (CPU). A GPU run gets `--device cuda`: without the GPU it fails instead of training
         on the CPU. `gpu_share`: how many runs may share the GPU (LocalLauncher.start)."""
-        device_args, cuda_env = _device_settings(gpus)
+        device, cuda_env = _device_settings(gpus)
         self.check()  # `containers.run` would pull a missing image from a registry
         docker, requests = _sdk()
         device_requests = _device_requests(docker, gpus)
@@ -218,8 +219,8 @@ class DockerRunner:
             # create + start rather than `run`: `run` pulls when create finds no image, and a
             # container that fails to start is ours to remove.
             container = client.containers.create(
-                self.image, command=["mgrb", "run", experiment, "--out", f"/runs/{run}", *device_args,
-                                     *extra_args],
+                self.image, command=run_words(RunLine(experiment, out=f"/runs/{run}", device=device,
+                                                      extra=tuple(extra_args))),
                 name=_container_name(run), detach=True, shm_size=self.shm_size,
                 labels=self.labels(experiment, run), volumes=self.volumes(),
                 user=container_user(os.getuid(), os.getgid()),

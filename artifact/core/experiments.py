@@ -9,20 +9,21 @@ from pathlib import Path
 
 from mgrb.config import Experiment as ExperimentConfig
 from mgrb.config import load_config
-from mgrb.data import CACHE_ONLY, data_present, dataset_folder, default_root, images_present
+from mgrb.data import data_present, dataset_folder, default_root, images_present
+from mgrb.data.registry import DATASETS, PICKLES
 from mgrb.errors import ConfigError
 from mgrb.perf.estimate import projected_hours
+from mgrb.pipeline.catalogue import load_catalogue
 from mgrb.pipeline.reproduce import planned_runs
 from mgrb.perf.throughput import bench_dir, latest_gpu_measurement
 
 from .explain import explain
 
-DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "miniimagenet": "miniImageNet",
-                  "imagenet100": "ImageNet-100", "digits": "digits"}
+DATASET_TITLES = {name: record.title for name, record in DATASETS.items()}
 
 
 @dataclass(frozen=True)
-class Experiment:
+class ExperimentRow:
     name: str
     path: Path
     dataset: str
@@ -46,53 +47,47 @@ class BrokenExperiment:
 
 def data_help(dataset: str, root, image_size: int | None = None) -> str:
     where = default_root(root).resolve()
-    if dataset in CACHE_ONLY and images_present(dataset, root):
+    record = DATASETS[dataset]
+    if record.cache_only and images_present(dataset, root):
         from mgrb.data.cache import cache_side, prepare_command
 
         command = prepare_command(dataset, root, cache_side(dataset, image_size))
         folder = dataset_folder(default_root(root), dataset).resolve()
         return (f"{DATASET_TITLES[dataset]}'s images are in {folder}, but runs read only "
                 f"its prepared cache, not made yet: `{command}` decodes them once.")
-    if dataset in ("cifar10", "cifar100"):
+    if record.storage == PICKLES:
         return (f"{DATASET_TITLES[dataset]} is not in {where}. `make data` downloads it where "
                 "the network allows; or copy torchvision's folder there, or set MGRB_DATA.")
     return (f"{DATASET_TITLES[dataset]} is not in {where / dataset}: it cannot be downloaded "
             "automatically. `mgrb data` prints the folder layout to put there; or set MGRB_DATA. "
             f"Then `mgrb data prepare {dataset}` decodes it once "
-            + ("into the cache that runs read." if dataset in CACHE_ONLY else "for fast runs."))
+            + ("into the cache that runs read." if record.cache_only else "for fast runs."))
 
 
 MAX_EXPERIMENT_BYTES = 1024 * 1024  # the largest of the project's files is a few kB
 
 
-def load_experiments(experiments_dir: Path, runs_dir: Path) -> list[Experiment | BrokenExperiment]:
+def load_experiments(experiments_dir: Path, runs_dir: Path) -> list[ExperimentRow | BrokenExperiment]:
     """One row per *.yaml file. A file that cannot be used is a BrokenExperiment with the
     reason, whatever is wrong with it: experiment folders come from elsewhere too."""
-    rows: list[Experiment | BrokenExperiment] = []
-    measurement = _measurement(Path(runs_dir))
-    first_with: dict[str, Path] = {}  # name -> the file that has it
-    for path in sorted(Path(experiments_dir).glob("*.yaml")):
-        row = _load(path, Path(runs_dir), measurement)
-        if isinstance(row, Experiment):
-            if row.name in first_with:  # both would share runs/<name>: one run folder
-                row = BrokenExperiment(path, f"duplicate name {row.name}, also used by "
-                                             f"{first_with[row.name]}")
-            else:
-                first_with[row.name] = path
-        rows.append(row)
-    return rows
+    runs_dir = Path(runs_dir)
+    measurement = _measurement(runs_dir)
+    entries = load_catalogue(experiments_dir, lambda path: _load(path, runs_dir, measurement))
+    return [entry.loaded if entry.problem is None else BrokenExperiment(entry.path, entry.problem)
+            for entry in entries]
 
 
-def _load(path: Path, runs_dir: Path, measurement) -> Experiment | BrokenExperiment:
+def _load(path: Path, runs_dir: Path, measurement) -> ExperimentRow:
+    """The file's row; ConfigError says why it has none."""
     problem = _unreadable(path)
     if problem:
-        return BrokenExperiment(path, problem)
+        raise ConfigError(problem)
     try:
         return _experiment(path, load_config(path), runs_dir, measurement)
-    except ConfigError as error:
-        return BrokenExperiment(path, str(error))
+    except ConfigError:
+        raise
     except Exception as error:  # noqa: BLE001 - one bad file must not stop the launcher
-        return BrokenExperiment(path, f"cannot be loaded ({explain(error)})")
+        raise ConfigError(f"cannot be loaded ({explain(error)})") from error
 
 
 def _unreadable(path: Path) -> str | None:
@@ -120,12 +115,12 @@ def _measurement(runs_dir: Path):
         return None
 
 
-def _experiment(path: Path, config: ExperimentConfig, runs_dir: Path, measurement) -> Experiment:
+def _experiment(path: Path, config: ExperimentConfig, runs_dir: Path, measurement) -> ExperimentRow:
     dataset, root = config.dataset.name, config.dataset.root
     present = data_present(dataset, root, config.dataset.image_size)
     runs = planned_runs(config, runs_dir)
     hours, basis = projected_hours(config, measurement)
-    return Experiment(
+    return ExperimentRow(
         name=config.name, path=path, dataset=dataset,
         protocol=f"{config.protocol.initial}/{config.protocol.increment}",
         hierarchy=config.hierarchy.kind, reported=config.reported.figures(),

@@ -15,11 +15,12 @@ from collections import Counter
 from pathlib import Path
 
 from mgrb.devices import GPU_SHARE_VARIABLE
+from mgrb.pipeline.command import RunLine, run_words
 from mgrb.store import contracts
 from mgrb.store.processes import identity
 from mgrb.store.contracts import RunFileError
 
-from .experiments import Experiment
+from .experiments import ExperimentRow
 from .owners import SUPERVISOR, Ended, NotOurs, supervisor_pid, trainer_pid
 from .records import (LAUNCH, check_launch, clear_for_launch, open_log_for_append,
                       read_launch, read_lock, record_launch, write_json)
@@ -92,7 +93,7 @@ class LocalLauncher:
         self.environ = os.environ if environ is None else environ
         self._children: list[subprocess.Popen] = []
 
-    def start(self, experiment: Experiment, gpu: int | None, gpu_uuid: str | None = None,
+    def start(self, experiment: ExperimentRow, gpu: int | None, gpu_uuid: str | None = None,
               extra_args: tuple[str, ...] = (), gpu_share: int = 1) -> dict:
         """On a GPU the run gets `--device cuda`, so that a GPU CUDA cannot use fails the run
         with the trainer's error instead of training on the CPU. `gpu_share`: how many runs
@@ -100,8 +101,9 @@ class LocalLauncher:
         its share (mgrb.devices.resident_budget)."""
         device, visible = device_for(gpu, gpu_uuid)
         base = experiment.base_folder
-        command = [self.python, "-m", "mgrb.cli", "run", str(Path(experiment.path).resolve()),
-                   "--device", device, *extra_args]
+        command = run_words(RunLine(str(Path(experiment.path).resolve()),
+                                    program=(self.python, "-m", "mgrb.cli"), device=device,
+                                    extra=tuple(extra_args)))
         record = {"mode": LOCAL, "command": command, "gpu": gpu, "gpu_uuid": gpu_uuid,
                   "device": device}
         check_launch(base, record)  # before the process starts: no run without its record
@@ -128,7 +130,7 @@ class LocalLauncher:
         """Collect children that have ended, so that they do not linger as zombies."""
         self._children = [child for child in self._children if child.poll() is None]
 
-    def stop(self, experiment: Experiment, force: bool = False) -> str:
+    def stop(self, experiment: ExperimentRow, force: bool = False) -> str:
         """SIGTERM: the trainer saves a checkpoint at the current batch and exits; force:
         SIGKILL to the supervisor's whole session (the last periodic checkpoint remains), or
         to the trainer alone when only its run.lock is known. Only a process proven to be
@@ -142,7 +144,7 @@ class LocalLauncher:
         return _signal(pid, whole_session=whole_session, force=force)
 
     @staticmethod
-    def _target(experiment: Experiment) -> tuple[int, bool]:
+    def _target(experiment: ExperimentRow) -> tuple[int, bool]:
         """(pid, whether it leads the run's session): the supervisor the launch record names,
         else a trainer holding a run.lock; NotOurs with every reason when neither is proven."""
         base = experiment.base_folder

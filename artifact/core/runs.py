@@ -21,7 +21,7 @@ from mgrb.store.contracts import RunFileError, open_regular
 from mgrb.store.runfolder import EVENTS, RESULTS
 from mgrb.store.runfolder import FAILED as FAILED_RECORD
 
-from .experiments import Experiment
+from .experiments import ExperimentRow
 from .owners import NotOurs, supervisor_pid, trainer_pid
 from .records import LOG, log_tail, read_exit, read_launch, read_lock, read_record
 from .settings import DOCKER
@@ -100,7 +100,7 @@ class EventTail:
 
 
 @dataclass
-class Progress:
+class RunProgress:
     """Folded from the events of one run folder; `fraction` counts stage-1 epochs, which hold
     nearly all the work (stage 2 trains a linear layer on cached features)."""
     phases: int | None = None
@@ -220,7 +220,7 @@ def _share(done: float, total: float) -> float:
 class RunState:
     status: str
     detail: str = ""
-    progress: Progress = field(default_factory=Progress)
+    progress: RunProgress = field(default_factory=RunProgress)
     results: list[dict] = field(default_factory=list)     # results.json of each finished seed
     verdicts: list[dict] = field(default_factory=list)    # mgrb check rows when all finished
     log: list[str] = field(default_factory=list)
@@ -240,7 +240,7 @@ class RunState:
         return NO_REFERENCE if words else None
 
     def eta(self, now: float) -> float | None:
-        """Seconds left, while the run is running (see Progress.eta); None otherwise."""
+        """Seconds left, while the run is running (see RunProgress.eta); None otherwise."""
         return self.progress.eta(now) if self.status == RUNNING else None
 
 
@@ -261,10 +261,10 @@ class _Reading:
 class RunWatcher:
     """Keeps one experiment's event tails open so each refresh reads only what is new."""
 
-    def __init__(self, experiment: Experiment):
+    def __init__(self, experiment: ExperimentRow):
         self.experiment = experiment
         self._tails = {folder: EventTail(folder / EVENTS) for folder in experiment.run_folders}
-        self._progress = {folder: Progress() for folder in experiment.run_folders}
+        self._progress = {folder: RunProgress() for folder in experiment.run_folders}
 
     def refresh(self, *, stall_after_s: float, probe=None, now: float | None = None) -> RunState:
         """probe(experiment, launch record) -> (alive, exit code or None, log lines) for runs
@@ -304,7 +304,7 @@ class RunWatcher:
                 self._problem(reading, error)
                 continue
             if tail.restarts != restarts:  # deleted or replaced: its old events no longer count
-                self._progress[folder] = Progress()
+                self._progress[folder] = RunProgress()
             for event in events:
                 self._progress[folder].fold(event)
 
@@ -362,7 +362,7 @@ class RunWatcher:
         if code is not None and reading.exit_record is None:
             reading.exit_record = {"code": code}
 
-    def _current(self) -> tuple[Path, Progress]:
+    def _current(self) -> tuple[Path, RunProgress]:
         """The seed being trained: the first unfinished folder with events, else the last."""
         folders = self.experiment.run_folders
         for folder in folders:

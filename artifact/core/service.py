@@ -16,7 +16,7 @@ from pathlib import Path
 from mgrb.errors import MGRBError
 from mgrb.store.contracts import RunFileError
 
-from .experiments import BrokenExperiment, Experiment, load_experiments
+from .experiments import BrokenExperiment, ExperimentRow, load_experiments
 from .explain import explain
 from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
 from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot, device_for
@@ -35,7 +35,7 @@ STOPPABLE = (*ACTIVE, QUEUED, BROKEN)
 
 @dataclass
 class Snapshot:
-    experiments: list[Experiment]
+    experiments: list[ExperimentRow]
     broken: list[BrokenExperiment]
     states: dict[str, RunState]
     gpu: GpuSnapshot
@@ -81,11 +81,11 @@ class Service:
     # -- reading -----------------------------------------------------------------------
     def reload(self) -> None:
         rows = load_experiments(self.experiments_dir, self.runs_dir)
-        self.experiments = [row for row in rows if isinstance(row, Experiment)]
+        self.experiments = [row for row in rows if isinstance(row, ExperimentRow)]
         self.broken = [row for row in rows if isinstance(row, BrokenExperiment)]
         self.watchers = {e.name: RunWatcher(e) for e in self.experiments}
 
-    def experiment(self, name: str) -> Experiment:
+    def experiment(self, name: str) -> ExperimentRow:
         return self.watchers[name].experiment
 
     def poll(self, now: float | None = None) -> Snapshot:
@@ -177,7 +177,7 @@ class Service:
             return self._stop_container(experiment, launch)
         return self.local.stop(experiment, force=force)
 
-    def _stop_container(self, experiment: Experiment, launch: dict) -> str:
+    def _stop_container(self, experiment: ExperimentRow, launch: dict) -> str:
         from .docker_runner import DockerUnavailable
 
         try:
@@ -272,7 +272,7 @@ class Service:
             running_on.append(index)
             state.status, state.detail = RUNNING, "starting"
 
-    def _start(self, experiment: Experiment, gpu: int | None, uuid: str | None) -> None:
+    def _start(self, experiment: ExperimentRow, gpu: int | None, uuid: str | None) -> None:
         if self.settings.mode == DOCKER:
             problems = self.settings.problems()  # settings.json may have been edited by hand
             if problems:
@@ -323,7 +323,7 @@ class Service:
                             runs_dir=self.runs_dir.resolve(), experiments_dir=self.experiments_dir,
                             shm_size=settings.shm_size)
 
-    def _docker_probe(self, experiment: Experiment, launch: dict):
+    def _docker_probe(self, experiment: ExperimentRow, launch: dict):
         """NotOurs (for the run's detail) when launch.json names a container that this
         launcher did not start for the run."""
         from .docker_runner import DockerUnavailable
@@ -346,7 +346,7 @@ def _under_slurm(name: str, state: RunState) -> str:
             "write its run folder; cancel the Slurm job first (scancel) to run it here.")
 
 
-def _owned_container(runner, experiment: Experiment, launch: dict):
+def _owned_container(runner, experiment: ExperimentRow, launch: dict):
     """The container launch.json names, if this launcher started it for the run; None when it
     is gone; NotOurs when it is not the run's."""
     return runner.owned(launch.get("container"), experiment=experiment.name,

@@ -29,7 +29,7 @@ STATUS_OF_KIND = {slurm_jobs.RUNNING: SLURM_RUNNING, slurm_jobs.PENDING: SLURM_P
 class SlurmWatch:
     def __init__(self, *, ask_every_s: float = ASK_EVERY_S, clock=time.monotonic):
         self.ask_every_s, self.clock = ask_every_s, clock
-        self.states: dict[Path, slurm_jobs.RunState] = {}  # Slurm's last answer, per folder
+        self.states: dict[Path, slurm_jobs.JobRunState] = {}  # Slurm's last answer, per folder
         self.notes: list[str] = []  # why Slurm could not be asked; a slurm.json not readable
         self._asked_at: float | None = None
         self._asking = threading.Lock()
@@ -52,7 +52,7 @@ class SlurmWatch:
                 states, notes = slurm_jobs.run_states(followed) if followed else ({}, [])
             except Exception as error:  # noqa: BLE001 - a hostile run folder must not stop polls
                 why = f"the Slurm jobs of the runs cannot be followed: {explain(error)}"
-                states = {f: slurm_jobs.RunState(slurm_jobs.UNKNOWN, why) for f in followed}
+                states = {f: slurm_jobs.JobRunState(slurm_jobs.UNKNOWN, why) for f in followed}
                 notes = [why]
             self.states, self.notes = states, notes
         finally:
@@ -69,7 +69,7 @@ class SlurmWatch:
             if folder in self.states:
                 found.append(self.states[folder])
             elif (folder / slurm_jobs.RECORD).exists():  # submitted since Slurm was last asked,
-                found.append(slurm_jobs.RunState(  # or the first answer is still awaited
+                found.append(slurm_jobs.JobRunState(  # or the first answer is still awaited
                     slurm_jobs.UNKNOWN, f"{folder / slurm_jobs.RECORD}: its Slurm job has not "
                                         "been asked about yet"))
         for kind, status in STATUS_OF_KIND.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from artifact.core.experiments import DATASET_TITLES, Experiment
+from artifact.core.experiments import DATASET_TITLES, ExperimentRow
 from artifact.core.runs import RunState
 
 from .styles import cells, number, status_text
@@ -22,7 +22,7 @@ NAME_WIDTHS = (10, 40)  # the name column fits the longest name, within these
 NO_STATUS_YET = "…"  # the status cell until the first poll has read the run folders
 
 
-def reported_text(experiment: Experiment) -> str:
+def reported_text(experiment: ExperimentRow) -> str:
     if not experiment.reported:
         return "-"
     return "/".join(number(experiment.reported.get(k)) for k in ("avg_top1", "last_top1"))
@@ -31,12 +31,12 @@ def reported_text(experiment: Experiment) -> str:
 class ExperimentTable(DataTable):
     def __init__(self, **kwargs):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self.experiments: list[Experiment] = []
+        self.experiments: list[ExperimentRow] = []
         self.selected: set[str] = set()
         self.filter_text = ""
         self._states: dict[str, RunState] = {}
 
-    def set_experiments(self, experiments: list[Experiment]) -> None:
+    def set_experiments(self, experiments: list[ExperimentRow]) -> None:
         self.experiments = experiments
         longest = max((len(e.name) for e in experiments), default=0)
         name_width = min(max(longest, NAME_WIDTHS[0]), NAME_WIDTHS[1])
@@ -49,7 +49,7 @@ class ExperimentTable(DataTable):
         self.filter_text = text.strip().lower()
         self._rebuild()
 
-    def visible(self) -> list[Experiment]:
+    def visible(self) -> list[ExperimentRow]:
         words = self.filter_text.split()
         return [e for e in self.experiments
                 if all(w in f"{e.name} {e.dataset} {DATASET_TITLES[e.dataset]} {e.protocol} "
@@ -63,7 +63,7 @@ class ExperimentTable(DataTable):
         if current in {e.name for e in self.visible()}:
             self.move_cursor(row=self.get_row_index(current))
 
-    def _cells(self, experiment: Experiment) -> list:
+    def _cells(self, experiment: ExperimentRow) -> list:
         state = self._states.get(experiment.name)
         status = status_text(state.status, state.verdict) if state else Text(NO_STATUS_YET)
         data = Text("present", style="green") if experiment.data_present else \

@@ -3,6 +3,6 @@ the data set's defaults into a frozen `Experiment`. Imports no torch: `mgrb list
 launcher start from here."""
 
 from mgrb.config.experiment import load_config, parse_config
-from mgrb.config.schema import NUM_CLASSES, SCHEMA, Experiment
+from mgrb.config.schema import SCHEMA, Experiment
 
-__all__ = ["NUM_CLASSES", "SCHEMA", "Experiment", "load_config", "parse_config"]
+__all__ = ["SCHEMA", "Experiment", "load_config", "parse_config"]

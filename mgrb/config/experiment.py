@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from mgrb.store import yamlsafe
-from mgrb.config.defaults import DATASET_DEFAULTS, TRAIN_PER_CLASS, TRAIN_PER_CLASS_SHOWN
 from mgrb.config.schema import ABSENT_MEANS, SCHEMA, Experiment, Field, build
+from mgrb.data.registry import DATASETS
 from mgrb.errors import ConfigError
 from mgrb.store.contracts import NAME_PATTERN
 from mgrb.store.runfolder import with_absent
@@ -187,11 +187,11 @@ def _apply_override(data: dict, assignment: str) -> None:
 
 
 def _check_consistency(config: Experiment, source: _Source) -> None:
-    from mgrb.data.protocol import Protocol, memory_sizes
+    from mgrb.data.protocol import PhasePlan, memory_sizes
 
     dataset, classes, proto = config.dataset.name, config.num_classes, config.protocol
     try:
-        Protocol(classes, proto.initial, proto.increment)
+        PhasePlan(classes, proto.initial, proto.increment)
     except ValueError as error:
         raise source.error("protocol", f"impossible for {dataset} "
                            f"({classes} classes): {error}") from None
@@ -225,7 +225,8 @@ def _check_memory_fits(config: Experiment, per_class: int, holdout: int, source:
     from mgrb.data.protocol import memory_shortfall
 
     dataset, classes, proto = config.dataset.name, config.num_classes, config.protocol
-    train_per_class = TRAIN_PER_CLASS[dataset]
+    record = DATASETS[dataset]
+    train_per_class = record.train_per_class
     shortfall = memory_shortfall(train_per_class, per_class, holdout)
     if shortfall is None:
         return
@@ -236,7 +237,7 @@ def _check_memory_fits(config: Experiment, per_class: int, holdout: int, source:
         key, asks = "protocol.memory_total", (f"memory_total {proto.memory_total} over "
                                               f"{classes} classes")
         fix = f"lower memory_total to at most {train_per_class * classes}"
-    shown = TRAIN_PER_CLASS_SHOWN.get(dataset, str(train_per_class))
+    shown = record.train_per_class_shown or str(train_per_class)
     raise source.error(key, f"{asks} keeps {per_class} images per old class and holds out "
                        f"{holdout} of them for stage 2, but {dataset} has {shown} training "
                        f"images per class: {shortfall}; {fix}")
@@ -248,14 +249,14 @@ def _check_hierarchy(config: Experiment, source: _Source) -> None:
     if uses_hierarchy and kind == "none":
         raise source.error("hierarchy.kind", "is none but method.losses uses hierloss; "
                            "choose ont, vis or sem, or drop hierloss")
-    if kind == "sem" and dataset not in ("cifar10", "miniimagenet", "imagenet100"):
-        # CIFAR-100's names have no curated synsets; the digits are all siblings under
-        # digit.n.01, so every pair is equally similar and a grouping would be arbitrary.
+    supported = DATASETS[dataset].hierarchies
+    other = " or ".join(k for k in supported if k != kind)
+    if kind == "sem" and kind not in supported:
         raise source.error("hierarchy.kind", f"sem needs WordNet synsets that tell the classes "
-                           f"apart; {dataset} has none (use vis, or ont where it exists)")
-    if kind == "ont" and dataset in ("cifar10", "digits") and uses_hierarchy:
+                           f"apart; {dataset} has none (use {other})")
+    if kind == "ont" and kind not in supported and uses_hierarchy:
         raise source.error("hierarchy.kind", f"ont needs a class ontology; {dataset} has none "
-                           "(use vis or sem)")
+                           f"(use {other})")
 
 
 def _read_yaml(text: str, path: str):
@@ -297,8 +298,8 @@ def config_from_data(data, path: str) -> Experiment:
 def _resolve(data: dict, source: _Source) -> Experiment:
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and isinstance(dataset.get("name"), str) \
-            and dataset["name"] in DATASET_DEFAULTS:
-        data = _merge(DATASET_DEFAULTS[dataset["name"]], data)
+            and dataset["name"] in DATASETS:
+        data = _merge(DATASETS[dataset["name"]].defaults, data)
     config = build(Experiment, _validate(data, SCHEMA, "", source))
     if not NAME_PATTERN.fullmatch(config.name):  # match() would pass "x\n" ($ before a \n)
         raise source.error("name", f"{_shown(config.name)} may hold only letters, digits, "

@@ -14,11 +14,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from mgrb.data.registry import NAMES, dataset
+
 # The original code's -setloss values: which of L_cls, L_KD and L_MG a phase trains with.
 LOSS_SETS = ("ce", "ce+distill", "ce+hierloss", "distill+hierloss", "ce+distill+hierloss")
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "miniimagenet": 100, "imagenet100": 100,
-               "digits": 10}
 
 # Upper bounds: generous for any real experiment, tight enough that no value overflows a
 # consumer (torch, numpy, the run files) or makes training diverge by itself.
@@ -92,7 +92,7 @@ class Estimate:
 
 @dataclass(frozen=True, kw_only=True)
 class Dataset:
-    name: str = setting(choices=tuple(NUM_CLASSES))
+    name: str = setting(choices=NAMES)
     root: str | None = setting(None, help="data folder; default $MGRB_DATA or ./data")
     download: bool = setting(True, help="let torchvision download CIFAR if absent")
     image_size: int | None = setting(None, minimum=8, maximum=512, help="side of the images the "
@@ -238,7 +238,7 @@ class Experiment:
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES[self.dataset.name]
+        return dataset(self.dataset.name).classes
 
     @property
     def run_seeds(self) -> tuple[int, ...]:

@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 from mgrb.data.base import ClassIncrementalData
+from mgrb.data.registry import BUNDLED, ILSVRC, IMAGES, NAMES as DATASETS, PICKLES, dataset
 from mgrb.errors import DataError
-
-DATASETS = ("cifar10", "cifar100", "miniimagenet", "imagenet100", "digits")
 
 
 def default_root(root: str | Path | None) -> Path:
@@ -18,33 +17,31 @@ def default_root(root: str | Path | None) -> Path:
 
 def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False,
                  image_size: int | None = None) -> ClassIncrementalData:
-    if name == "digits":
+    record = dataset(name)
+    if record.storage == BUNDLED:
         from mgrb.data.digits import load_digits_data
 
         return load_digits_data()
     base = default_root(root)
-    if name in ("cifar10", "cifar100"):
+    if record.storage == PICKLES:
         from mgrb.data.cifar import load_cifar
 
-        return load_cifar(base, 10 if name == "cifar10" else 100, download=download)
-    if name in ("miniimagenet", "imagenet100"):
-        from mgrb.data.cache import NETWORK_SIZES, cache_folder, cache_present, cache_side, load_cache
+        return load_cifar(base, record.classes, download=download)
+    from mgrb.data.cache import cache_folder, cache_present, cache_side, load_cache
 
-        side = cache_side(name, image_size)
-        if name == "imagenet100":
-            require_prepared(name, base, image_size)
-        if cache_present(name, base, side):
-            # Training crops ImageNet-100's 256x256 images to 224 (evaluation: the centre).
-            return dataclasses.replace(load_cache(cache_folder(name, base, side)),
-                                       image_size=image_size or NETWORK_SIZES[name])
-    if name == "miniimagenet":
-        from mgrb.data.folder import load_miniimagenet
+    side = cache_side(name, image_size)
+    require_prepared(name, base, image_size)
+    if cache_present(name, base, side):
+        # Training crops ImageNet-100's 256x256 images to 224 (evaluation: the centre).
+        return dataclasses.replace(load_cache(cache_folder(name, base, side)),
+                                   image_size=image_size or record.side)
+    from mgrb.data.folder import load_miniimagenet
 
-        return load_miniimagenet(dataset_folder(base, name), image_size=image_size or 84)
-    raise ValueError(f"unknown data set {name!r}")
+    return load_miniimagenet(dataset_folder(base, name), image_size=image_size or record.side)
 
 
-CACHE_ONLY = ("imagenet100",)  # read only from the cache of `mgrb data prepare`
+# read only from the cache of `mgrb data prepare`
+CACHE_ONLY = tuple(name for name in DATASETS if dataset(name).cache_only)
 
 
 def require_prepared(name: str, root: str | Path | None = None,
@@ -52,7 +49,7 @@ def require_prepared(name: str, root: str | Path | None = None,
     """For a data set read only from its prepared cache (ImageNet-100): DataError, with the one
     command that makes the cache, when it is missing, unfinished, old or damaged. Cheap
     (nothing is hashed): `mgrb run` asks before it makes its run folder."""
-    if name not in CACHE_ONLY:
+    if not dataset(name).cache_only:
         return
     from mgrb.data.cache import cache_problem, cache_side, prepare_command
 
@@ -64,11 +61,11 @@ def require_prepared(name: str, root: str | Path | None = None,
     if images_present(name, root):
         source = f"it decodes the images in {dataset_folder(default_root(root), name)} once"
     else:
-        from mgrb.data.folder import IMAGENET100_LAYOUT
+        from mgrb.data.folder import LAYOUTS
 
         source = (f"first put the images under {default_root(root)} (they cannot be downloaded "
-                  f"automatically):\n{IMAGENET100_LAYOUT}")
-    raise DataError(f"ImageNet-100 is read only from the cache that `mgrb data prepare` makes, "
+                  f"automatically):\n{LAYOUTS[dataset(name).layout]}")
+    raise DataError(f"{dataset(name).title} is read only from the cache that `mgrb data prepare` makes, "
                     f"and there is none to use ({problem}). Make it with:\n  {command}\n"
                     f"({source})")
 
@@ -77,26 +74,26 @@ def data_present(name: str, root: str | Path | None = None, image_size: int | No
     """A cheap check that a run could start; nothing is decoded. ImageNet-100: its prepared
     cache (for the network side `image_size`, default 224) is there; the image folders alone
     are not enough (`images_present`)."""
-    if name == "digits":
+    record = dataset(name)
+    if record.storage == BUNDLED:
         return True
     base = default_root(root)
-    if name == "cifar10":
-        return (base / "cifar-10-batches-py" / "test_batch").exists() or (
-            base / "test_batch").exists()
-    if name == "cifar100":
-        return (base / "cifar-100-python" / "test").exists() or (base / "meta").exists()
+    if record.storage == PICKLES:
+        return any((base / marker).exists() for marker in record.present_markers)
     from mgrb.data.cache import cache_present, cache_side
 
     if cache_present(name, base, cache_side(name, image_size)):
         return True  # `mgrb data prepare` made it; the image folders may be gone
-    return name not in CACHE_ONLY and images_present(name, base)
+    return not record.cache_only and images_present(name, base)
 
 
 def images_present(name: str, root: str | Path | None = None) -> bool:
     """Whether the image folders of miniImageNet or ImageNet-100 are there, by their layout
     (what `mgrb data prepare` reads); nothing is decoded."""
     folder = dataset_folder(default_root(root), name)
-    if name == "imagenet100":
+    if dataset(name).storage != IMAGES:
+        return False
+    if dataset(name).layout == ILSVRC:
         return (folder / "train").is_dir() and (folder / "val").is_dir()
     if not folder.is_dir():
         return False

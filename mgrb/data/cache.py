@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mgrb.data import default_root
 from mgrb.data.base import ClassIncrementalData
+from mgrb.data.registry import CACHED, dataset
 from mgrb.errors import DataError
 from mgrb.store.contracts import RunFileError, open_regular, parse_json
 
@@ -29,15 +30,12 @@ FORMAT, FORMAT_VERSION = "mgrb-image-cache", 2
 CHANNELS = "RGB"  # the channel order of the shards, recorded in the manifest
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
-CACHE_SIZES = {"imagenet100": 256, "miniimagenet": 84}  # the sizes the authors' code decoded to
-NETWORK_SIZES = {"imagenet100": 224, "miniimagenet": 84}  # the sides the network sees
 
 
 # A manifest lists a few hundred shards: a megabyte is far more than one ever needs.
 MANIFEST_LIMIT = 1 << 20
 # Bounds a manifest must keep before anything is allocated from it: the classes of each data
 # set, a side (ImageNet-100 is cached at 256), and images per split (ImageNet-100 has 126,689)
-DATASET_CLASSES = {"imagenet100": 100, "miniimagenet": 100}
 MAX_SIDE, MAX_IMAGES = 1024, 2_000_000
 
 
@@ -70,16 +68,17 @@ def read_cache_file(path: Path, limit: int) -> bytes:
 def cache_side(name: str, network_side: int | None = None) -> int:
     """The cache's image side for a network side: ImageNet-100's 224 crops come from 256x256
     images (the same 8:7 for a reduced side); miniImageNet is seen whole."""
+    record = dataset(name)
     if network_side is None:
-        return CACHE_SIZES[name]
-    return round(network_side * CACHE_SIZES[name] / NETWORK_SIZES[name])
+        return record.cache_side
+    return round(network_side * record.cache_side / record.side)
 SHARD_FILE = re.compile(r"(train|test)-\d{5}\.npy")
 _BLOCK = 16 << 20
 
 
 def cache_folder(name: str, root: str | Path | None = None, image_size: int | None = None) -> Path:
     """Where `mgrb data prepare NAME` writes unless told otherwise: <data root>/NAME-cache-SIZE."""
-    return default_root(root) / f"{name}-cache-{image_size or CACHE_SIZES[name]}"
+    return default_root(root) / f"{name}-cache-{image_size or dataset(name).cache_side}"
 
 
 def shard_file(split: str, index: int) -> str:
@@ -120,10 +119,10 @@ def prepare_command(name: str, root: str | Path | None = None, image_size: int |
     base = default_root(root)
     if base != Path("data"):
         words += ["--root", str(base.resolve())]
-    side = image_size or CACHE_SIZES[name]
-    if side != CACHE_SIZES[name]:
-        network = round(side * NETWORK_SIZES[name] / CACHE_SIZES[name])
-        words += ["--size", str(network)]
+    record = dataset(name)
+    side = image_size or record.cache_side
+    if side != record.cache_side:
+        words += ["--size", str(round(side * record.side / record.cache_side))]
     if out is not None and Path(out) != cache_folder(name, root, side):
         words += ["--out", str(Path(out).resolve())]
     return shlex.join(words)
@@ -134,7 +133,7 @@ def _remake(folder: Path, manifest: dict | None = None) -> str:
     set, its image folder and the side."""
     try:
         name, root, side = manifest["dataset"], manifest["source_root"], manifest["image_size"]
-        if name not in CACHE_SIZES or not isinstance(root, str) or not isinstance(side, int):
+        if name not in CACHED or not isinstance(root, str) or not isinstance(side, int):
             raise TypeError
     except (TypeError, KeyError):
         return "make it again with `mgrb data prepare`"
@@ -187,14 +186,15 @@ def _structure_problem(manifest: dict) -> str | None:
     for key in ("dataset", "source_root", "split"):
         if not isinstance(manifest.get(key), str):
             return key
-    if manifest["dataset"] not in CACHE_SIZES:
-        return f"dataset {manifest['dataset']!r} (a cache holds {' or '.join(CACHE_SIZES)})"
+    if manifest["dataset"] not in CACHED:
+        return f"dataset {manifest['dataset']!r} (a cache holds {' or '.join(CACHED)})"
     if not integer(manifest.get("image_size")) or not 1 <= manifest["image_size"] <= MAX_SIDE:
         return f"image_size {manifest.get('image_size')!r} (1 to {MAX_SIDE})"
     if not isinstance(wnids, list) or not wnids or not all(isinstance(w, str) for w in wnids):
         return "wnids"
-    classes = DATASET_CLASSES[manifest["dataset"]]
-    if len(wnids) > classes or (manifest["dataset"] == "imagenet100" and len(wnids) != classes):
+    record = dataset(manifest["dataset"])
+    classes = record.classes
+    if len(wnids) > classes or (record.every_class_cached and len(wnids) != classes):
         return f"wnids: {len(wnids)} classes, where {manifest['dataset']} has {classes}"
     if not isinstance(counts, dict) or not all(integer(counts.get(split)) for split in SPLITS):
         return "counts"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mgrb.data.registry import BUNDLED, DATASETS, IMAGES, PICKLES
 from mgrb.errors import DataError
-
-EXPECTED_COUNTS = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}
 
 
 def data_root(root: Path | None) -> Path:
@@ -16,15 +15,16 @@ def data_root(root: Path | None) -> Path:
 
 def check_data(root: Path | None, download: bool = True) -> int:
     """Print the state of every data set; exit status 1 if a present data set is damaged."""
-    from mgrb.data import CACHE_ONLY, data_present, images_present, load_dataset
+    from mgrb.data import data_present, images_present, load_dataset
     from mgrb.data.cache import cache_folder, cache_present, prepare_command
     from mgrb.data.cifar import CIFAR_LAYOUT
-    from mgrb.data.folder import IMAGENET100_LAYOUT, MINIIMAGENET_LAYOUT
+    from mgrb.data.folder import LAYOUTS
 
     root = data_root(root)
     status, cifar_missing = 0, False
     print(f"data folder: {root.resolve()} (set MGRB_DATA or --root to change it)")
-    for name, (train, test) in EXPECTED_COUNTS.items():
+    for name, (train, test) in ((name, record.expected_counts)
+                                for name, record in DATASETS.items() if record.storage == PICKLES):
         present = data_present(name, root)
         if not present and not download:
             print(f"{name}: missing (run `mgrb data` where the network allows to download it)")
@@ -47,13 +47,16 @@ def check_data(root: Path | None, download: bool = True) -> int:
             print(f"{name}: ok, {train} train / {test} test images in {data.source}")
     if cifar_missing:  # one layout covers both data sets: shown once, not in each message
         print(f"CIFAR layout (both data sets):\n{CIFAR_LAYOUT}")
-    print("digits: ok, bundled with scikit-learn")
-    for name, layout in (("miniimagenet", MINIIMAGENET_LAYOUT),
-                         ("imagenet100", IMAGENET100_LAYOUT)):
+    for name in (name for name, record in DATASETS.items() if record.storage == BUNDLED):
+        print(f"{name}: ok, bundled with scikit-learn")
+    for name, record in DATASETS.items():
+        if record.storage != IMAGES:
+            continue
+        layout = LAYOUTS[record.layout]
         if cache_present(name, root):
             print(f"{name}: cache in {cache_folder(name, root)} (mgrb data prepare {name}); runs "
                   "use it")
-        elif name in CACHE_ONLY and images_present(name, root):
+        elif record.cache_only and images_present(name, root):
             print(f"{name}: present in {root / name}, not yet prepared: runs read only its "
                   f"cache; `{prepare_command(name, root)}` decodes it once")
         elif data_present(name, root):

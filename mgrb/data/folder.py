@@ -19,6 +19,7 @@ import numpy as np
 from mgrb.errors import DataError
 from mgrb.text import printable
 from mgrb.data.base import ClassIncrementalData
+from mgrb.data.registry import ILSVRC, MINI
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the cache's workers never need it
     import torch
@@ -216,3 +217,8 @@ def load_miniimagenet(root: str | Path, image_size: int = 84, verify_classes: bo
         test_labels=torch.tensor(sources.test_labels), class_names=list(sources.wnids),
         mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=image_size, wnids=list(sources.wnids),
         source=f"{sources.root}; split: {sources.split}")
+
+
+# the registry's layouts (mgrb/data/registry.py): their file lists and the layout a message shows
+FILE_LISTS = {ILSVRC: imagenet100_files, MINI: miniimagenet_files}
+LAYOUTS = {ILSVRC: IMAGENET100_LAYOUT, MINI: MINIIMAGENET_LAYOUT}

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from mgrb.data import dataset_folder, default_root
-from mgrb.data.cache import (CACHE_SIZES, CHANNELS, FORMAT, FORMAT_VERSION, MANIFEST, SHARD_FILE,
+from mgrb.data.cache import (CHANNELS, FORMAT, FORMAT_VERSION, MANIFEST, SHARD_FILE,
                              SPLITS, cache_folder, labels_file, read_cache_file, sha256_files)
-from mgrb.data.folder import Sources, _opencv, imagenet100_files, miniimagenet_files
+from mgrb.data.folder import FILE_LISTS, Sources, _opencv
+from mgrb.data.registry import CACHED, MINI, dataset
 from mgrb.data.shards import Shard, available_cores, write_shards
 from mgrb.errors import DataError
 from mgrb.store.contracts import RunFileError, parse_json
@@ -63,15 +64,16 @@ def prepare_cache(name: str, root: str | Path | None = None, out: str | Path | N
                   report=None) -> Prepared:
     """Decode data set NAME under the data root into the cache folder `out` (default
     <root>/NAME-cache-SIZE). `report(done, total, kept)` is called as images are done."""
-    if name not in CACHE_SIZES:
+    if name not in CACHED:
         raise ValueError(f"no image cache for data set {name!r}")
     _opencv()  # missing, it is said now, not by every decoding process
     started = time.monotonic()
-    size = image_size or CACHE_SIZES[name]
+    size = image_size or dataset(name).cache_side
     folder = Path(out) if out else cache_folder(name, root, size)
     source_root = dataset_folder(default_root(root), name)
-    sources = (imagenet100_files(source_root) if name == "imagenet100"
-               else miniimagenet_files(source_root, verify_classes))
+    layout = dataset(name).layout
+    sources = (FILE_LISTS[layout](source_root, verify_classes) if layout == MINI
+               else FILE_LISTS[layout](source_root))
     workers = max(1, workers or available_cores())
     shards = _plan(sources, size, shard_images)
     with _claimed(folder):

@@ -25,7 +25,7 @@ def class_order(num_classes: int, seed: int = 1993) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Protocol:
+class PhasePlan:
     """n/m protocol: phase 0 learns `initial` classes, each later phase `increment` more."""
 
     num_classes: int
@@ -121,7 +121,7 @@ class PhaseSplit:
     test: torch.Tensor  # indices into the test images
 
 
-def phase_split(protocol: Protocol, phase: int, train_labels: torch.Tensor, roles: torch.Tensor,
+def phase_split(protocol: PhasePlan, phase: int, train_labels: torch.Tensor, roles: torch.Tensor,
                 test_labels: torch.Tensor) -> PhaseSplit:
     """Training, balanced and test indices of `phase`; labels are incremental labels."""
 

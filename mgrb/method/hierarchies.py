@@ -9,18 +9,16 @@ from __future__ import annotations
 import torch
 
 from mgrb.config.schema import Hierarchy, Quirks
+from mgrb.data.registry import DATASETS
 from mgrb.errors import ConfigError
 from mgrb.method.soft_targets import soft_targets, tree_height, visual_groups
 
 
 def _synset_names(dataset: str, data) -> list[str] | None:
-    from mgrb.method import wordnet
-
     if data.wnids is not None:
         return list(data.wnids)
-    if dataset == "cifar10":
-        return list(wordnet.CIFAR10_SYNSETS)
-    return None
+    synsets = DATASETS[dataset].synsets
+    return None if synsets is None else list(synsets)
 
 
 def describe_hierarchy(hierarchy: Hierarchy, quirks: Quirks, *, dataset: str, data,
@@ -33,7 +31,7 @@ def describe_hierarchy(hierarchy: Hierarchy, quirks: Quirks, *, dataset: str, da
         return {"kind": "none"}
     if kind == "vis":
         forced = quirks.cifar10_vis_clusters
-        if dataset == "cifar10" and forced is not None:
+        if DATASETS[dataset].vis_clusters_fixed and forced is not None:
             clusters = forced  # the original ignores -cluster on CIFAR-10 (docs/method.md section 5)
         return {"kind": "vis", "source": "k-means of class-mean features (balanced set)",
                 "clusters": min(clusters, n_seen),

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
 from mgrb.config.schema import Experiment, Method
+from mgrb.data.registry import dataset as dataset_record
 from mgrb.method.hierarchies import describe_hierarchy, hierarchy_targets
 from mgrb.method.terms import (TERMS, Batch, Reduce, StageInputs, chosen_terms,
                                class_balanced_weights, compose, negative_entropy)
@@ -139,7 +139,7 @@ def phase_class_counts(new_class_count: str, dataset: str, context: PhaseContext
     if new_class_count == "phase":
         return counts.phase[:n_seen].clone()
     result = counts.data[:n_seen].clone()
-    full = FULL_TRAIN_PER_CLASS.get(dataset)
+    full = dataset_record(dataset).full_train_per_class
     if full is not None:
         result[n_old:] = full
     result[:n_old] = counts.per_class - counts.holdout

@@ -22,20 +22,6 @@ PROJECT_DATA_DIR = Path(__file__).resolve().parents[2] / ".nltk_data"  # the che
 
 ROOT_WNID = "n00001740"  # entity.n.01, the single root of WordNet's noun hierarchy
 
-# CIFAR-10 labels in order; each sense checked against its WordNet definition.
-CIFAR10_SYNSETS = (
-    "airplane.n.01",  # an aircraft that has a fixed wing and is powered by propellers or jets
-    "car.n.01",       # (automobile) a motor vehicle with four wheels
-    "bird.n.01",      # warm-blooded egg-laying vertebrates characterized by feathers
-    "cat.n.01",       # feline mammal usually having thick soft fur
-    "deer.n.01",      # distinguished from Bovidae by the male's having solid deciduous antlers
-    "dog.n.01",       # a member of the genus Canis
-    "frog.n.01",      # any of various tailless stout-bodied amphibians
-    "horse.n.01",     # solid-hoofed herbivorous quadruped domesticated since prehistoric times
-    "ship.n.01",      # a vessel that carries passengers or freight
-    "truck.n.01",     # an automotive vehicle suitable for hauling
-)
-
 # Digits 0..9. zero.n.01 does not exist as the number (wn.synsets('zero') starts with
 # nothing.n.01, "a quantity of no importance"); zero.n.02 is "a mathematical element that
 # when added to another number yields the same number". The others' .n.01 sense is

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from mgrb.config import Experiment, load_config
-from mgrb.config.defaults import FULL_TRAIN_PER_CLASS
-from mgrb.data.protocol import Protocol, memory_sizes
+from mgrb.data.protocol import PhasePlan, memory_sizes
+from mgrb.data.registry import DATASETS, dataset
 from mgrb.perf.throughput import CIFAR_SHAPE, IMAGENET_SHAPE
 
 # ASSUMPTION, not a measurement: 50 TFLOP/s sustained. The trainer runs in fp32 by default
@@ -30,20 +30,12 @@ from mgrb.perf.throughput import CIFAR_SHAPE, IMAGENET_SHAPE
 # rate and replace this figure.
 ASSUMED_SUSTAINED_TFLOPS = 50.0
 
-# Training images per class (docs/method.md section 1). The digits demo is scikit-learn's 1797
-# 8x8 images, about 180 per class of which roughly 150 are left for training.
-TRAIN_PER_CLASS = {**FULL_TRAIN_PER_CLASS, "digits": 150}
-
-# (height = width, channels) of the images the backbone sees (docs/method.md sections 1 and 3).
-INPUT_SHAPE = {"cifar10": (32, 3), "cifar100": (32, 3), "miniimagenet": (84, 3),
-               "imagenet100": (224, 3), "digits": (8, 1)}
-
 # The data sets of the paper; the digits demo is not one, so --write leaves its files alone.
-PAPER_DATASETS = ("cifar10", "cifar100", "miniimagenet", "imagenet100")
+PAPER_DATASETS = tuple(name for name, record in DATASETS.items() if record.in_paper)
 
-# The step shape `make bench` measures for a data set's experiments (mgrb.perf.throughput);
-# a data set not named here is projected from the CIFAR-shaped rate.
-MEASURED_SHAPE = {"imagenet100": IMAGENET_SHAPE}
+# The step shape `make bench` measures for a data set's experiments (mgrb.perf.throughput),
+# by the registry's bench_shape; the others are projected from the CIFAR-shaped rate.
+MEASURED_SHAPE = {"imagenet": IMAGENET_SHAPE}
 # What a basis says when the data set's own shape was not measured and the CIFAR one stood in.
 MISSING_SHAPE = {IMAGENET_SHAPE: "no ImageNet-shaped measurement"}
 
@@ -62,11 +54,11 @@ def training_image_steps(config: Experiment, train_per_class: int | None = None)
     phase) and the evaluation after each phase (one pass over the seen test images).
     """
     proto, num_classes = config.protocol, config.num_classes
-    protocol = Protocol(num_classes, proto.initial, proto.increment)
+    protocol = PhasePlan(num_classes, proto.initial, proto.increment)
     per_class, holdout = memory_sizes(num_classes, proto.memory_total, proto.memory_per_class,
                                       proto.holdout_fraction)
     # training images of a new class; `train_per_class` for a smaller, synthetic set
-    fresh = (train_per_class or TRAIN_PER_CLASS[config.dataset.name]) - holdout
+    fresh = (train_per_class or dataset(config.dataset.name).per_class_for_projection) - holdout
     exemplars = per_class - holdout  # training images of an old class
     epochs = config.train.epochs
 
@@ -105,7 +97,8 @@ def _backbone_flops(backbone: str, stem: str, size: int, channels: int) -> float
 
 def forward_flops(config: Experiment) -> float:
     """Forward FLOPs per image of the configured backbone at the data set's input size."""
-    size, channels = INPUT_SHAPE[config.dataset.name]
+    record = dataset(config.dataset.name)
+    size, channels = record.side, record.channels
     return _backbone_flops(config.model.backbone, config.model.stem, size, channels)
 
 
@@ -129,7 +122,7 @@ def projection_shape(config: Experiment, measurement) -> tuple[str, str]:
     every other data set, and ImageNet-100 without it, from the 32x32 ResNet-34 step that every
     measurement holds (miniImageNet's 84x84 step has no measurement of its own). Model FLOP/s
     differ between those shapes, so a basis that had to fall back says so."""
-    shape = MEASURED_SHAPE.get(config.dataset.name, CIFAR_SHAPE)
+    shape = MEASURED_SHAPE.get(dataset(config.dataset.name).bench_shape, CIFAR_SHAPE)
     if measurement.tflops(shape) is None:
         return CIFAR_SHAPE, MISSING_SHAPE.get(shape, f"no {shape} measurement")
     return shape, ""

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mgrb.pipeline.command import RunLine, run_words
+
 INTERRUPTED = 130
 
 
@@ -35,11 +37,9 @@ class Outcome:
 def run_command(experiment: Path, out: Path, *, seed: int | None, device: str, quiet: bool,
                 experiments_dir: Path, nproc: int = 1) -> list[str]:
     """`nproc`: processes (one per GPU) the run trains with; the option only where above 1."""
-    command = [sys.executable, "-m", "mgrb.cli", "--experiments-dir", str(experiments_dir),
-               "run", str(experiment), "--out", str(out), "--device", device]
-    command += ["--seed", str(seed)] if seed is not None else []
-    command += ["--nproc", str(nproc)] if nproc > 1 else []
-    return command + (["--quiet"] if quiet else [])
+    return run_words(RunLine(str(experiment), program=(sys.executable, "-m", "mgrb.cli"),
+                             experiments_dir=experiments_dir, out=out, device=device, seed=seed,
+                             nproc=nproc, quiet=quiet))
 
 
 def run_isolated(command: list[str], *, stderr=None) -> Outcome:

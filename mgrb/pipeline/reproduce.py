@@ -7,8 +7,9 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgrb.config import Experiment, load_config
+from mgrb.config import Experiment
 from mgrb.errors import ConfigError, MGRBError
+from mgrb.pipeline.catalogue import load_catalogue
 from mgrb.pipeline.isolated import INTERRUPTED
 
 
@@ -47,17 +48,12 @@ def select_experiments(experiments_dir: Path, patterns: list[str]
 
 def _available(experiments_dir: Path) -> tuple[dict[str, tuple[Path, Experiment]], dict[str, str]]:
     available, unusable = {}, {}
-    for path in sorted(experiments_dir.glob("*.yaml")):
-        try:
-            config = load_config(path)
-        except ConfigError as error:
-            unusable[str(path)] = f"invalid experiment file: {error}"
-            continue
-        if config.name in available:
-            unusable[str(path)] = (f"names itself {config.name}, as "
-                                   f"{available[config.name][0]} does; not run")
-            continue
-        available[config.name] = (path, config)
+    for entry in load_catalogue(experiments_dir):
+        if entry.problem is None:
+            available[entry.loaded.name] = (entry.path, entry.loaded)
+        else:
+            unusable[str(entry.path)] = (entry.problem if entry.duplicate
+                                         else f"invalid experiment file: {entry.problem}")
     return available, unusable
 
 
@@ -86,6 +82,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     failed (nothing to judge: e.g. its data is missing); 130 when stopped (the stopped run
     resumes next time)."""
     from mgrb.data import data_present
+    from mgrb.data.registry import PICKLES, dataset as dataset_record
     from mgrb.pipeline.isolated import run_command, run_isolated
     from mgrb.reporting.check import NOTHING_FINISHED
     from mgrb.store.runfolder import RunFolder
@@ -100,7 +97,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     for path, config in selected:
         name, dataset = config.name, config.dataset.name
         # Named explicitly, CIFAR may still be downloaded; the default set takes what is there.
-        may_download = bool(patterns) and dataset in ("cifar10", "cifar100") \
+        may_download = bool(patterns) and dataset_record(dataset).storage == PICKLES \
             and config.dataset.download
         if not data_present(dataset, config.dataset.root, config.dataset.image_size) \
                 and not may_download:
@@ -152,7 +149,8 @@ def _report(names: list[str], runs_dir: Path, reports_dir: Path, tolerance,
     from mgrb.reporting.check import format_table, group_rows
     from mgrb.reporting.report import collect, write_report
     from mgrb.pipeline.slurm_jobs import with_slurm_states
-    from mgrb.reporting.runs import DAMAGED, group_runs, one_line
+    from mgrb.reporting.runs import DAMAGED, group_runs
+    from mgrb.text import one_line
 
     found = collect([runs_dir / name for name in names if (runs_dir / name).is_dir()])
     found.failed, found.unfinished = with_slurm_states(found.failed, found.unfinished)

@@ -181,44 +181,44 @@ def last_line(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class RunState:
+class JobRunState:
     kind: str      # one of KINDS
     message: str   # for the progress lines and the report
 
 
 def run_state(folder: Path, record: JobRecord | None, slurm: SlurmState | None,
-              unasked: str | None = None) -> RunState:
+              unasked: str | None = None) -> JobRunState:
     """A run folder's state: finished when its results are there; else Slurm's word on its job;
     else what its folder says. `unasked`: why Slurm could not be asked, if it could not."""
     read = read_folder(Path(folder))
     if read.status == FOLDER_FINISHED:
-        return RunState(FINISHED, "finished")
+        return JobRunState(FINISHED, "finished")
     # text from files and from Slurm, shown on the terminal: control characters written out
     failure = printable(read.message) if read.status in (FOLDER_FAILED, DAMAGED) else None
     if record is None:
-        return RunState(FAILED, failure) if failure else RunState(LOST, read.message)
+        return JobRunState(FAILED, failure) if failure else JobRunState(LOST, read.message)
     job = f"Slurm job {record.job_id}"
     if slurm is not None:
         if slurm.state in _WAITING:
             why = "" if slurm.reason in ("", "None") else \
                 f" ({_WHY_PENDING.get(slurm.reason, printable(slurm.reason))})"
-            return RunState(PENDING, f"pending in {job}{why}")
+            return JobRunState(PENDING, f"pending in {job}{why}")
         if slurm.state in _AT_WORK:
-            return RunState(RUNNING, f"{slurm.state.lower()} in {job}")
+            return JobRunState(RUNNING, f"{slurm.state.lower()} in {job}")
         if slurm.state == "CANCELLED":
             how = f", {slurm.reason}" if slurm.reason == "left its array before it started" else ""
-            return RunState(CANCELLED, f"cancelled ({job}{how}); {_again(folder)}")
+            return JobRunState(CANCELLED, f"cancelled ({job}{how}); {_again(folder)}")
         ended = f"{job} ended {slurm.state}"
         if slurm.state in _ENDED_BADLY or failure:
-            return RunState(FAILED, f"{failure} ({ended})" if failure else
+            return JobRunState(FAILED, f"{failure} ({ended})" if failure else
                             f"{ended}; {_again(folder)}; its log: {printable(record.log)}")
-        return RunState(FAILED, f"{ended} but the run did not finish; its log: {printable(record.log)}")
+        return JobRunState(FAILED, f"{ended} but the run did not finish; its log: {printable(record.log)}")
     if failure:
-        return RunState(FAILED, failure)
+        return JobRunState(FAILED, failure)
     if unasked:
-        return RunState(UNKNOWN, f"not finished; Slurm could not be asked about its job "
+        return JobRunState(UNKNOWN, f"not finished; Slurm could not be asked about its job "
                                  f"{record.job_id} ({unasked})")
-    return RunState(LOST, f"not finished, and Slurm no longer knows its job {record.job_id} (it "
+    return JobRunState(LOST, f"not finished, and Slurm no longer knows its job {record.job_id} (it "
                           f"ended long ago, or on another cluster); {_again(folder)}; its log: "
                           f"{printable(record.log)}")
 
@@ -228,7 +228,7 @@ def _again(folder: Path) -> str:
     return RESUME_HINT if started else SUBMIT_HINT
 
 
-def run_states(folders) -> tuple[dict[Path, RunState], list[str]]:
+def run_states(folders) -> tuple[dict[Path, JobRunState], list[str]]:
     """The state of each run folder, asking Slurm once for all of them; and notes to show: why
     Slurm could not be asked, a slurm.json that cannot be read."""
     records, notes, distrusted = {}, [], {}
@@ -253,7 +253,7 @@ def run_states(folders) -> tuple[dict[Path, RunState], list[str]]:
              for folder, record in records.items()}
     for folder, why in distrusted.items():
         if found[folder].kind == LOST:  # not submitted, as far as this user can tell
-            found[folder] = RunState(LOST, f"{why}; {_again(folder)}")
+            found[folder] = JobRunState(LOST, f"{why}; {_again(folder)}")
     return found, notes + ([unasked] if unasked else [])
 
 

@@ -21,23 +21,11 @@ import tempfile
 import time
 
 from mgrb.errors import MGRBError, PeerLost
+from mgrb.pipeline.command import without_nproc
 
 INTERRUPTED = 130
 PEER_LOST = PeerLost.exit_code  # stopped because another process of the run ended
 GRACE_S = 30  # how long the others get to stop after one failed (they may wait in a collective)
-
-
-def without_nproc(argv: list[str]) -> list[str]:
-    """`argv` less its --nproc option (both `--nproc N` and `--nproc=N`)."""
-    kept, skip = [], False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word == "--nproc":
-            skip = True
-        elif not word.startswith("--nproc="):
-            kept.append(word)
-    return kept
 
 
 def free_port() -> int:
@@ -88,6 +76,8 @@ def run_workers(argv: list[str], nproc: int, device_choice: str = "auto") -> int
     check_gpus(nproc, device_choice)
     store = host_store(nproc)  # held until the workers have ended
     port = store.port
+    # the user's own words rather than a RunLine: every option, global ones such as --debug
+    # included, reaches the workers as typed
     command = [sys.executable, "-m", "mgrb", *without_nproc(argv)]
     workers, errors, group = [], [], 0
     for rank in range(nproc):

@@ -6,8 +6,9 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgrb.reporting.runs import (DAMAGED, FINISHED, NOT_A_RUN, Folder, Group, find_folders, group_runs,
-                                 one_line)
+from mgrb.reporting.runs import (DAMAGED, FINISHED, NOT_A_RUN, Folder, RunGroup, find_folders,
+                                 group_runs)
+from mgrb.text import one_line
 
 METRICS = ("avg_top1", "last_top1")
 VERDICTS = ("reproduced", "above", "below", "no reference")
@@ -44,7 +45,7 @@ def check_group(name: str, runs: list[dict], tolerance: float | None = None) -> 
     return rows
 
 
-def group_rows(group: Group, tolerance: float | None = None) -> list[dict]:
+def group_rows(group: RunGroup, tolerance: float | None = None) -> list[dict]:
     """check_group's rows for one configuration of one experiment, named by its label; `runs`
     counts distinct seeds and `repeated_seeds` names seeds found in several folders."""
     rows = check_group(group.experiment, group.runs, tolerance)

@@ -16,8 +16,9 @@ from pathlib import Path
 from mgrb.errors import MGRBError
 from mgrb.reporting.check import group_rows, seed_note
 from mgrb.reporting.plots import plot_experiment, plot_summary
-from mgrb.reporting.runs import (FAILED, FINISHED, NOT_FINISHED, Folder, Group, find_folders, group_runs,
-                                 one_line)
+from mgrb.reporting.runs import (FAILED, FINISHED, NOT_FINISHED, Folder, RunGroup, find_folders,
+                                 group_runs)
+from mgrb.text import one_line
 from mgrb.store.contracts import NAME_PATTERN
 from mgrb.store.files import atomic_write
 from mgrb.version import one_line as artifact_line
@@ -55,7 +56,7 @@ def _hierarchy(runs: list[dict]) -> str:
     return str(hierarchy.get("kind", "?"))
 
 
-def _claims(groups: list[Group], tolerance) -> list[dict]:
+def _claims(groups: list[RunGroup], tolerance) -> list[dict]:
     rows = []
     for group in groups:
         runs = group.runs
@@ -131,7 +132,7 @@ def _problems(failed, unfinished, not_run) -> list[str]:
     return lines + [""]
 
 
-def _per_group(groups: list[Group], figures: dict[str, str]) -> list[str]:
+def _per_group(groups: list[RunGroup], figures: dict[str, str]) -> list[str]:
     lines = ["## Per experiment", ""]
     for group in groups:
         runs = group.runs
@@ -171,7 +172,7 @@ def _versions(all_runs) -> list[str]:
     return lines + [""]
 
 
-def _markdown(groups: list[Group], rows, figures, summary: bool, failed, unfinished,
+def _markdown(groups: list[RunGroup], rows, figures, summary: bool, failed, unfinished,
               not_run, source: str) -> str:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = ["# MGRB reproduction report", "",

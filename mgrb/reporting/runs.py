@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mgrb.store import contracts
 from mgrb.store.runfolder import RunFolder, may_change_on_resume
+from mgrb.text import one_line
 
 FINISHED, FAILED, NOT_FINISHED, NOT_A_RUN, DAMAGED = (
     "finished", "failed", "not finished", "not a run folder", "damaged")
@@ -31,7 +32,7 @@ class Folder:
 
 
 @dataclass
-class Group:
+class RunGroup:
     """Runs of one experiment in one configuration, one per seed."""
     experiment: str
     settings: dict               # comparable_settings of its runs; {} when not recorded
@@ -106,15 +107,15 @@ def read_folder(path: Path) -> Folder:
                                               "it resumes it from its last checkpoint")
 
 
-def group_runs(results: list[dict]) -> list[Group]:
+def group_runs(results: list[dict]) -> list[RunGroup]:
     """Results grouped by experiment and configuration (seed aside), each seed once; groups
     sorted by experiment, then by the settings that tell them apart."""
-    groups: dict[tuple[str, str], Group] = {}
+    groups: dict[tuple[str, str], RunGroup] = {}
     seeds: dict[tuple[str, str], set] = {}
     for run in results:
         settings = comparable_settings(run.get("config"))
         key = (run["experiment"], _settings_key(settings))
-        group = groups.setdefault(key, Group(run["experiment"], settings))
+        group = groups.setdefault(key, RunGroup(run["experiment"], settings))
         seed = run.get("seed")
         seen = seeds.setdefault(key, set())
         if seed is None:  # a run that did not record its seed counts on its own
@@ -124,7 +125,7 @@ def group_runs(results: list[dict]) -> list[Group]:
         else:
             seen.add(seed)
             group.runs.append(run)
-    by_experiment: dict[str, list[Group]] = {}
+    by_experiment: dict[str, list[RunGroup]] = {}
     for group in groups.values():
         by_experiment.setdefault(group.experiment, []).append(group)
     for siblings in by_experiment.values():
@@ -155,7 +156,7 @@ def _settings_key(settings: dict) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
-def _name_variants(siblings: list[Group]) -> None:
+def _name_variants(siblings: list[RunGroup]) -> None:
     if len(siblings) < 2:
         return
     keys = sorted({key for group in siblings for key in group.settings})
@@ -178,7 +179,3 @@ def _shown(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def one_line(text) -> str:
-    """Text from a run folder as one line without control characters: a message or setting
-    from elsewhere must not end a table row, nor move the cursor or recolour a terminal."""
-    return "".join(char if char.isprintable() else "?" for char in " ".join(str(text).split()))

@@ -12,7 +12,8 @@ from mgrb.config.schema import Experiment
 from mgrb.data import ClassIncrementalData, load_dataset
 from mgrb.data.augment import Augment
 from mgrb.data.batches import make_batches
-from mgrb.data.protocol import Protocol, class_order, memory_roles, memory_sizes
+from mgrb.data.registry import dataset
+from mgrb.data.protocol import PhasePlan, class_order, memory_roles, memory_sizes
 from mgrb.training.progress import Progress
 
 
@@ -20,7 +21,7 @@ from mgrb.training.progress import Progress
 class IncrementalStream:
     data: ClassIncrementalData
     num_classes: int
-    protocol: Protocol
+    protocol: PhasePlan
     order: list[int]                 # data set class id of each incremental label
     train_labels: torch.Tensor       # incremental labels of the training images
     test_labels: torch.Tensor
@@ -38,7 +39,7 @@ def open_stream(config: Experiment, device: torch.device, progress: Progress) ->
     progress.message(f"loading {source.name} ...")
     data = load_dataset(source.name, source.root, download=source.download,
                         image_size=source.image_size)
-    if source.name in ("miniimagenet", "imagenet100") and config.quirks.opencv_bgr:
+    if dataset(source.name).opencv_loaded and config.quirks.opencv_bgr:
         data = opencv_channel_order(data)
     num_classes = config.num_classes
     order = class_order(num_classes, proto.order_seed)
@@ -51,7 +52,7 @@ def open_stream(config: Experiment, device: torch.device, progress: Progress) ->
     workers = train.num_workers
     return IncrementalStream(
         data=data, num_classes=num_classes,
-        protocol=Protocol(num_classes, proto.initial, proto.increment), order=order,
+        protocol=PhasePlan(num_classes, proto.initial, proto.increment), order=order,
         train_labels=train_labels, test_labels=test_labels, per_class=per_class,
         holdout=holdout,
         roles=memory_roles(train_labels, per_class, holdout, proto.selection, proto.order_seed),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from artifact.core.experiments import Experiment, load_experiments
+from artifact.core.experiments import ExperimentRow, load_experiments
 from artifact.core.launcher import CPU, FULL, LocalLauncher, Queue, choose_slot
 from artifact.core.records import read_exit, read_launch
 from artifact.core.runs import (FAILED, FINISHED, INTERRUPTED, KILLED, NOT_RUN, QUEUED, RUNNING,
@@ -24,7 +24,7 @@ FAKE_UUID = "GPU-00000000-1111-2222-3333-444444444444"
 pytestmark = pytest.mark.usefixtures("single_threaded_runs")  # real runs: see conftest.py
 
 
-def _experiment(tmp_path, name="tiny", **kwargs) -> Experiment:
+def _experiment(tmp_path, name="tiny", **kwargs) -> ExperimentRow:
     experiments = write_experiments(tmp_path / "experiments", names=(name,), **kwargs)
     return {e.name: e for e in load_experiments(experiments, tmp_path / "runs")}[name]
 

@@ -13,7 +13,7 @@ from artifact.core.docker_runner import DockerRunner, DockerUnavailable
 from artifact.core.explain import explain, looks_raw
 from artifact.core.experiments import load_experiments
 from artifact.core.gpu import GpuMonitor
-from artifact.core.runs import INTERRUPTED, NOT_RUN, EventTail, Progress, RunWatcher
+from artifact.core.runs import INTERRUPTED, NOT_RUN, EventTail, RunProgress, RunWatcher
 from artifact.core.service import Service
 from artifact.core.settings import Settings
 from artifact_helpers import write_experiments
@@ -35,7 +35,7 @@ def _stage1(phase, epoch, iteration=None, iterations=10, loss=1.0):
 
 
 def test_the_loss_curve_counts_epochs_over_all_phases():
-    progress = Progress()
+    progress = RunProgress()
     for event in _events("tiny_finished"):
         progress.fold(event)
     # the recorded run: 3 phases of 12 stage-1 epochs
@@ -48,7 +48,7 @@ def test_the_loss_curve_counts_epochs_over_all_phases():
 
 
 def test_epochs_trained_again_after_a_resume_replace_the_first_try():
-    progress = Progress()
+    progress = RunProgress()
     for epoch in (1, 2, 3):
         progress.fold(_stage1(0, epoch, iteration=5, loss=3.0))
         progress.fold(_stage1(0, epoch, loss=2.0))

@@ -1,6 +1,6 @@
 """Property-based: whatever a run folder holds (results.json, events.jsonl, launch.json,
 exit.json, run.lock), reading it never raises, the status is one the launcher knows, and a
-stop signals nothing; Progress.fold takes any object; results that meet their contract always
+stop signals nothing; RunProgress.fold takes any object; results that meet their contract always
 get a verdict (mgrb.reporting.check.check_group is safe on them)."""
 
 import dataclasses
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from artifact.core.launcher import LocalLauncher
-from artifact.core.runs import FINISHED, STATUSES, Progress, RunWatcher
+from artifact.core.runs import FINISHED, STATUSES, RunProgress, RunWatcher
 from mgrb.reporting.check import VERDICTS
 from mgrb.store.processes import identity
 from mgrb.store.contracts import EVENT_KINDS
@@ -122,7 +122,7 @@ def test_any_run_folder_gives_a_known_status_and_no_signal(template, signals, re
 @given(st.lists(events | json_values | st.builds(object), max_size=20),
        st.floats(allow_nan=True, allow_infinity=True))
 def test_fold_takes_anything(events_seen, now):
-    progress = Progress()
+    progress = RunProgress()
     for seen in events_seen:
         progress.fold(seen)
     assert 0.0 <= progress.fraction <= 1.0 and 0.0 <= progress.phase_fraction <= 1.0

@@ -117,7 +117,7 @@ def test_hostile_files_are_shown_as_broken_text_and_signal_nothing(tmp_path, sle
 
             # experiment files: each problem told, as text
             told = "\n".join(n.message for n in _messages(app))
-            assert f"duplicate name tiny, also used by {tmp_path / 'experiments' / 'tiny.yaml'}" in told
+            assert f"names itself tiny, as {tmp_path / 'experiments' / 'tiny.yaml'} does" in told
             assert "fifo.yaml: is not a regular file" in told
             assert "[@click=app.quit]x" in told  # the bad name, quoted in its error
             assert "settings.json: mode: must be one of local, docker" in told

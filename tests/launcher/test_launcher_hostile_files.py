@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from artifact.core.experiments import BrokenExperiment, Experiment, load_experiments
+from artifact.core.experiments import BrokenExperiment, ExperimentRow, load_experiments
 from artifact.core.gpu import GpuMonitor
 from artifact.core.launcher import Queue
-from artifact.core.runs import BROKEN, FINISHED, INTERRUPTED, NOT_RUN, EventTail, Progress, RunWatcher
+from artifact.core.runs import BROKEN, FINISHED, INTERRUPTED, NOT_RUN, EventTail, RunProgress, RunWatcher
 from artifact.core.service import Service
 from artifact.core.settings import Settings
 from artifact.widgets.styles import duration
@@ -213,8 +213,8 @@ def test_a_second_file_with_the_same_name_is_a_broken_experiment(tmp_path):
     folder = write_experiments(tmp_path / "experiments", names=("tiny",))
     (folder / "tiny_copy.yaml").write_text((folder / "tiny.yaml").read_text())
     rows = load_experiments(folder, tmp_path / "runs")
-    assert [type(row) for row in rows] == [Experiment, BrokenExperiment]
-    assert rows[1].error == f"duplicate name tiny, also used by {folder / 'tiny.yaml'}"
+    assert [type(row) for row in rows] == [ExperimentRow, BrokenExperiment]
+    assert rows[1].error == f"names itself tiny, as {folder / 'tiny.yaml'} does"
 
 
 def test_markup_and_escapes_in_a_description_load_as_text(tmp_path):
@@ -244,12 +244,12 @@ def test_an_experiment_file_that_blocks_or_raises_is_a_broken_one(tmp_path, monk
     assert rows["fifo.yaml"].error == "is not a regular file (a FIFO, device or folder)"
     assert rows["zero.yaml"].error == "is not a regular file (a FIFO, device or folder)"
     assert rows["odd.yaml"].error == "cannot be loaded (RecursionError: deep)"
-    assert isinstance(rows["tiny.yaml"], Experiment)
+    assert isinstance(rows["tiny.yaml"], ExperimentRow)
 
 
 # -- numbers from events that no clock or display can take ----------------------------------
 def test_times_from_elsewhere_give_no_estimate_rather_than_a_crash():
-    progress = Progress()
+    progress = RunProgress()
     progress.fold({"event": "started", "time": 1e300, "phases": 2})
     progress.fold({"event": "eval", "time": 1e300, "phase": 0, "top1": 50.0})
     assert progress.eta(now=1.0) is None

@@ -11,7 +11,7 @@ import yaml
 from mgrb.store import yamlsafe
 from mgrb.config.experiment import load_config, parse_config
 from mgrb.config.schema import MAX_SEED, all_settings
-from mgrb.config.defaults import DATASET_DEFAULTS
+from mgrb.data.registry import DATASETS
 from mgrb.errors import ConfigError
 from test_config import GOOD
 
@@ -117,7 +117,7 @@ def test_the_seed_range_is_what_numpy_and_torch_both_accept():
                          [("digits", 5, 1), ("cifar10", 5, 1), ("cifar100", 50, 10),
                           ("miniimagenet", 50, 10), ("imagenet100", 50, 10)])
 def test_the_dataset_defaults_are_within_the_bounds(dataset, initial, increment):
-    assert dataset in DATASET_DEFAULTS
+    assert DATASETS[dataset].defaults
     text = (f"name: x\ndataset: {{name: {dataset}}}\nprotocol: {{initial: {initial}, "
             f"increment: {increment}}}\nhierarchy: {{kind: vis}}\n")
     parse_config(text, "x.yaml")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mgrb.store import yamlsafe
-from mgrb.config.defaults import TRAIN_PER_CLASS
+from mgrb.data.registry import dataset
 from mgrb.config.experiment import config_from_data, load_config, parse_config
 from mgrb.data.protocol import memory_shortfall
 from mgrb.errors import ConfigError, RunFolderError
@@ -85,7 +85,7 @@ def test_the_digits_count_the_validation_assumes_is_its_smallest_class():
     from mgrb.data.digits import load_digits_data
 
     counts = torch.bincount(load_digits_data().train_labels)
-    assert int(counts.min()) == TRAIN_PER_CLASS["digits"] == 144 and int(counts.max()) == 153
+    assert int(counts.min()) == dataset("digits").train_per_class == 144 and int(counts.max()) == 153
 
 
 def test_a_memory_too_large_stops_the_cli_before_any_run_folder(tmp_path, capsys):

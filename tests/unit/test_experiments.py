@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from mgrb.config import NUM_CLASSES, load_config
+from mgrb.config import load_config
+from mgrb.data.registry import dataset as dataset_record
 from mgrb.perf.estimate import (forward_flops, gpu_hours, training_flops, training_image_steps,
                            write_estimate)
-from mgrb.data.protocol import Protocol
+from mgrb.data.protocol import PhasePlan
 
 PATHS = sorted(Path(__file__).parents[2].glob("experiments/*.yaml"))
 CONFIGS = {path.stem: load_config(path) for path in PATHS}
@@ -128,7 +129,7 @@ def test_protocols_give_the_phase_counts_of_method_md(dataset, initial, incremen
     assert matching
     for config in matching:
         protocol = config.protocol
-        assert Protocol(NUM_CLASSES[config.dataset.name], protocol.initial,
+        assert PhasePlan(dataset_record(config.dataset.name).classes, protocol.initial,
                         protocol.increment).num_phases == phases
 
 

@@ -131,3 +131,39 @@ def test_no_function_in_mgrb_takes_more_than_eight_parameters():
                    for name, count in _parameter_counts(p) if count > MOST_PARAMETERS}
     assert set(ALLOWED_LONGER) <= still_there, "an allowed entry no longer needs its place"
 
+
+# Facts about data sets live in their records (mgrb/data/registry.py); code asks the record
+# instead of naming a data set. Besides the registry, only the loaders of one data set's own
+# file layout name it, for the data they return.
+NAMED_DATA_SETS_ALLOWED = {
+    "mgrb/data/registry.py": "the records themselves",
+    "mgrb/data/digits.py": "scikit-learn's digits loader names the data it returns",
+    "mgrb/data/folder.py": "the miniImageNet and ILSVRC layouts' loaders name what they list",
+}
+
+
+def _data_set_names_in(path: Path):
+    from mgrb.data.registry import NAMES
+
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in NAMES:
+            yield node.lineno, node.value
+
+
+def test_no_data_set_is_named_outside_the_registry():
+    files = [*MGRB_FILES, *sorted((ROOT / "artifact").rglob("*.py"))]
+    named = [f"{path.relative_to(ROOT)}:{line} {name!r}" for path in files
+             if path.relative_to(ROOT).as_posix() not in NAMED_DATA_SETS_ALLOWED
+             for line, name in _data_set_names_in(path)]
+    assert named == [], "ask mgrb.data.registry instead: " + ", ".join(named)
+
+
+def test_no_class_name_is_defined_twice():
+    """One name, one meaning: a reader who meets `RunState` knows which one it is."""
+    defined: dict[str, list[str]] = {}
+    for path in [*MGRB_FILES, *sorted((ROOT / "artifact").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef):
+                defined.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    twice = {name: files for name, files in defined.items() if len(files) > 1}
+    assert twice == {}, twice

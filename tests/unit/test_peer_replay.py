@@ -13,7 +13,7 @@ from benchmarks import peer_replay
 from benchmarks.peer_replay import PeerBenchError
 from mgrb.config.experiment import load_config
 from mgrb.data.digits import load_digits_data
-from mgrb.data.protocol import (EXEMPLAR, HOLDOUT, Protocol, class_order, memory_roles,
+from mgrb.data.protocol import (EXEMPLAR, HOLDOUT, PhasePlan, class_order, memory_roles,
                                 memory_sizes, phase_split)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_every_experience_trains_on_our_phase_images(config, handed):
     roles = memory_roles(labels, per_class, holdout, "first")
     original = (roles != HOLDOUT).nonzero().flatten()  # handed position -> our index
     handed_labels = label_of[handed["train_classes"]]
-    protocol = Protocol(10, 5, 1)
+    protocol = PhasePlan(10, 5, 1)
     assert handed["settings"]["classes_per_phase"] == [5, 1, 1, 1, 1, 1]
     for phase in range(protocol.num_phases):
         old, seen = protocol.old(phase), protocol.seen(phase)

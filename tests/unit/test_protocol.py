@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mgrb.data.protocol import (EXEMPLAR, HOLDOUT, REST, Protocol, class_order, memory_roles,
+from mgrb.data.protocol import (EXEMPLAR, HOLDOUT, REST, PhasePlan, class_order, memory_roles,
                            memory_sizes, phase_split)
 
 
@@ -25,16 +25,16 @@ def test_class_order_leaves_numpy_global_state_alone():
     (100, 10, 10, 10), (100, 50, 5, 11), (100, 50, 10, 6), (100, 20, 20, 5), (10, 5, 1, 6),
     (10, 10, 0, 1)])
 def test_phase_counts(classes, initial, increment, phases):
-    assert Protocol(classes, initial, increment).num_phases == phases
+    assert PhasePlan(classes, initial, increment).num_phases == phases
 
 
 def test_impossible_protocol_is_refused():
     with pytest.raises(ValueError, match="do not divide"):
-        Protocol(100, 50, 7)
+        PhasePlan(100, 50, 7)
 
 
 def test_seen_and_old():
-    protocol = Protocol(100, 50, 10)
+    protocol = PhasePlan(100, 50, 10)
     assert [protocol.seen(t) for t in range(6)] == [50, 60, 70, 80, 90, 100]
     assert protocol.old(0) == 0 and protocol.old(1) == 50
 
@@ -61,7 +61,7 @@ def test_random_selection_keeps_the_counts():
 
 
 def test_phase_split_follows_the_protocol():
-    protocol = Protocol(4, 2, 1)
+    protocol = PhasePlan(4, 2, 1)
     train_labels = torch.arange(4).repeat_interleave(10)  # 10 images per class
     roles = memory_roles(train_labels, per_class=5, holdout=1)
     test_labels = torch.arange(4).repeat_interleave(3)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mgrb.method import wordnet
+from mgrb.data.registry import dataset
 from mgrb.errors import WordNetError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,6 +17,7 @@ SETUP = REPO / "scripts" / "setup_wordnet.sh"
 
 DALMATIAN, HOUSE_FINCH, ELECTRIC_GUITAR, ORANGE = "n02110341", "n01532829", "n03272010", "n07747607"
 ENTITY, DOG, BIRD, MUSICAL_INSTRUMENT, CITRUS = "n00001740", "n02084071", "n01503061", "n03800933", "n07747055"
+CIFAR10_SYNSETS = dataset("cifar10").synsets
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -147,7 +149,7 @@ def test_incomplete_data_dir_is_a_wordnet_error(tmp_path):
 
 def test_cifar10_synsets_are_the_intended_senses(nltk_data):
     wn = wordnet.ensure_wordnet()
-    definitions = dict(zip(CIFAR10, (wn.synset(name).definition() for name in wordnet.CIFAR10_SYNSETS)))
+    definitions = dict(zip(CIFAR10, (wn.synset(name).definition() for name in CIFAR10_SYNSETS)))
     assert "aircraft" in definitions["airplane"]
     assert "motor vehicle" in definitions["automobile"]
     assert "feathers" in definitions["bird"]
@@ -163,7 +165,7 @@ def test_digit_synsets_are_the_numbers(nltk_data):
 
 
 def test_semantic_groups_split_cifar10_into_vehicles_and_animals(nltk_data):
-    groups = wordnet.semantic_groups(list(wordnet.CIFAR10_SYNSETS), 2)
+    groups = wordnet.semantic_groups(list(CIFAR10_SYNSETS), 2)
     vehicles = {name for name, group in zip(CIFAR10, groups) if group == groups[0]}
     assert vehicles == {"airplane", "automobile", "ship", "truck"}
     assert groups[0] == 0 and set(groups) == {0, 1}
@@ -176,7 +178,7 @@ def test_semantic_groups_accept_wnids_and_names_alike(nltk_data):
 
 @pytest.mark.parametrize("k", [10, 11, 100])
 def test_semantic_groups_with_k_at_least_n_are_singletons(nltk_data, k):
-    assert wordnet.semantic_groups(list(wordnet.CIFAR10_SYNSETS), k) == list(range(10))
+    assert wordnet.semantic_groups(list(CIFAR10_SYNSETS), k) == list(range(10))
 
 
 def test_semantic_groups_of_one_class(nltk_data):
@@ -185,8 +187,8 @@ def test_semantic_groups_of_one_class(nltk_data):
 
 def test_semantic_groups_are_deterministic_and_numbered_by_first_appearance(nltk_data):
     for k in range(1, 10):
-        first = wordnet.semantic_groups(list(wordnet.CIFAR10_SYNSETS), k)
-        assert first == wordnet.semantic_groups(list(wordnet.CIFAR10_SYNSETS), k)
+        first = wordnet.semantic_groups(list(CIFAR10_SYNSETS), k)
+        assert first == wordnet.semantic_groups(list(CIFAR10_SYNSETS), k)
         assert len(set(first)) == k
         seen = []
         for group in first:
