@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from artifact.core.experiments import Experiment, load_experiments
+from artifact.core.experiments import ExperimentRow, load_experiments
 from mgrb.cli import main
 from mgrb.config.experiment import load_config
 from mgrb.perf.estimate import projected_hours, projection_shape, training_flops
@@ -91,7 +91,7 @@ def test_mgrb_list_uses_the_measured_rate(tmp_path, capsys):
 def test_the_launcher_table_uses_the_measured_rate(tmp_path):
     _bench(tmp_path, tflops=50.0)
     rows = {row.name: row for row in load_experiments(EXPERIMENTS, tmp_path)
-            if isinstance(row, Experiment)}
+            if isinstance(row, ExperimentRow)}
     config = load_config(EXPERIMENTS / "mini_ont_10_10.yaml")
     assert rows["mini_ont_10_10"].gpu_hours == pytest.approx(
         training_flops(config) / 50e12 / 3600)
@@ -215,7 +215,7 @@ def test_mgrb_list_projects_imagenet_from_its_own_rate(tmp_path, capsys):
 def test_the_launcher_table_projects_imagenet_from_its_own_rate(tmp_path):
     _bench(tmp_path, tflops=50.0, shapes=_shapes(cifar=50.0, imagenet=25.0))
     rows = {row.name: row for row in load_experiments(EXPERIMENTS, tmp_path)
-            if isinstance(row, Experiment)}
+            if isinstance(row, ExperimentRow)}
     config = _config("i100_ont_50_10")
     assert rows["i100_ont_50_10"].gpu_hours == pytest.approx(training_flops(config) / 25e12 / 3600)
     assert "224x224 ResNet-18 step" in rows["i100_ont_50_10"].hours_basis
