@@ -64,7 +64,11 @@ def command_run(args) -> int:
     path = _experiment_path(args.experiment, args.experiments_dir)
     config = load_config(path, args.set or [])
     runs = planned_runs(config, _default_dir("MGRB_RUNS", "runs"), args.out, args.seed)
-    return _train(config, runs, path, args, again=_again(args))
+    # a run folder chosen through MGRB_RUNS (the launcher's way) is named in the hint, which
+    # pasted elsewhere would otherwise resume into ./runs
+    chosen = None if args.out or not os.environ.get("MGRB_RUNS") else \
+        _default_dir("MGRB_RUNS", "runs") / config.name
+    return _train(config, runs, path, args, again=_again(args, chosen))
 
 
 def command_resume(args) -> int:
@@ -90,10 +94,11 @@ def _train(config, runs, path: Path, args, *, again: str) -> int:
     from mgrb.devices import resolve_device
     from mgrb.training.numerics import prepare_process
     from mgrb.training.progress import Progress
-    from mgrb.data import require_prepared
+    from mgrb.data import check_before_run
 
-    # before any run folder is made: a run of ImageNet-100 without its cache is refused (exit 2)
-    require_prepared(config.dataset.name, config.dataset.root, config.dataset.image_size)
+    # before any run folder is made: a data folder that does not exist, or a run of
+    # ImageNet-100 without its cache, is refused (exit 2)
+    check_before_run(config.dataset.name, config.dataset.root, config.dataset.image_size)
     if args.nproc > 1 and environment_world()[2] == 1:  # not yet one of the N processes
         from mgrb.pipeline.workers import run_workers
 
@@ -128,18 +133,40 @@ def _typed_device(args) -> str | None:
     return None if args.device == "auto" else args.device  # auto is what an omitted --device means
 
 
-def _again(args) -> str:
+def _again(args, out: Path | None = None) -> str:
     """The command that resumes this run, as the user typed it (--set included; --restart not,
-    as it would throw away the checkpoint being resumed)."""
+    as it would throw away the checkpoint being resumed); `out`: the run folder, where the
+    environment rather than --out chose it."""
     return shlex.join(run_words(RunLine(
-        args.experiment, sets=tuple(args.set or ()), out=args.out, device=_typed_device(args),
+        args.experiment, program=_program(), experiments_dir=_typed_experiments_dir(args),
+        sets=tuple(args.set or ()), out=args.out or out, device=_typed_device(args),
         seed=args.seed, nproc=_nproc(args))))
 
 
 def _resume_again(args) -> str:
     """The command that resumes this run folder."""
-    return shlex.join(run_words(RunLine(str(args.folder), verb="resume", device=_typed_device(args),
-                                        nproc=_nproc(args))))
+    return shlex.join(run_words(RunLine(str(args.folder), program=_program(), verb="resume",
+                                        device=_typed_device(args), nproc=_nproc(args))))
+
+
+def _program(argv0: str | None = None) -> tuple[str, ...]:
+    """How this command was started, so that a printed hint can be pasted: `mgrb` where that
+    name on PATH is this very program, the path as typed (`.venv/bin/mgrb`) otherwise, and
+    this interpreter's `-m mgrb` for `python -m mgrb`."""
+    import shutil
+
+    argv0 = argv0 if argv0 is not None else sys.argv[0]
+    if Path(argv0).name in ("__main__.py", "cli.py") or not argv0:
+        return (sys.executable, "-m", "mgrb")
+    on_path = shutil.which(Path(argv0).name)
+    if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+        return (Path(argv0).name,)
+    return (argv0,)
+
+
+def _typed_experiments_dir(args) -> Path | None:
+    """--experiments-dir where the user gave one (an experiment named, not a file, needs it)."""
+    return None if args.experiments_dir == EXPERIMENTS_DIR else args.experiments_dir
 
 
 def command_reproduce(args) -> int:

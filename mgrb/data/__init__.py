@@ -15,6 +15,19 @@ def default_root(root: str | Path | None) -> Path:
     return Path(root or os.environ.get("MGRB_DATA") or "data")
 
 
+def require_root(root: str | Path | None) -> Path:
+    """The data folder, which must exist: a mistyped path is said to be one, never created and
+    filled by a download. Only `mgrb data` may make the default ./data (`make_default`)."""
+    base = default_root(root)
+    if base.is_dir():
+        return base
+    given = ("--root or dataset.root" if root else
+             "MGRB_DATA" if os.environ.get("MGRB_DATA") else "the default")
+    what = "is not a folder" if base.exists() else "does not exist"
+    raise DataError(f"data folder {base} ({given}) {what}; create it, or point "
+                    "MGRB_DATA, --root or dataset.root at the folder that holds the data sets")
+
+
 def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False,
                  image_size: int | None = None) -> ClassIncrementalData:
     record = dataset(name)
@@ -22,7 +35,7 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
         from mgrb.data.digits import load_digits_data
 
         return load_digits_data()
-    base = default_root(root)
+    base = require_root(root)
     if record.storage == PICKLES:
         from mgrb.data.cifar import load_cifar
 
@@ -42,6 +55,15 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
 
 # read only from the cache of `mgrb data prepare`
 CACHE_ONLY = tuple(name for name in DATASETS if dataset(name).cache_only)
+
+
+def check_before_run(name: str, root: str | Path | None = None,
+                     image_size: int | None = None) -> None:
+    """What `mgrb run` asks before it makes a run folder (DataError, exit 2): the data folder
+    exists, and a data set read only from its cache has one."""
+    if dataset(name).storage != BUNDLED:
+        require_root(root)
+    require_prepared(name, root, image_size)
 
 
 def require_prepared(name: str, root: str | Path | None = None,
@@ -108,5 +130,6 @@ def dataset_folder(base: Path, name: str) -> Path:
     return base / name if (base / name).is_dir() else base
 
 
-__all__ = ["CACHE_ONLY", "ClassIncrementalData", "DATASETS", "data_present", "dataset_folder",
-           "default_root", "images_present", "load_dataset", "require_prepared"]
+__all__ = ["CACHE_ONLY", "ClassIncrementalData", "DATASETS", "check_before_run", "data_present",
+           "dataset_folder", "default_root", "images_present", "load_dataset", "require_prepared",
+           "require_root"]

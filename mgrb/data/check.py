@@ -9,10 +9,6 @@ from mgrb.data.registry import BUNDLED, DATASETS, IMAGES, PICKLES
 from mgrb.errors import DataError
 
 
-def data_root(root: Path | None) -> Path:
-    return Path(root or os.environ.get("MGRB_DATA") or "data")
-
-
 def check_data(root: Path | None, download: bool = True) -> int:
     """Print the state of every data set; exit status 1 if a present data set is damaged."""
     from mgrb.data import data_present, images_present, load_dataset
@@ -20,7 +16,11 @@ def check_data(root: Path | None, download: bool = True) -> int:
     from mgrb.data.cifar import CIFAR_LAYOUT
     from mgrb.data.folder import LAYOUTS
 
-    root = data_root(root)
+    from mgrb.data import require_root
+
+    if root is None and not os.environ.get("MGRB_DATA"):
+        Path("data").mkdir(exist_ok=True)  # the default folder; a given one must exist
+    root = require_root(root)
     status, cifar_missing = 0, False
     print(f"data folder: {root.resolve()} (set MGRB_DATA or --root to change it)")
     for name, (train, test) in ((name, record.expected_counts)

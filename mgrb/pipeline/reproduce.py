@@ -81,8 +81,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     Returns 0; 1 when a run failed; 3 when no chosen experiment has a finished run and none
     failed (nothing to judge: e.g. its data is missing); 130 when stopped (the stopped run
     resumes next time)."""
-    from mgrb.data import data_present
-    from mgrb.data.registry import PICKLES, dataset as dataset_record
+    from mgrb.data import data_present, default_root
     from mgrb.pipeline.isolated import run_command, run_isolated
     from mgrb.reporting.check import NOTHING_FINISHED
     from mgrb.store.runfolder import RunFolder
@@ -96,12 +95,11 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
         progress.warn(f"skipping {file}: {reason}")
     for path, config in selected:
         name, dataset = config.name, config.dataset.name
-        # Named explicitly, CIFAR may still be downloaded; the default set takes what is there.
-        may_download = bool(patterns) and dataset_record(dataset).storage == PICKLES \
-            and config.dataset.download
-        if not data_present(dataset, config.dataset.root, config.dataset.image_size) \
-                and not may_download:
-            not_run[name] = f"{dataset} data not present (`make data` says how to get it)"
+        # named or not, a data set is never fetched here: `mgrb data` does that, where the
+        # network allows, into a folder that exists
+        if not data_present(dataset, config.dataset.root, config.dataset.image_size):
+            not_run[name] = (f"{dataset} data not present in {default_root(config.dataset.root)}"
+                             " (`mgrb data` downloads CIFAR and says how to get the others)")
             progress.message(f"skipping {name}: {not_run[name]}")
             continue
         for run in planned_runs(config, runs_dir):

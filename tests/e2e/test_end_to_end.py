@@ -12,6 +12,8 @@ import pytest
 
 from mgrb.cli import main
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
 TINY = """\
 name: tiny
 dataset: {name: digits}
@@ -225,8 +227,9 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(experiment, tmp_path):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "interrupted" in err and "run the same command again to resume" in err.lower()
-    # the hint is the command as typed, --set included, so that it resumes this same run
-    assert f"mgrb run {experiment} --set train.log_every=1 --out {out_dir}" in err
+    # the hint is the command as typed, --set included, so that it resumes this same run; it
+    # starts as this one did (python -m mgrb), so that pasted it runs
+    assert f"{sys.executable} -m mgrb run {experiment} --set train.log_every=1 --out {out_dir}" in err
     assert "Traceback" not in err
     assert not (out_dir / "run.lock").exists() and not (out_dir / "results.json").exists()
 
@@ -240,3 +243,23 @@ def test_deterministic_mode_is_recorded_and_torch_settings_are_put_back(experime
     assert _run(args, capsys)[0] == 0
     assert "deterministic: true" in (out_dir / "config.yaml").read_text()
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("how", ["MGRB_DATA", "dataset.root", "mgrb data"])
+def test_a_data_folder_that_does_not_exist_is_refused_not_created(tmp_path, how):
+    """A mistyped data folder is said to be one (exit 2) before any run folder exists, and is
+    never created and filled by a download."""
+    missing = tmp_path / "typo" / "cifar"
+    env = {**os.environ, "MGRB_DATA": str(missing) if how != "dataset.root" else str(tmp_path)}
+    if how == "mgrb data":
+        command = ["data", "--no-download"]
+    else:
+        command = ["run", "c10_vis_5_1", "--device", "cpu", "--out", str(tmp_path / "run")]
+        if how == "dataset.root":
+            command += ["--set", f"dataset.root={missing}"]
+    done = subprocess.run([sys.executable, "-m", "mgrb", *command], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"data folder {missing}" in done.stderr and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "run").exists()

@@ -27,7 +27,8 @@ def reproduced(tmp_path_factory):
         "reported: {avg_top1: 50.0, last_top1: 99.0, tolerance: 3.0}\n")
     (experiments / "tiny_noref.yaml").write_text(TINY.format(name="tiny_noref"))
     (experiments / "c10_missing.yaml").write_text(
-        f"name: c10_missing\ndataset: {{name: cifar10, root: {root / 'nodata'}, download: false}}"
+        # download left on: named or not, `mgrb reproduce` never fetches data (issue 30)
+        f"name: c10_missing\ndataset: {{name: cifar10, root: {root / 'nodata'}}}"
         "\nprotocol: {initial: 5, increment: 1}\nhierarchy: {kind: vis}\n")
     args = ["--experiments-dir", str(experiments), "reproduce", "--runs-dir", str(root / "runs"),
             "--reports-dir", str(root / "reports"), "--device", "cpu"]
@@ -97,8 +98,11 @@ def test_an_unknown_experiment_pattern_is_an_error(reproduced, capsys):
 def test_an_unrun_experiment_keeps_the_earlier_results_in_the_report(reproduced, capsys):
     root, args = reproduced
     summary = root / "reports" / "figures" / "summary.png"
-    # nothing chosen can run (its data is missing): nothing reproduced, exit 3
+    # nothing chosen can run (its data is missing): nothing reproduced, exit 3, as without
+    # names; no download is tried and no run folder is left behind
     assert main(args + ["c10_missing"]) == 3
+    assert not (root / "runs" / "c10_missing").exists()
+    assert not (root / "nodata").exists()  # never made, never filled
     report = (root / "reports" / "reproduction.md").read_text()
     assert "| tiny_ref | digits | 8/1 | vis | last_top1 |" in report
     assert "| tiny_noref | digits | 8/1 | vis | avg_top1 |" in report

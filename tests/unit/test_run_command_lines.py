@@ -66,7 +66,8 @@ def test_reproduce_runs_each_experiment_as_before(options, expected):
     (["run", "c100", "--seed", "7", "--device", "cuda:0"], "mgrb run c100 --device cuda:0 --seed 7"),
     (["run", "my exps/x.yaml"], "mgrb run 'my exps/x.yaml'"),
 ])
-def test_the_hint_after_a_stop_of_mgrb_run(argv, expected):
+def test_the_hint_after_a_stop_of_mgrb_run(argv, expected, monkeypatch):
+    monkeypatch.setattr(cli, "_program", lambda: ("mgrb",))
     assert cli._again(cli.build_parser().parse_args(argv)) == expected
 
 
@@ -75,7 +76,8 @@ def test_the_hint_after_a_stop_of_mgrb_run(argv, expected):
     (["resume", "runs/it's", "--device", "cuda", "--nproc", "3", "--quiet"],
      "mgrb resume 'runs/it'\"'\"'s' --device cuda --nproc 3"),
 ])
-def test_the_hint_after_a_stop_of_mgrb_resume(argv, expected):
+def test_the_hint_after_a_stop_of_mgrb_resume(argv, expected, monkeypatch):
+    monkeypatch.setattr(cli, "_program", lambda: ("mgrb",))
     assert cli._resume_again(cli.build_parser().parse_args(argv)) == expected
 
 
@@ -84,7 +86,27 @@ def test_a_torchrun_worker_names_its_world_in_the_hint(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setattr(cli, "_program", lambda: ("mgrb",))
     assert cli._again(cli.build_parser().parse_args(["run", "x"])) == "mgrb run x --nproc 2"
+
+
+def test_the_hint_starts_as_the_command_was_started(tmp_path, monkeypatch):
+    """Pasted, the hint runs: `.venv/bin/mgrb` stays that path, `python -m mgrb` this very
+    interpreter, and plain `mgrb` where that is what PATH finds."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mgrb").write_text("#!/bin/sh\n")
+    (bin_dir / "mgrb").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli._program(str(bin_dir / "mgrb")) == ("mgrb",)
+    assert cli._program(".venv/bin/mgrb") == (".venv/bin/mgrb",)
+    assert cli._program(str(Path(cli.__file__).parent / "__main__.py")) == (sys.executable, "-m", "mgrb")
+    args = cli.build_parser().parse_args(["--experiments-dir", "elsewhere", "run", "x"])
+    monkeypatch.setattr(cli, "_program", lambda: (".venv/bin/mgrb",))
+    assert cli._again(args) == ".venv/bin/mgrb --experiments-dir elsewhere run x"
+    # the launcher chooses the run folder through MGRB_RUNS: the hint names it
+    assert cli._again(args, Path("/data/runs/x")) == \
+        ".venv/bin/mgrb --experiments-dir elsewhere run x --out /data/runs/x"
 
 
 def test_the_workers_rerun_the_users_words_less_nproc():
