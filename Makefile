@@ -45,8 +45,8 @@ help:
 	@echo "make test-fast    the suite without the end-to-end tests (tests/e2e, marked slow)"
 	@echo "make demo         train the offline digits experiment and print its accuracy"
 	@echo "make demo-ablation  the digits ablation: 12 settings x 3 seeds on the CPU, table and figure"
-	@echo "make demo-record  (maintainers) commit the demo's numbers to docs/results/ and README"
-	@echo "make readme       regenerate README's measured numbers from docs/results/ and benchmarks/results/"
+	@echo "make demo-record  (maintainers) commit the demo's numbers to docs/results/, README and docs/results.md"
+	@echo "make readme       regenerate the measured numbers in README and docs/results.md"
 	@echo "make data         fetch CIFAR where the network allows; show the ImageNet layouts"
 	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
 	@echo "make tui          the terminal launcher: pick, launch, watch, check (mgrb tui)"
@@ -95,7 +95,7 @@ demo-ablation: $(SETUP)
 	$(PY) -m mgrb.reporting.ablation --runs-dir $(DEMO_RUNS) --out $(DEMO_REPORTS) $(DEMO_ABLATION)
 
 # Maintainers: after `make demo` and `make demo-ablation`, commit their numbers and let README
-# show them (scripts/readme_figures.py; a test holds README to these files).
+# and docs/results.md show them (scripts/readme_figures.py; a test holds both to these files).
 demo-record: $(SETUP)
 	$(PY) -m mgrb.reporting.ablation --runs-dir $(DEMO_RUNS) --out $(DEMO_REPORTS) \
 		--record docs/results/digits-ablation.json $(DEMO_ABLATION)

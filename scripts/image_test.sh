@@ -248,7 +248,7 @@ else
     record FAIL "results.json on the host" "no $RUNS/digits_5_1/results.json owned by uid 1000"
 fi
 
-# The documented line (README, "Container"): make image-reproduce, without --gpus on a CPU machine.
+# The documented line (docs/container.md): make image-reproduce, without --gpus on a CPU machine.
 started=$(date +%s)
 rm -rf "$RUNS/digits_5_1"
 if make --no-print-directory image-reproduce GPUS= IMAGE="$IMAGE" VERSION="$TAG" DATA="$DATA" RUNS="$RUNS" \

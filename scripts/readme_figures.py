@@ -1,13 +1,13 @@
-"""README's measured numbers, generated from the committed result files, never typed.
+"""README's and docs/results.md's measured numbers, generated from the committed result files.
 
-Each block of README.md between `<!-- BEGIN generated:NAME -->` and `<!-- END generated:NAME -->`
-is rebuilt from one file:
+Each block of README.md and docs/results.md between `<!-- BEGIN generated:NAME -->` and
+`<!-- END generated:NAME -->` is rebuilt from one file, never typed:
 
-    demo       docs/results/digits_5_1.json          results.json of `make demo` (make demo-record)
-    ablation   docs/results/digits-ablation.json     `make demo-ablation`
-    peer       benchmarks/results/peer-replay-cpu.json   `make peer-bench`
+    demo       docs/results/digits_5_1.json          results.json of `make demo` (make demo-record); README.md
+    ablation   docs/results/digits-ablation.json     `make demo-ablation`; docs/results.md
+    peer       benchmarks/results/peer-replay-cpu.json   `make peer-bench`; docs/results.md
 
-    python scripts/readme_figures.py            rewrite the blocks in README.md
+    python scripts/readme_figures.py            rewrite the blocks in README.md and docs/results.md
     python scripts/readme_figures.py --check    exit 1 when a block differs from its file
 """
 
@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The documents that hold generated blocks: README's demo, docs/results.md's ablation and peer.
+DOCUMENTS = (README, ROOT / "docs" / "results.md")
 BLOCK = re.compile(r"(<!-- BEGIN generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
                    r"(<!-- END generated:(?P=name) -->)", re.DOTALL)
 
@@ -75,14 +77,15 @@ def peer() -> str:
 GENERATORS = {"demo": demo, "ablation": ablation, "peer": peer}
 
 
-def regenerate(text: str) -> tuple[str, list[str]]:
-    """README text with every generated block rebuilt, and the names of those that changed."""
+def regenerate(text: str, where: str = "README.md") -> tuple[str, list[str]]:
+    """A document's text (README's by default) with every generated block rebuilt, and the names
+    of those that changed."""
     changed = []
 
     def rebuild(match: re.Match) -> str:
         name = match["name"]
         if name not in GENERATORS:
-            raise SystemExit(f"README.md: generated:{name}: no generator of that name "
+            raise SystemExit(f"{where}: generated:{name}: no generator of that name "
                              f"(known: {', '.join(GENERATORS)})")
         body = GENERATORS[name]()
         if body != match["body"]:
@@ -96,19 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
     args = parser.parse_args(argv)
-    text = README.read_text(encoding="utf-8")
-    new, changed = regenerate(text)
-    if args.check:
-        for name in changed:
-            print(f"README.md: block generated:{name} differs from its result file; run "
-                  "`make readme`", file=sys.stderr)
-        return 1 if changed else 0
-    if changed:
-        from mgrb.store.files import atomic_write
+    differs = False
+    for document in DOCUMENTS:
+        where = str(document.relative_to(ROOT))
+        new, changed = regenerate(document.read_text(encoding="utf-8"), where)
+        if args.check:
+            for name in changed:
+                print(f"{where}: block generated:{name} differs from its result file; run "
+                      "`make readme`", file=sys.stderr)
+            differs = differs or bool(changed)
+            continue
+        if changed:
+            from mgrb.store.files import atomic_write
 
-        atomic_write(README, new.encode("utf-8"))
-    print(f"README.md: {', '.join(changed) or 'nothing'} regenerated")
-    return 0
+            atomic_write(document, new.encode("utf-8"))
+        print(f"{where}: {', '.join(changed) or 'nothing'} regenerated")
+    return 1 if differs else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The digits ablation (`make demo-ablation`): each setting's mean and spread over its seeds,
-as a table, a figure and a record file that README's numbers are generated from.
+as a table, a figure and a record file that docs/results.md's numbers are generated from.
 
     python -m mgrb.reporting.ablation --runs-dir runs/demo --out reports/demo \
         [--record docs/results/digits-ablation.json] NAME [NAME ...]
@@ -71,7 +71,7 @@ def _spread(mean: float, std: float | None) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The table README shows: what each setting trains with, and its top-1 over seeds."""
+    """The table docs/results.md shows: what each setting trains with, and its top-1 over seeds."""
     def mark(flag: bool) -> str:
         return "yes" if flag else "-"
 

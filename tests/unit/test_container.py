@@ -70,7 +70,7 @@ IMAGE_ID_FLAG = ("MGRB_IMAGE_ID=$(docker image inspect --format '{{.Id}}' "
 
 def _without_image_id(words: list[str]) -> list[str]:
     """The line without `-e MGRB_IMAGE_ID=...`, which make adds so that results.json records the
-    image (README says so beside its line rather than lengthen it)."""
+    image (docs/container.md says so beside its line rather than lengthen it)."""
     index = words.index(IMAGE_ID_FLAG)
     assert words[index - 1] == "-e"
     return words[:index - 1] + words[index + 1:]
@@ -81,7 +81,7 @@ def _normalised(words: list[str]) -> list[str]:
     return [word.replace("$PWD", str(ROOT)).replace("$(id -u):$(id -g)", "USER") for word in words]
 
 
-@pytest.mark.parametrize("where", ["README.md", "mgrb/resources/quickstart.txt"])
+@pytest.mark.parametrize("where", ["docs/container.md", "mgrb/resources/quickstart.txt"])
 def test_the_documented_reproduce_line_is_the_makefiles(where):
     documented = [line for line in _documented_lines((ROOT / where).read_text())
                   if "make" in line and "reproduce" in line]
