@@ -106,8 +106,9 @@ demo-record: $(SETUP)
 readme: $(SETUP)
 	$(PY) scripts/readme_figures.py
 
+# DATA=/x: that folder (it must exist); without it, mgrb data's default ($MGRB_DATA or ./data)
 data: $(SETUP)
-	$(MGRB) data
+	$(MGRB) data $(if $(filter command line environment,$(origin DATA)),--root $(DATA))
 
 reproduce: $(SETUP)
 	$(MGRB) reproduce $(EXPERIMENTS)

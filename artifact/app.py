@@ -86,7 +86,7 @@ class ArtifactApp(App):
             self.call_from_thread(tell, self, f"report not written: {explain(error)}",
                                   severity="error")
             return
-        self.call_from_thread(tell, self, f"{path} ({len(names)} experiments)",
+        self.call_from_thread(tell, self, f"{path} ({len(names)} experiment{'' if len(names) == 1 else 's'})",
                               title="report written", timeout=10)
 
     def action_help(self) -> None:

@@ -64,8 +64,15 @@ def _choose(available: dict, patterns: list[str], experiments_dir: Path) -> list
     for pattern in patterns:
         matches = [name for name in available if fnmatch.fnmatch(name, pattern)]
         if not matches:
-            raise MGRBError(f"EXPERIMENTS={pattern}: matches no experiment in {experiments_dir}/ "
-                            f"(`mgrb list` shows the names)")
+            from mgrb.config.experiment import did_you_mean
+
+            # a file name (x.yaml, x.yml) stands for the experiment it names
+            stem = Path(pattern).stem if Path(pattern).suffix in (".yaml", ".yml") else pattern
+            if stem in available:
+                chosen += [available[stem]] if available[stem] not in chosen else []
+                continue
+            raise MGRBError(f"{pattern}: matches no experiment in {experiments_dir}/"
+                            f"{did_you_mean(stem, available)}; `mgrb list` shows the names")
         chosen += [available[name] for name in matches if available[name] not in chosen]
     return chosen
 
