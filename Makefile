@@ -21,6 +21,9 @@ else
 MGRB := $(VENV)/bin/mgrb
 PY := $(VENV)/bin/python
 SETUP := setup
+# results land in the run folders, outside the tracked tree; a maintainer commits a GPU's by
+# running `python -m benchmarks.gpu_check` itself (its default: benchmarks/results/)
+GPU_CHECK_ARGS := --out $(RUNS)/gpu-check --nvml-out $(RUNS)/gpu-check
 endif
 
 # Containers get the data read-only, the run folders writable and this folder's experiment
@@ -60,7 +63,7 @@ help:
 	@echo "make bench        images/s of a training step (fast vs original-style); the ImageNet-100 data path;"
 	@echo "                  the step's ATen ops on a simulated CUDA device"
 	@echo "make image-bench  the same inside the image on its GPUs; results land in RUNS/.bench"
-	@echo "make gpu-check    prove the GPU path here (CPU at a small size without one): benchmarks/results/"
+	@echo "make gpu-check    prove the GPU path here (CPU at a small size without one): runs/gpu-check/"
 	@echo "make image-gpu-check  the same inside the image on its GPUs; results land in RUNS/gpu-check"
 	@echo "make peer-bench   our replay against Avalanche's on the same protocol (CPU, .venv-peer): benchmarks/results/"
 	@echo "make licenses     the third-party license report of this environment: dist/THIRD_PARTY_LICENSES.md"

@@ -32,3 +32,14 @@ def test_make_data_takes_the_data_folder_it_is_given():
 
     assert dry_run("DATA=/x").endswith("mgrb data --root /x")
     assert dry_run().endswith("mgrb data")
+
+
+def test_make_gpu_check_writes_outside_the_tracked_tree():
+    import subprocess
+
+    done = subprocess.run(["make", "-n", "gpu-check"], cwd=ROOT, capture_output=True, text=True,
+                          check=True, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    words = done.stdout.strip().splitlines()[-1].split()
+    for option in ("--out", "--nvml-out"):
+        target = Path(words[words.index(option) + 1])
+        assert target == ROOT / "runs" / "gpu-check", (option, target)  # runs/ is ignored
