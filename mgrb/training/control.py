@@ -67,6 +67,19 @@ class Position:
     epoch: int = 0
     iteration: int = 0  # batches of `epoch` already trained (a checkpoint taken mid-epoch)
 
+    def described(self) -> str:
+        """Where training goes on, numbered as the progress bar and the stop message number
+        phases, epochs and batches (from 1): a stop "in phase 2, epoch 8, batch 3" resumes
+        "in phase 2, epoch 8, after batch 3"."""
+        phase = self.phase + 1
+        if self.stage == "start":
+            return f"at the start of phase {phase}"
+        if self.stage == "stage2":
+            return f"in phase {phase}, stage 2"
+        if self.iteration:
+            return f"in phase {phase}, epoch {self.epoch + 1}, after batch {self.iteration}"
+        return f"in phase {phase}, at the start of epoch {self.epoch + 1}"
+
 
 class Interrupted(Exception):
     """Training stopped on request (SIGTERM, Ctrl-C); the message says where."""

@@ -78,9 +78,10 @@ class Stage1Loop:
             # one process reads a stop at every batch; several agree on it every
             # train.log_every batches, which a short epoch may never reach, and here
             if not done and self.group.several and self.group.stop_requested():
-                self.save(Position(position.phase, "stage1", epoch + 1), optimizer)
-                raise Interrupted(f"stopped in phase {position.phase + 1} after epoch "
-                                  f"{epoch + 1}; a checkpoint was saved there")
+                resume_at = Position(position.phase, "stage1", epoch + 1)
+                self.save(resume_at, optimizer)
+                raise Interrupted(f"stopped {resume_at.described()}; a checkpoint was saved "
+                                  "there")
 
     def _epoch(self, phase: int, epoch: int, resume_at: int, method: PhaseLosses, split,
                optimizer):
@@ -116,9 +117,10 @@ class Stage1Loop:
                 stop, due = self.group.agree(stop, due) if read_point else (False, False)
             if stop:
                 require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
-                self.save(after_batch(phase, epoch, iteration, iterations), optimizer)
-                raise Interrupted(f"stopped in phase {phase + 1}, epoch {epoch + 1}, batch "
-                                  f"{iteration + 1}; a checkpoint was saved there")
+                resume_at = after_batch(phase, epoch, iteration, iterations)
+                self.save(resume_at, optimizer)
+                raise Interrupted(f"stopped {resume_at.described()}; a checkpoint was saved "
+                                  "there")
             if due:  # train.checkpoint_minutes: long epochs lose little
                 require_finite(sums, phase=phase, stage="stage 1", epoch=epoch, lr=lr)
                 self.save(after_batch(phase, epoch, iteration, iterations), optimizer)

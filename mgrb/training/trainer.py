@@ -216,8 +216,7 @@ class Trainer:
             self._refuse_a_silent_restart()
         if state is not None:
             position, optimizer_state = self._restore(state)
-            self.progress.message(f"resuming at phase {position.phase + 1}, {position.stage}, "
-                                  f"epoch {position.epoch}")
+            self.progress.message(f"resuming {position.described()}")
             self.run.append_event({"event": "resumed", "phase": position.phase,
                                    "stage": position.stage, "epoch": position.epoch})
         else:

@@ -44,7 +44,7 @@ def test_a_run_stopped_with_overrides_resumes_without_retyping_them(tmp_path):
 
     resumed = _mgrb("resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming at phase 1" in resumed.stderr
+    assert "resuming in phase 1," in resumed.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["train"]["epochs"] == 3 and results["config"]["train"]["log_every"] == 1
     kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]

@@ -129,3 +129,19 @@ def test_a_one_group_optimiser_state_of_an_older_checkpoint_loads_into_the_two_g
     assert [group["name"] for group in new.param_groups] == ["backbone", "classifier"]
     for parameter in model.parameters():
         assert torch.equal(new.state[parameter]["exp_avg"], old.state[parameter]["exp_avg"])
+
+
+def test_a_resume_names_the_epoch_and_batch_as_the_stop_did():
+    """The bar shows `epoch 7/12` once epoch 7 is done; a stop in the next one and the resume
+    from its checkpoint both say "epoch 8, after batch 3" (the stop message and the resume
+    message are made from the checkpoint's position), never a 0-based "epoch 7"."""
+    from mgrb.training.control import Position
+    from mgrb.training.stage1 import after_batch
+
+    phase, epoch, iteration, iterations = 1, 7, 2, 10  # 0-based, as the loop counts
+    assert after_batch(phase, epoch, iteration, iterations).described() == \
+        "in phase 2, epoch 8, after batch 3"
+    assert after_batch(phase, epoch, iterations - 1, iterations).described() == \
+        "in phase 2, at the start of epoch 9"
+    assert Position(2).described() == "at the start of phase 3"
+    assert Position(2, "stage2").described() == "in phase 3, stage 2"
