@@ -119,7 +119,11 @@ class RunProgress:
     _phase_epochs: dict[int, int] = field(default_factory=dict, repr=False)
     top1: list[float] = field(default_factory=list)
     last_event: float | None = None
-    session_start: tuple[float, float] | None = None  # (time, fraction) when this process began
+    # (time, fraction) at this process's first trained batch: the pace is timed from there,
+    # since loading the data and building the model before it would make the first estimates
+    # several times too long
+    session_start: tuple[float, float] | None = None
+    _timing: bool = field(default=False, repr=False)  # a process began; its first batch awaited
     finished: bool = False
 
     def fold(self, event) -> None:
@@ -132,9 +136,11 @@ class RunProgress:
         if kind in ("started", "resumed"):
             self.phases = event.get("phases", self.phases)
             self.phase = event.get("phase", self.phase)
-            self.session_start = (now, self.fraction) if now else None
+            self.session_start, self._timing = None, True
         elif kind in ("iteration", "epoch"):
             self._fold_training(kind, event)
+            if self._timing and now:
+                self.session_start, self._timing = (now, self.fraction), False
         elif kind == "eval":
             phase = event.get("phase", len(self.top1))
             self.top1 = self.top1[:phase] + [float(event.get("top1", 0.0))]
@@ -189,7 +195,8 @@ class RunProgress:
         return _share(done, self.phases)
 
     def eta(self, now: float) -> float | None:
-        """Seconds left at the pace of the current process (resumed runs start afresh)."""
+        """Seconds left at the pace of the current process since its first trained batch
+        (resumed runs start afresh)."""
         if not self.session_start or not self.session_start[0]:
             return None
         start_time, start_fraction = self.session_start

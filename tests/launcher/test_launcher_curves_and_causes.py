@@ -129,3 +129,19 @@ def test_settings_that_cannot_be_written_are_told_and_not_put_in_force(tmp_path)
     problems = service.save_settings(Settings(runs_per_gpu=3))
     assert problems == [f"Settings not saved: File exists: {tmp_path / 'runs' / '.launcher'}"]
     assert service.settings.runs_per_gpu == 1
+
+
+def test_the_eta_is_timed_from_the_first_trained_batch_not_the_start():
+    """Loading the data and building the model take a while before the first batch: timed
+    from the start, the first estimates were several times too long."""
+    progress = RunProgress()
+    progress.fold({"event": "started", "time": 0.0, "phases": 1})
+    assert progress.eta(now=5.0) is None
+    iteration = {"event": "iteration", "phase": 0, "stage": "stage1", "epoch": 1, "epochs": 10,
+                 "iterations": 10, "losses": {"total": 1.0}}
+    progress.fold({**iteration, "time": 10.0, "iteration": 1})  # 10 s of loading before it
+    assert progress.eta(now=10.0) is None  # one point: no pace yet
+    progress.fold({**iteration, "time": 11.0, "iteration": 2})  # then 1 s per batch of 100
+    assert progress.eta(now=11.0) == pytest.approx(98.0)  # 98 batches left, not 10 times that
+    progress.fold({"event": "resumed", "time": 50.0, "phase": 0})  # a new process: timed anew
+    assert progress.eta(now=60.0) is None
