@@ -94,7 +94,7 @@ DEMO_REPORTS ?= $(if $(MGRB_IN_CONTAINER),/runs/reports/demo,$(CURDIR)/reports/d
 
 demo-ablation: $(SETUP)
 	$(MGRB) --experiments-dir experiments/demo reproduce $(DEMO_ABLATION) --runs-dir $(DEMO_RUNS) \
-		--reports-dir $(DEMO_REPORTS) --device cpu --quiet
+		--reports-dir $(DEMO_REPORTS) --device cpu
 	$(PY) -m mgrb.reporting.ablation --runs-dir $(DEMO_RUNS) --out $(DEMO_REPORTS) $(DEMO_ABLATION)
 
 # Maintainers: after `make demo` and `make demo-ablation`, commit their numbers and let README

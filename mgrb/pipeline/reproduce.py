@@ -98,6 +98,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     failed: dict[Path, tuple[str, str]] = {}  # run folder -> (label, message)
     not_run: dict[str, str] = dict(unusable)
     on_slurm = []  # (label, PlannedRun, its `mgrb run` command) for the Slurm jobs
+    here = []      # the same, for the runs this process starts one after the other
     for file, reason in unusable.items():
         progress.warn(f"skipping {file}: {reason}")
     for path, config in selected:
@@ -120,16 +121,18 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
                     seed=run.seed if config.seeds else None, device=device, quiet=False,
                     experiments_dir=experiments_dir.resolve(), nproc=slurm.gpus_per_run)))
                 continue
-            progress.message(f"== {label} -> {run.folder}")
-            outcome = run_isolated(run_command(
+            here.append((label, run, run_command(
                 path, runs_dir / name, seed=run.seed if config.seeds else None,
-                device=device, quiet=progress.quiet, experiments_dir=experiments_dir))
-            if outcome.interrupted:
-                progress.message(f"{label} stopped; its checkpoint is saved")
-                return INTERRUPTED
-            if not outcome.finished:
-                failed[run.folder] = (label, outcome.error)
-                progress.warn(f"{label} failed: {outcome.error}; going on with the next")
+                device=device, quiet=progress.quiet, experiments_dir=experiments_dir)))
+    for count, (label, run, command) in enumerate(here, start=1):
+        progress.message(f"== run {count} of {len(here)}: {label} -> {run.folder}")
+        outcome = run_isolated(command)
+        if outcome.interrupted:
+            progress.message(f"{label} stopped; its checkpoint is saved")
+            return INTERRUPTED
+        if not outcome.finished:
+            failed[run.folder] = (label, outcome.error)
+            progress.warn(f"{label} failed: {outcome.error}; going on with the next")
     source = f"every finished run in {runs_dir} of the experiments in {experiments_dir}"
     if slurm is not None:
         from mgrb.pipeline.slurm import sweep

@@ -32,7 +32,16 @@ def reproduced(tmp_path_factory):
         "\nprotocol: {initial: 5, increment: 1}\nhierarchy: {kind: vis}\n")
     args = ["--experiments-dir", str(experiments), "reproduce", "--runs-dir", str(root / "runs"),
             "--reports-dir", str(root / "reports"), "--device", "cpu"]
-    assert main(args) == 0  # default selection: every experiment whose data is present
+    import contextlib
+    import io
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        assert main(args) == 0  # default selection: every experiment whose data is present
+    # long batches say how far along they are: run k of the N this call starts
+    told = [line for line in said.getvalue().splitlines() if line.startswith("== run ")]
+    assert [line.split(":")[0] for line in told] == [
+        "== run 1 of 3", "== run 2 of 3", "== run 3 of 3"], said.getvalue()
     return root, args
 
 
