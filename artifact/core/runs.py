@@ -19,11 +19,11 @@ from mgrb.store import contracts
 from mgrb.reporting.check import VERDICTS, check_group
 from mgrb.store.contracts import RunFileError, open_regular
 from mgrb.store.runfolder import EVENTS, RESULTS
-from mgrb.store.runfolder import FAILED as FAILED_RECORD
+from mgrb.store.runstate import FAILED as FOLDER_FAILED, FINISHED as FOLDER_FINISHED, read_folder
 
 from .experiments import ExperimentRow
 from .owners import NotOurs, supervisor_pid, trainer_pid
-from .records import LOG, log_tail, read_exit, read_launch, read_lock, read_record
+from .records import LOG, log_tail, read_exit, read_launch, read_lock
 from .settings import DOCKER
 
 # status words, in the order a run passes through them; broken: a file of its run folder
@@ -321,21 +321,21 @@ class RunWatcher:
         reading.exit_record = self._read(reading, read_exit, base)
         reading.log = self._read(reading, log_tail, base / LOG) or []
         for folder in self.experiment.run_folders:
-            results = self._read(reading, lambda f: read_record("results", f / RESULTS), folder)
-            if results is None:
-                continue
-            if results["experiment"] != self.experiment.name:
+            # what the files say, as the report and the Slurm executor read it (store layer)
+            found = read_folder(folder)
+            if found.error is not None:
+                self._problem(reading, found.error)
+            elif found.status == FOLDER_FAILED and reading.failure is None:
+                reading.failure = {"message": found.message}
+            elif found.status == FOLDER_FINISHED and found.results["experiment"] != self.experiment.name:
                 reading.problems.append(
-                    f"{self._where(folder / RESULTS)}: experiment: {results['experiment']!r} is "
-                    f"not this experiment ({self.experiment.name})")
-                continue
-            reading.results.append(results)
-        for folder in self.experiment.run_folders:
+                    f"{self._where(folder / RESULTS)}: experiment: "
+                    f"{found.results['experiment']!r} is not this experiment "
+                    f"({self.experiment.name})")
+            elif found.status == FOLDER_FINISHED:
+                reading.results.append(found.results)
             lock = self._read(reading, read_lock, folder)
             reading.locks += [(folder, lock)] if lock else []
-            if reading.failure is None and not (folder / RESULTS).exists():
-                reading.failure = self._read(
-                    reading, lambda f: read_record("failed", f / FAILED_RECORD), folder)
 
     def _read(self, reading: _Reading, read, path):
         try:

@@ -157,7 +157,8 @@ def _report(names: list[str], runs_dir: Path, reports_dir: Path, tolerance,
     from mgrb.reporting.check import format_table, group_rows
     from mgrb.reporting.report import collect, write_report
     from mgrb.pipeline.slurm_jobs import with_slurm_states
-    from mgrb.reporting.runs import DAMAGED, group_runs
+    from mgrb.reporting.runs import group_runs
+    from mgrb.store.runstate import DAMAGED
     from mgrb.text import one_line
 
     found = collect([runs_dir / name for name in names if (runs_dir / name).is_dir()])

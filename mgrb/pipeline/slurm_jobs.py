@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mgrb.errors import MGRBError, RunFolderError
-from mgrb.reporting.runs import DAMAGED, FAILED as FOLDER_FAILED, FINISHED as FOLDER_FINISHED
-from mgrb.reporting.runs import read_folder
+from mgrb.store.runstate import DAMAGED, FAILED as FOLDER_FAILED, FINISHED as FOLDER_FINISHED
+from mgrb.store.runstate import read_folder
 from mgrb.store import contracts
 from mgrb.store.files import atomic_write
 from mgrb.text import printable

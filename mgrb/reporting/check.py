@@ -6,8 +6,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgrb.reporting.runs import (DAMAGED, FINISHED, NOT_A_RUN, Folder, RunGroup, find_folders,
-                                 group_runs)
+from mgrb.reporting.runs import RunGroup, find_folders, group_runs
+from mgrb.store.runstate import DAMAGED, FINISHED, NOT_A_RUN, Folder
 from mgrb.text import one_line
 
 METRICS = ("avg_top1", "last_top1")

@@ -16,8 +16,8 @@ from pathlib import Path
 from mgrb.errors import MGRBError
 from mgrb.reporting.check import group_rows, seed_note
 from mgrb.reporting.plots import plot_experiment, plot_summary
-from mgrb.reporting.runs import (FAILED, FINISHED, NOT_FINISHED, Folder, RunGroup, find_folders,
-                                 group_runs)
+from mgrb.reporting.runs import RunGroup, find_folders, group_runs
+from mgrb.store.runstate import FAILED, FINISHED, NOT_FINISHED, Folder
 from mgrb.text import one_line
 from mgrb.store.contracts import NAME_PATTERN
 from mgrb.store.files import atomic_write

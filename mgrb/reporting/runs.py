@@ -12,23 +12,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mgrb.store import contracts
 from mgrb.store.runfolder import RunFolder, may_change_on_resume
+from mgrb.store.runstate import NOT_A_RUN, Folder, read_folder
 from mgrb.text import one_line
 
-FINISHED, FAILED, NOT_FINISHED, NOT_A_RUN, DAMAGED = (
-    "finished", "failed", "not finished", "not a run folder", "damaged")
 SEARCH_DEPTH = 2  # runs/<experiment>/seed-<s>: `mgrb check runs` finds every run below it
 SHOWN_KEYS = 4    # differing settings named in a row's label; more become "+N more"
 _ABSENT = "(unset)"  # a setting one configuration has and another lacks
-
-
-@dataclass(frozen=True)
-class Folder:
-    path: Path
-    status: str                  # one of FINISHED, FAILED, NOT_FINISHED, NOT_A_RUN, DAMAGED
-    results: dict | None = None  # a finished run's results.json, checked against its contract
-    message: str = ""            # why it failed, or why it cannot be read
 
 
 @dataclass
@@ -84,27 +74,6 @@ def _runs_below(path: Path, depth: int) -> list[Path]:
         if child.is_dir() and not child.is_symlink() and not child.name.startswith("."):
             runs += _runs_below(child, depth - 1)
     return runs
-
-
-def read_folder(path: Path) -> Folder:
-    """The state of one run folder: finished (with its results), failed, or not finished."""
-    folder = RunFolder(path)
-    try:
-        results = contracts.read("results", folder.results_path)
-    except contracts.RunFileError as error:
-        return Folder(path, DAMAGED, message=(
-            f"{error}; not a results file this project wrote (damaged, or made elsewhere). "
-            "Move it aside and resume the run to write it anew."))
-    if results is not None:
-        return Folder(path, FINISHED, results=results)
-    try:
-        failure = folder.failure()
-    except contracts.RunFileError as error:
-        return Folder(path, FAILED, message=f"its failure record is unreadable ({error})")
-    if failure is not None:
-        return Folder(path, FAILED, message=failure["message"])
-    return Folder(path, NOT_FINISHED, message="running, or stopped: the command that started "
-                                              "it resumes it from its last checkpoint")
 
 
 def group_runs(results: list[dict]) -> list[RunGroup]:

@@ -238,7 +238,7 @@ RECORDED = Path(__file__).parents[1] / "data" / "nvml_recorded.json"
 
 
 @pytest.mark.skipif(not RECORDED.exists(), reason="no NVML reading recorded on a GPU yet: "
-                    "`make gpu-check` on a GPU machine writes tests/data/nvml_recorded.json")
+                    "`python -m benchmarks.gpu_check` on a GPU machine writes tests/data/nvml_recorded.json")
 def test_a_reading_recorded_on_a_real_gpu_replays():
     """What `make gpu-check` recorded from a real driver reads back whole: every GPU with a
     UUID, a name and memory that add up, in NVML's units."""
