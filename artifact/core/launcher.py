@@ -3,6 +3,11 @@
 A run is `mgrb run EXPERIMENT` under `supervise.py`, in a session of its own: closing the
 launcher never stops training, and the run folder records how the process ended. A stop
 signals only a process proven to be the run's (owners.py), whatever its files say.
+
+Every way of starting runs is a launcher with the same four methods (`start`, `stop`,
+`probe`, `reap`): `LocalLauncher` here, `DockerLauncher` (docker_launcher.py) for containers.
+The service picks one by the settings' mode to start a run and by launch.json's to follow or
+stop it; a third way is one more such class.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from mgrb.devices import GPU_SHARE_VARIABLE
@@ -87,6 +93,24 @@ def device_for(gpu: int | None, uuid: str | None) -> tuple[str, str]:
     return "cuda", uuid
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What a launcher knows of a run it started: alive (None: cannot tell), the process to
+    name, how it ended, and its log lines where the run folder's log is not where they are."""
+    alive: bool | None
+    pid: int | None = None
+    exit_code: int | None = None
+    log: list[str] | None = None
+
+
+def probe_local(experiment: ExperimentRow, launch: dict) -> Probe:
+    """A local run is alive while the supervisor its launch record names is proven its own."""
+    try:
+        return Probe(True, pid=supervisor_pid(launch, experiment.base_folder))
+    except NotOurs:
+        return Probe(False)
+
+
 class LocalLauncher:
     def __init__(self, runs_dir: Path, python: str = sys.executable, environ=None):
         self.runs_dir, self.python = Path(runs_dir).resolve(), python
@@ -125,6 +149,8 @@ class LocalLauncher:
         record.update(pid=child.pid, process=identity(child.pid))
         record_launch(base, record)
         return record
+
+    probe = staticmethod(probe_local)
 
     def reap(self) -> None:
         """Collect children that have ended, so that they do not linger as zombies."""

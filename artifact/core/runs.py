@@ -22,9 +22,10 @@ from mgrb.store.runfolder import EVENTS, RESULTS
 from mgrb.store.runstate import FAILED as FOLDER_FAILED, FINISHED as FOLDER_FINISHED, read_folder
 
 from .experiments import ExperimentRow
-from .owners import NotOurs, supervisor_pid, trainer_pid
+from .owners import NotOurs, trainer_pid
 from .records import LOG, log_tail, read_exit, read_launch, read_lock
-from .settings import DOCKER
+from .launcher import probe_local
+from .settings import LOCAL
 
 # status words, in the order a run passes through them; broken: a file of its run folder
 # breaks its contract (made elsewhere, or damaged), so the launcher cannot tell
@@ -274,9 +275,10 @@ class RunWatcher:
         self._progress = {folder: RunProgress() for folder in experiment.run_folders}
 
     def refresh(self, *, stall_after_s: float, probe=None, now: float | None = None) -> RunState:
-        """probe(experiment, launch record) -> (alive, exit code or None, log lines) for runs
-        the local process table cannot see (containers); alive None: cannot tell (no daemon);
-        NotOurs: launch.json names a container that is not this run's."""
+        """probe(experiment, launch record) -> launcher.Probe: the word of the launcher that
+        started the run (the service passes its launchers'; without one, local runs are
+        probed here); alive None: cannot tell (no Docker daemon); NotOurs: launch.json names
+        a process or container that is not this run's."""
         now = time.time() if now is None else now
         reading = _Reading()
         self._read_events(reading)
@@ -347,27 +349,24 @@ class RunWatcher:
     def _find_process(self, reading: _Reading, probe) -> None:
         """Alive only when a process or container is proven to be the run's (owners.py)."""
         launch = reading.launch
-        if launch and launch["mode"] == DOCKER:
-            if probe is not None:
-                self._probe_container(reading, probe)
-        elif launch:
-            try:
-                reading.pid = supervisor_pid(launch, self.experiment.base_folder)
-                reading.alive = True
-            except NotOurs:
-                pass
+        ask = probe or (probe_local if launch and launch["mode"] == LOCAL else None)
+        if launch and ask is not None:
+            self._ask(reading, ask)
         if not reading.alive:  # started outside the launcher: `mgrb run`, make reproduce
             reading.pid = _proven_trainer(reading.locks, reading.problems)
             reading.alive = True if reading.pid else reading.alive
 
-    def _probe_container(self, reading: _Reading, probe) -> None:
+    def _ask(self, reading: _Reading, probe) -> None:
         try:
-            reading.alive, code, reading.log = probe(self.experiment, reading.launch)
+            found = probe(self.experiment, reading.launch)
         except NotOurs as why:
             reading.problems.append(str(why))
             return
-        if code is not None and reading.exit_record is None:
-            reading.exit_record = {"code": code}
+        reading.alive, reading.pid = found.alive, found.pid
+        if found.log is not None:  # a container's output is the daemon's, not launcher.log
+            reading.log = found.log
+        if found.exit_code is not None and reading.exit_record is None:
+            reading.exit_record = {"code": found.exit_code}
 
     def _current(self) -> tuple[Path, RunProgress]:
         """The seed being trained: the first unfinished folder with events, else the last."""

@@ -19,12 +19,12 @@ from mgrb.store.contracts import RunFileError
 from .experiments import BrokenExperiment, ExperimentRow, load_experiments
 from .explain import explain
 from .gpu import GpuMonitor, GpuSnapshot, in_container, runs_on_gpus
-from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot, device_for
-from .owners import NotOurs
-from .records import clear_for_launch, read_launch, record_launch
+from .docker_launcher import DockerLauncher
+from .launcher import CPU, FULL, LocalLauncher, Queue, choose_slot
+from .records import read_launch
 from .runs import (ACTIVE, BROKEN, FINISHED, QUEUED, RUNNING, SLURM_ACTIVE, RunState,
                    RunWatcher)
-from .settings import DOCKER, MODE_NAMES, Settings
+from .settings import DOCKER, LOCAL, MODE_NAMES, Settings
 from .slurm import SlurmWatch
 from .visibility import Plan, plan_slots, settings_problems
 
@@ -66,10 +66,12 @@ class Service:
         self.queue = Queue(self.runs_dir)
         # CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER inherited from a job scheduler live here
         self.environ = os.environ if environ is None else environ
+        # the ways to start runs (launcher.py): by the settings' mode to start one, by
+        # launch.json's to follow or stop it
         self.local = LocalLauncher(self.runs_dir, environ=self.environ)
+        self.docker = DockerLauncher(runs_dir=self.runs_dir, experiments_dir=self.experiments_dir,
+                                     settings=self.settings, runner_factory=docker_runner_factory)
         self.gpu_monitor = gpu_monitor or GpuMonitor()
-        self._docker_factory = docker_runner_factory
-        self._docker = None
         self._lock = threading.Lock()  # poll() runs in a worker; actions come from the UI
         self._messages: list[str] = []
         self._standing: set[str] = set()  # GPU problems already told, while they last
@@ -93,7 +95,8 @@ class Service:
         self.slurm.refresh([folder for watcher in list(self.watchers.values())
                             for folder in watcher.experiment.run_folders])
         with self._lock:
-            self.local.reap()
+            for launcher in (self.local, self.docker):
+                launcher.reap()
             gpu = self._gpu = self.gpu_monitor.read()
             states = {name: self._refresh(watcher, now) for name, watcher in self.watchers.items()}
             queued = self.queue.names()
@@ -109,7 +112,7 @@ class Service:
     def _refresh(self, watcher: RunWatcher, now: float | None) -> RunState:
         try:
             state = watcher.refresh(stall_after_s=self.settings.stall_after_s,
-                                    probe=self._docker_probe, now=now)
+                                    probe=self._probe, now=now)
             self.slurm.apply(state, watcher.experiment.run_folders)
             return state
         except Exception as error:  # noqa: BLE001 - one run folder must not blank the table
@@ -173,24 +176,16 @@ class Service:
             launch = read_launch(experiment.base_folder)
         except RunFileError:
             launch = None  # the local launcher says what is wrong with it, and tries the lock
-        if launch is not None and launch["mode"] == DOCKER:
-            return self._stop_container(experiment, launch)
-        return self.local.stop(experiment, force=force)
+        # without a readable launch record the local launcher says what is wrong with it, and
+        # tries the run's lock
+        return self._launcher(launch["mode"] if launch else LOCAL).stop(experiment, force=force)
 
-    def _stop_container(self, experiment: ExperimentRow, launch: dict) -> str:
-        from .docker_runner import DockerUnavailable
+    def _launcher(self, mode: str):
+        """The launcher of a mode; looked up at each use, so that a test may replace one."""
+        return self.docker if mode == DOCKER else self.local
 
-        try:
-            runner = self._docker_runner()
-            run = _owned_container(runner, experiment, launch)
-            if run is None:
-                return "the run's container is gone"
-            runner.stop(run.container_id)
-        except NotOurs as why:
-            return f"cannot be stopped from here: {why}"
-        except DockerUnavailable as error:
-            return str(error)
-        return "asked the container to stop; it saves a checkpoint first"
+    def _probe(self, experiment: ExperimentRow, launch: dict):
+        return self._launcher(launch["mode"]).probe(experiment, launch)
 
     def save_settings(self, settings: Settings) -> list[str]:
         """What is wrong with `settings`, or [] once they are saved. A switch to Docker mode
@@ -211,7 +206,7 @@ class Service:
             except (OSError, MGRBError) as error:  # the settings in force stay as they were
                 return [f"Settings not saved: {explain(error)}"]
             self.settings, self._settings_damage = settings, None
-            self._docker = None  # the image or data folder may have changed
+            self.docker.use(settings)  # the image or data folder may have changed
         return []
 
     def reportable(self, names: list[str]) -> list[str]:
@@ -273,25 +268,8 @@ class Service:
             state.status, state.detail = RUNNING, "starting"
 
     def _start(self, experiment: ExperimentRow, gpu: int | None, uuid: str | None) -> None:
-        if self.settings.mode == DOCKER:
-            problems = self.settings.problems()  # settings.json may have been edited by hand
-            if problems:
-                raise ValueError("the settings are not usable: " + "; ".join(problems))
-            device, _ = device_for(gpu, uuid)
-            experiment.base_folder.mkdir(parents=True, exist_ok=True)
-            clear_for_launch(experiment.base_folder)
-            from .docker_runner import hand_over
-
-            hand_over(experiment.base_folder, os.getuid())
-            run = self._docker_runner().start(experiment=experiment.name,
-                                              run=experiment.base_folder.name,
-                                              gpus=[] if gpu is None else [uuid],
-                                              gpu_share=self.settings.runs_per_gpu)
-            record_launch(experiment.base_folder, {"mode": DOCKER, "container": run.container_id,
-                                                   "name": run.name, "gpu": gpu, "gpu_uuid": uuid,
-                                                   "device": device})
-            return
-        self.local.start(experiment, gpu, uuid, gpu_share=self.settings.runs_per_gpu)
+        self._launcher(self.settings.mode).start(experiment, gpu, uuid,
+                                                 gpu_share=self.settings.runs_per_gpu)
 
     def mode_refusal(self, settings: Settings) -> str | None:
         """One line saying why `settings` cannot switch to Docker mode (no daemon answers
@@ -302,52 +280,14 @@ class Service:
         from .docker_runner import DockerUnavailable
 
         try:
-            self._make_docker_runner(settings).reachable()
+            self.docker.runner(settings).reachable()
         except DockerUnavailable as error:
             return (f"Docker mode not saved ({error.cause}); the launcher stays in "
                     f"{MODE_NAMES[self.settings.mode]} mode.")
         return None
-
-    # -- docker ----------------------------------------------------------------------------
-    def _docker_runner(self):
-        if self._docker is None:
-            self._docker = self._make_docker_runner(self.settings)
-        return self._docker
-
-    def _make_docker_runner(self, settings: Settings):
-        if self._docker_factory is not None:
-            return self._docker_factory(settings)
-        from .docker_runner import DockerRunner
-
-        return DockerRunner(image=settings.image, data_dir=Path(settings.data_dir).expanduser().resolve(),
-                            runs_dir=self.runs_dir.resolve(), experiments_dir=self.experiments_dir,
-                            shm_size=settings.shm_size)
-
-    def _docker_probe(self, experiment: ExperimentRow, launch: dict):
-        """NotOurs (for the run's detail) when launch.json names a container that this
-        launcher did not start for the run."""
-        from .docker_runner import DockerUnavailable
-
-        try:
-            runner = self._docker_runner()
-            run = _owned_container(runner, experiment, launch)
-            if run is None:
-                return False, None, ["the container is gone"]
-            launch["host_pid"] = run.host_pid
-            return run.alive, (run.exit_code if not run.alive else None), \
-                runner.logs_tail(run.container_id).splitlines()
-        except DockerUnavailable as error:
-            return None, None, [str(error)]
 
 
 def _under_slurm(name: str, state: RunState) -> str:
     """Why a run whose Slurm job may be at work is not started here; the detail names the job."""
     return (f"{name}: not launched: {state.detail}. Started here as well, two trainers would "
             "write its run folder; cancel the Slurm job first (scancel) to run it here.")
-
-
-def _owned_container(runner, experiment: ExperimentRow, launch: dict):
-    """The container launch.json names, if this launcher started it for the run; None when it
-    is gone; NotOurs when it is not the run's."""
-    return runner.owned(launch.get("container"), experiment=experiment.name,
-                        run=experiment.base_folder.name)
