@@ -176,6 +176,7 @@ def test_bad_experiment_files_exit_2_without_traceback(tmp_path, text, message):
 
 
 def test_missing_data_set_names_the_layout(tmp_path, capsys):
+    (tmp_path / "nodata").mkdir()  # the folder is there, the data set is not
     path = tmp_path / "c10.yaml"
     path.write_text(f"name: c10\ndataset: {{name: cifar10, root: {tmp_path / 'nodata'}, "
                     "download: false}\nprotocol: {initial: 5, increment: 1}\n"
