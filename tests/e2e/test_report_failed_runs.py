@@ -7,6 +7,7 @@ from mgrb.store import contracts
 
 def test_a_run_without_its_data_leaves_a_failure_record_that_check_and_report_show(tmp_path,
                                                                                   capsys):
+    (tmp_path / "nodata").mkdir()  # the data folder is there, CIFAR-10 is not
     experiment = tmp_path / "c10.yaml"
     experiment.write_text(f"name: c10\ndataset: {{name: cifar10, root: {tmp_path / 'nodata'}, "
                           "download: false}\nprotocol: {initial: 5, increment: 1}\n"
