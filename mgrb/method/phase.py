@@ -14,7 +14,7 @@ import torch
 
 from mgrb.config.schema import Experiment, Method
 from mgrb.data.registry import dataset as dataset_record
-from mgrb.method.hierarchies import describe_hierarchy, hierarchy_targets
+from mgrb.method.hierarchies import describe_hierarchy, hierarchy_targets, public_description
 from mgrb.method.terms import (TERMS, Batch, Reduce, StageInputs, chosen_terms,
                                class_balanced_weights, compose, negative_entropy)
 
@@ -58,6 +58,9 @@ class MGRB:
         features = class_means() if config.hierarchy.kind == "vis" else None
         return describe_hierarchy(config.hierarchy, self.quirks, dataset=config.dataset.name,
                                   data=data, order=order, n_seen=n_seen, class_features=features)
+
+    # the hierarchy as events and results.json show it (no per-class targets)
+    public = staticmethod(public_description)
 
     def begin_phase(self, context: PhaseContext) -> PhaseLosses:
         """mammoth's begin_task: the soft targets of the phase's hierarchy at beta (section 3),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from mgrb.errors import MGRBError
 
@@ -103,8 +104,18 @@ def require_finite(losses: dict, *, phase: int, stage: str, epoch: int, lr: floa
             "lower train.lr is the usual cure (it changes the experiment: use a new --out).")
 
 
-def stage1_step(method, logits, optimizer, x, y, *, global_count: int | None = None,
-                world: int = 1) -> dict:
+class StageLosses(Protocol):
+    """What the stage loops need of the method (mgrb.method.phase.PhaseLosses is one): each
+    stage's loss terms of a batch, "total" among them. The loops depend on this, not on the
+    method package."""
+
+    def stage1_loss(self, logits, labels, images, count: int | None = None) -> dict: ...
+
+    def stage2_loss(self, logits, labels) -> dict: ...
+
+
+def stage1_step(method: StageLosses, logits, optimizer, x, y, *,
+                global_count: int | None = None, world: int = 1) -> dict:
     """One stage-1 optimisation step: the method's loss on the batch, backward, update. The
     loss terms stay on the device (the caller sums them; reading one would wait for it).
 

@@ -11,10 +11,9 @@ import torch
 
 from mgrb.data.augment import Augment
 from mgrb.config.schema import Quirks, Train
-from mgrb.method.phase import PhaseLosses
 from mgrb.store.runfolder import RunFolder
-from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, require_finite,
-                                   set_stage1_rates, stage1_step)
+from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, StageLosses,
+                                   require_finite, set_stage1_rates, stage1_step)
 from mgrb.training.distributed import Group
 from mgrb.training.progress import Progress, stage_label
 
@@ -56,7 +55,7 @@ class Stage1Loop:
     def iterations(self, split) -> int:
         return -(-split.train.numel() // self.train.batch_size)
 
-    def run_phase(self, position: Position, method: PhaseLosses, split, optimizer) -> None:
+    def run_phase(self, position: Position, method: StageLosses, split, optimizer) -> None:
         """From `position` (a resumed phase starts mid-way) to the end of stage 1."""
         epochs, started = self.train.epochs, time.monotonic()
         for epoch in range(position.epoch, epochs):
@@ -83,7 +82,7 @@ class Stage1Loop:
                 raise Interrupted(f"stopped {resume_at.described()}; a checkpoint was saved "
                                   "there")
 
-    def _epoch(self, phase: int, epoch: int, resume_at: int, method: PhaseLosses, split,
+    def _epoch(self, phase: int, epoch: int, resume_at: int, method: StageLosses, split,
                optimizer):
         """One epoch from batch `resume_at`; on a stop request, a checkpoint at the current
         batch. Returns (mean losses, last learning rate, images/s)."""

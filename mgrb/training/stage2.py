@@ -9,9 +9,9 @@ from collections.abc import Callable
 import torch
 
 from mgrb.config.schema import Train
-from mgrb.method.phase import PhaseLosses
 from mgrb.store.runfolder import RunFolder
-from mgrb.training.control import STOP_REQUESTED, Interrupted, learning_rate, require_finite
+from mgrb.training.control import (STOP_REQUESTED, Interrupted, StageLosses, learning_rate,
+                                   require_finite)
 from mgrb.training.progress import Progress, stage_label
 
 
@@ -27,7 +27,7 @@ class Stage2Loop:
         self.run, self.progress, self.phases = run, progress, phases
         self.stop_requested = stop_requested
 
-    def run_phase(self, phase: int, classifier: torch.nn.Module, method: PhaseLosses,
+    def run_phase(self, phase: int, classifier: torch.nn.Module, method: StageLosses,
                   epoch_features: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                   optimizer) -> None:
         """The backbone is frozen, so the classifier trains on the balanced set's features,

@@ -16,14 +16,13 @@ import torch
 
 from mgrb.config.schema import Experiment
 from mgrb.errors import RunFolderError
-from mgrb.method.hierarchies import public_description
-from mgrb.method.phase import MGRB, ClassCounts, PhaseContext, PhaseLosses
+from mgrb.method.phase import MGRB, ClassCounts, PhaseContext
 from mgrb.store.contracts import RUN_FILES_FORMAT
 from mgrb.store.runfolder import RunFolder
 from mgrb.training import evaluation
 from mgrb.training.checkpoints import CheckpointWriter
-from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, learning_rate,
-                                   require_finite)
+from mgrb.training.control import (STOP_REQUESTED, Interrupted, Position, StageLosses,
+                                   learning_rate, require_finite)
 from mgrb.training.distributed import Group, LogitsModule
 from mgrb.training.checkpoint_check import problem as checkpoint_problem
 from mgrb.training.environment import device_name, device_uuid
@@ -293,7 +292,7 @@ class Trainer:
             n_seen=n_seen, class_means=lambda: self._class_means(split.balanced, n_seen))
             if self.group.leader else None)
         self.run.append_event({"event": "hierarchy", "phase": phase,
-                               "hierarchy": public_description(self.hierarchy)})
+                               "hierarchy": self.method.public(self.hierarchy)})
 
     @torch.no_grad()
     def _features(self, indices: torch.Tensor, augment=None):
@@ -316,7 +315,7 @@ class Trainer:
         return sums / torch.bincount(labels, minlength=n_seen).clamp(min=1)[:, None]
 
     # -- stage 2 -------------------------------------------------------------------------
-    def _stage2(self, phase: int, method: PhaseLosses, split) -> None:
+    def _stage2(self, phase: int, method: StageLosses, split) -> None:
         if self.train_cfg.stage2_augment:  # new features every epoch, of newly augmented images
             augment = self.stream.augment
             if augment.random_resized_crop:
@@ -347,7 +346,7 @@ class Trainer:
         logits, labels = self.group.gather_rows(logits), self.group.gather_rows(labels)
         report = evaluation.accuracy_report(logits, labels, n_old)
         result = {"phase": phase, "seen_classes": self.stream.protocol.seen(phase), **report,
-                  "hierarchy": public_description(self.hierarchy),
+                  "hierarchy": self.method.public(self.hierarchy),
                   "train_images": int(split.train.numel()),
                   "balanced_images": int(split.balanced.numel()),
                   "test_images": int(split.test.numel())}
