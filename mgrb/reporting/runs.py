@@ -50,7 +50,8 @@ def find_folders(paths) -> list[Folder]:
     seen: set[Path] = set()
     for path in map(Path, paths):
         if not path.is_dir():
-            reason = "exists but is not a folder" if path.exists() else "no such folder"
+            reason = "exists but is not a folder" if path.exists() else \
+                f"no such folder{_closest_sibling(path)}"
             found.append(Folder(path, NOT_A_RUN, message=f"{path}: {reason}; not a run folder"))
             continue
         below = [p for p in _runs_below(path, SEARCH_DEPTH) if p.resolve() not in seen]
@@ -62,6 +63,18 @@ def find_folders(paths) -> list[Folder]:
             seen.add(run.resolve())
             found.append(read_folder(run))
     return found
+
+
+def _closest_sibling(path: Path) -> str:
+    """' (did you mean runs/x?)' for a mistyped run folder whose neighbour is close."""
+    from mgrb.config.experiment import did_you_mean
+
+    try:
+        names = [p.name for p in path.parent.iterdir() if p.is_dir()] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    close = did_you_mean(path.name, names)
+    return close.replace(" (did you mean ", f" (did you mean {path.parent}/") if close else ""
 
 
 def _runs_below(path: Path, depth: int) -> list[Path]:

@@ -171,3 +171,11 @@ def test_broken_results_exit_2(tmp_path, capsys):
     (broken / "results.json").write_text("{not json")
     assert main(["check", str(broken)]) == 2
     assert "results.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_a_mistyped_run_folder_says_the_closest_one(tmp_path, capsys):
+    from mgrb.cli import main
+
+    (tmp_path / "runs" / "digits_5_1").mkdir(parents=True)
+    assert main(["check", str(tmp_path / "runs" / "digits_5_2")]) != 0
+    assert f"no such folder (did you mean {tmp_path / 'runs'}/digits_5_1?)" in capsys.readouterr().err
