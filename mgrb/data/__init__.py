@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mgrb.data.base import ClassIncrementalData
-from mgrb.data.registry import BUNDLED, ILSVRC, IMAGES, NAMES as DATASETS, PICKLES, dataset
+from mgrb.data.registry import BUNDLED, ILSVRC, IMAGES, PICKLES, dataset
 from mgrb.errors import DataError
 
 
@@ -52,9 +52,6 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
 
     return load_miniimagenet(dataset_folder(base, name), image_size=image_size or record.side)
 
-
-# read only from the cache of `mgrb data prepare`
-CACHE_ONLY = tuple(name for name in DATASETS if dataset(name).cache_only)
 
 
 def check_before_run(name: str, root: str | Path | None = None,
@@ -130,6 +127,5 @@ def dataset_folder(base: Path, name: str) -> Path:
     return base / name if (base / name).is_dir() else base
 
 
-__all__ = ["CACHE_ONLY", "ClassIncrementalData", "DATASETS", "check_before_run", "data_present",
-           "dataset_folder", "default_root", "images_present", "load_dataset", "require_prepared",
-           "require_root"]
+__all__ = ["ClassIncrementalData", "check_before_run", "data_present", "dataset_folder",
+           "default_root", "images_present", "load_dataset", "require_prepared", "require_root"]

@@ -108,12 +108,13 @@ class PhaseLosses:
         method = stage1.method
         stage2 = stage_inputs(method, stage1.n_old, stage1.n_seen, teacher=None,
                               class_weights=None, targets=stage2_targets)
-        # Section 4: (1 - alpha) * CE + lambda * L_MG on the classifier alone. The original
-        # adds a distillation term whose teacher is the classifier itself under no-grad:
-        # teacher equals student at every step, so its gradient is zero and it is dropped.
-        stage2_terms = [(TERMS["ce"], lambda inputs: 1.0 - inputs.alpha)]
-        if stage2_targets is not None:
-            stage2_terms.append((TERMS["hierloss"], lambda inputs: inputs.method.scale))
+        # Section 4: (1 - alpha) * CE + lambda * L_MG on the classifier alone, the table's
+        # weights beside distillation. The original adds that distillation term with the
+        # classifier itself as teacher under no-grad: teacher equals student at every step,
+        # so its gradient is zero and it is dropped.
+        parts = "ce+distill+hierloss" if stage2_targets is not None else "ce+distill"
+        stage2_terms = [(term, weight) for term, weight in chosen_terms(parts)
+                        if term is not TERMS["distill"]]
         # phase 0: plain cross-entropy over the first classes
         return cls(phase=phase, stage1=stage1, stage1_terms=chosen_terms(method.losses if phase else "ce"),
                    stage2=stage2, stage2_terms=stage2_terms, cb_reduction=cb_reduction,
