@@ -36,8 +36,9 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         # select_on_focus off: the first typed letter moves focus here and must stay
-        yield Input(placeholder="type to filter (name, data set, protocol, hierarchy); "
-                                "↓ or enter: to the table", id="filter", select_on_focus=False)
+        # short enough to read whole at 80 columns, the box's border and padding taken off
+        yield Input(placeholder="filter: name, data set, protocol, hierarchy; ↓ or enter: "
+                                "to the table", id="filter", select_on_focus=False)
         yield ExperimentTable(id="experiments")
         yield Static(id="detail")
         with Vertical(id="gpu-box"):
@@ -73,14 +74,16 @@ class MainScreen(Screen):
             return
         experiment = self.app.service.experiment(name)
         state = (self.app.snapshot.states.get(name) if self.app.snapshot else None)
+        # what stops a run first, the estimate's basis after: on a short screen the lines past
+        # the detail's max-height are cut
         lines = [line(plain(name, "bold"), experiment.description)]
+        if experiment.data_help:
+            lines.append(plain(experiment.data_help, "dark_orange"))
+        if state is not None and state.detail:
+            lines.append(f"{state.status}: {state.detail}")
         if experiment.gpu_hours is not None:
             lines.append(plain(f"GPU h {experiment.gpu_hours:.2f}: {experiment.hours_basis}",
                                "dim"))
-        if state is not None and state.detail:
-            lines.append(f"{state.status}: {state.detail}")
-        if experiment.data_help:
-            lines.append(plain(experiment.data_help, "dark_orange"))
         selected = len(self.table.selected)
         if selected:
             lines.append(f"{selected} selected (space toggles; ctrl+l launches them)")

@@ -1,10 +1,14 @@
 """The picker's keys and the layout at 80x24, through Textual's pilot on the real app and
 copies of the recorded run folders: down or enter from the filter box reach the table, the
-columns that matter and the footer's quit and help keys fit 80 columns, the monitor keeps its
-log in sight, and its charts show phases, epochs and a legend in the colours of the points."""
+columns that matter and the footer's quit and help keys fit 80 columns, the line under the table
+says there why an experiment's data is missing and how to get it, the filter box's hint reads
+whole, the monitor keeps its log in sight, and its charts show phases, epochs and a legend in
+the colours of the points."""
 
 import asyncio
 
+import pytest
+from rich.cells import cell_len
 from textual.widgets import Footer, Input, Markdown, RichLog
 from textual.widgets._footer import FooterKey  # not exported; the footer's keys are these
 from textual_plotext import PlotextPlot
@@ -82,7 +86,7 @@ def test_at_80x24_the_columns_that_matter_the_footer_keys_and_the_log_are_in_sig
     # as long as the project's longest name (ablation_c100_50_10_regularizer), and more rows
     # than fit: the table's scrollbar takes its share of the width
     write_experiments(root / "experiments", names=[f"a_long_experiment_name_of_31_{i:02d}"
-                                                   for i in range(12)])
+                                                   for i in range(20)])
 
     async def scenario():
         app = make_app(root, gpu_monitor=GpuMonitor(nvml=replayed_nvml()))
@@ -107,6 +111,73 @@ def test_at_80x24_the_columns_that_matter_the_footer_keys_and_the_log_are_in_sig
             await until(pilot, lambda: _footer_keys_in_sight(app.screen), "quit and help in sight")
             for chart in (AccuracyPlot, LossPlot):
                 assert app.screen.query_one(chart).query_one(PlotextPlot).size.height >= 4
+
+    asyncio.run(scenario())
+
+
+# As the project's CIFAR-100 files are: a description and an estimate long enough to wrap at
+# 80 columns, and data that is not there (the root names a folder that does not exist).
+MISSING_DATA = """\
+name: c100_missing
+description: "CIFAR-100 50/10 ablation: baseline ce+distill (no re-balancing, no regulariser)"
+estimate:
+  gpu_hours: 0.642
+  basis: "projection: 116 PFLOP of training at an assumed 50 TFLOP/s sustained (not measured)"
+dataset: {{name: cifar100, root: {root}}}
+protocol: {{initial: 50, increment: 10}}
+hierarchy: {{kind: ont}}
+"""
+
+
+def _drawn(widget) -> list[str]:
+    """The lines the widget draws at its size: what of its content is in sight."""
+    return [widget.render_line(y).text for y in range(widget.size.height)]
+
+
+def test_at_80x24_the_detail_under_the_table_says_why_the_data_is_missing(tmp_path):
+    root = recorded_copy(tmp_path)
+    (root / "experiments" / "c100_missing.yaml").write_text(MISSING_DATA.format(root=tmp_path / "none"))
+    write_experiments(root / "experiments", names=[f"a_long_experiment_name_of_31_{i:02d}"
+                                                   for i in range(12)])
+
+    async def scenario():
+        app = make_app(root, gpu_monitor=GpuMonitor(nvml=replayed_nvml()))
+        async with app.run_test(size=SMALL) as pilot:
+            await until(pilot, lambda: status(app, "tiny_finished"), "the first poll shown")
+            screen, picker = app.screen, table(app)
+            assert screen.has_class("-short", "-narrow")
+            picker.move_cursor(row=picker.get_row_index("c100_missing"))
+            detail = screen.query_one("#detail")
+            await until(pilot, lambda: "c100_missing" in str(detail.render()), "c100's detail")
+            await pilot.pause()  # the detail's new height laid out
+            region, footer = detail.region, screen.query_one(Footer).region
+            assert region.height >= 2 and region.y >= picker.region.bottom
+            assert region.bottom <= SMALL[1] - 1 and region.bottom <= footer.y
+            assert all(screen.get_widget_at(region.x, y)[0] is detail
+                       for y in range(region.y, region.bottom))  # nothing drawn over it
+            shown = " ".join(" ".join(_drawn(detail)).split())
+            assert "CIFAR-100 is not in" in shown and "`make data` downloads it" in shown, shown
+            assert picker.size.height >= 13  # as many lines as the table had before
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [SMALL, (80, 32)], ids=["80x24", "80x32"])  # short, and not
+def test_at_80_columns_the_filter_hint_reads_whole(tmp_path, size):
+    root = recorded_copy(tmp_path)
+
+    async def scenario():
+        app = make_app(root)
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: status(app, "tiny_finished"), "the first poll shown")
+            filter_box = app.screen.query_one("#filter", Input)
+            hint = filter_box.placeholder
+            assert filter_box.value == "" and filter_box.region.right <= size[0]
+            # what it says: what the filter matches, and how to get back to the table
+            assert all(word in hint for word in ("filter", "name", "data set", "protocol",
+                                                 "hierarchy", "↓", "table")), hint
+            assert cell_len(hint) <= filter_box.content_region.width
+            assert hint in _drawn(filter_box)[0]
 
     asyncio.run(scenario())
 
