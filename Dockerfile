@@ -2,7 +2,7 @@
 # requirements.lock by scripts/setup.sh (the same script `make setup` runs), WordNet baked in.
 # CUDA comes from the torch wheels (the nvidia-* packages of the lock); the host's NVIDIA
 # Container Toolkit mounts the driver. Every input is the base image or a package registry.
-# Build: make image        Test: make image-test        Run: see README, "Container".
+# Build: make image (CUDA=12 for drivers older than R580)   Test: make image-test   Run: docs/container.md
 
 # The base by digest, so it never changes under a published image (the tag it was resolved
 # from: debian:bookworm-slim).
@@ -28,16 +28,20 @@ RUN echo 'path-include=/usr/share/man/man5/lexnames.5WN.gz' > /etc/dpkg/dpkg.cfg
         wordnet-base wordnet-sense-index \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/mgrb
-COPY pyproject.toml requirements.lock README.md Makefile LICENSE CITATION.cff CHANGELOG.md ./
+COPY pyproject.toml requirements.lock requirements-cu12.lock README.md Makefile LICENSE CITATION.cff CHANGELOG.md ./
 COPY requirements ./requirements
 COPY scripts ./scripts
 COPY mgrb ./mgrb
 COPY artifact ./artifact
 COPY experiments ./experiments
 COPY benchmarks ./benchmarks
+# 13: requirements.lock (torch 2.14.1, CUDA 13, driver R580+); 12: requirements-cu12.lock
+# (torch 2.10.0, CUDA 12.8, driver R525+); scripts/setup.sh maps it to the lock. Declared
+# here, not above, so that both variants share the cached layers before it.
+ARG CUDA=13
 # The very commands of `make setup`; then WordNet's license beside its database, since the final
 # image has the database but not Debian's wordnet-base package that brought the license.
-RUN PYTHON=/usr/bin/python3.11 VENV=/opt/venv NLTK_DIR=/opt/nltk_data bash scripts/setup.sh \
+RUN CUDA=${CUDA} PYTHON=/usr/bin/python3.11 VENV=/opt/venv NLTK_DIR=/opt/nltk_data bash scripts/setup.sh \
     && install -m 644 /usr/share/doc/wordnet-base/copyright /opt/nltk_data/corpora/wordnet/LICENSE
 
 FROM ${BASE_IMAGE}
@@ -63,6 +67,8 @@ RUN apt-get update \
     && useradd --uid 1000 --gid mgrb --create-home --shell /bin/bash mgrb \
     && mkdir -p /data /runs \
     && chown mgrb:mgrb /data /runs
+ARG CUDA=13
+LABEL org.mgrb.cuda="${CUDA}"
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/nltk_data /opt/nltk_data
 COPY --from=build --chown=mgrb:mgrb /opt/mgrb /opt/mgrb
@@ -82,8 +88,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     MGRB_SOURCE_COMMIT=${SOURCE_COMMIT}
 # The third-party licenses of this very image (its Debian packages, every package of the lock,
-# WordNet's license, which came along above), by the script behind `make licenses`.
-RUN python /opt/mgrb/scripts/license_report.py --lock /opt/mgrb/requirements.lock \
+# WordNet's license, which came along above), by the script behind `make licenses`; the lock
+# is the one setup.sh installed (its stamp names it).
+RUN python /opt/mgrb/scripts/license_report.py --lock "/opt/mgrb/$(head -1 /opt/venv/.installed)" \
         --out /opt/mgrb/THIRD_PARTY_LICENSES.md
 USER 1000:1000
 WORKDIR /opt/mgrb

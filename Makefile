@@ -1,7 +1,7 @@
 # Every target prints the commands it runs. Outside the container, targets use .venv (made
 # by `make setup`); inside the image the environment is already installed.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 IMAGE ?= mgrb-artifact
 # The version has one source, pyproject.toml (mgrb/version.py reads the same field).
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
@@ -10,6 +10,18 @@ DATA ?= $(CURDIR)/data
 # inside the image, the mounted /runs: what a container writes elsewhere dies with it
 RUNS ?= $(if $(MGRB_IN_CONTAINER),/runs,$(CURDIR)/runs)
 SHM ?= 16g
+# CUDA=12: the variant for NVIDIA drivers older than R580 (docs/gpu.md#which-cuda-variant):
+# torch 2.10.0 built for CUDA 12.8, from requirements-cu12.lock; 13, torch 2.14.1 from
+# requirements.lock. The default is what .venv holds (13 when there is none), so that
+# `make setup CUDA=12` is said once; make image CUDA=12 tags the image VERSION-cu12.
+HELD_LOCK := $(or $(shell head -1 $(or $(VENV),.venv)/.installed 2>/dev/null),requirements.lock)
+CUDA ?= $(if $(filter requirements-cu12.lock,$(HELD_LOCK)),12,13)
+ifeq ($(filter 12 13,$(CUDA)),)
+$(error CUDA=$(CUDA): use 13 (NVIDIA driver R580 or newer) or 12 (driver R525 or newer))
+endif
+LOCK := $(if $(filter 12,$(CUDA)),requirements-cu12.lock,requirements.lock)
+PINS := requirements/pins$(if $(filter 12,$(CUDA)),-cu12).txt
+IMAGE_TAG := $(VERSION)$(if $(filter 12,$(CUDA)),-cu12)
 
 ifdef MGRB_IN_CONTAINER
 MGRB := mgrb
@@ -36,16 +48,19 @@ DOCKER_USER := $(if $(filter 0,$(shell id -u)),1000:1000,$(shell id -u):$(shell 
 DOCKER_FLAGS = --rm $(GPUS) --shm-size $(SHM) --user $(DOCKER_USER) --cap-drop ALL \
 	--security-opt no-new-privileges --pids-limit 4096 \
 	-v $(DATA):/data:ro -v $(RUNS):/runs -v $(CURDIR)/experiments:/opt/mgrb/experiments:ro \
-	-e MGRB_IMAGE_ID="$$(docker image inspect --format '{{.Id}}' $(IMAGE):$(VERSION) 2>/dev/null)"
-DOCKER_RUN = docker run $(DOCKER_FLAGS) --network none $(IMAGE):$(VERSION)
+	-e MGRB_IMAGE_ID="$$(docker image inspect --format '{{.Id}}' $(IMAGE):$(IMAGE_TAG) 2>/dev/null)"
+DOCKER_RUN = docker run $(DOCKER_FLAGS) --network none $(IMAGE):$(IMAGE_TAG)
 SOURCE_COMMIT = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-.PHONY: help setup test test-fast demo demo-ablation demo-record readme data reproduce tui lock image image-test image-folders image-reproduce shell image-tui image-bench lint bench gpu-check image-gpu-check peer-bench dist licenses
+.PHONY: help setup test test-fast test-variant kick-the-tires demo demo-ablation demo-record readme data reproduce tui lock image image-test image-folders image-reproduce shell image-tui image-bench lint bench gpu-check image-gpu-check peer-bench dist licenses
 
 help:
-	@echo "make setup        .venv with the locked environment, test tools and WordNet data"
+	@echo "make setup        .venv with the locked environment, test tools and WordNet data;"
+	@echo "                  CUDA=12 for NVIDIA drivers older than R580 (torch 2.10.0, CUDA 12.8)"
 	@echo "make test         the whole test suite (runs setup first)"
 	@echo "make test-fast    the suite without the end-to-end tests (tests/e2e, marked slow)"
+	@echo "make test-variant the tests that exercise torch (CI: under the CUDA 12 variant)"
+	@echo "make kick-the-tires  the claims a CPU can show, a verdict each, in under half an hour"
 	@echo "make demo         train the offline digits experiment and print its accuracy"
 	@echo "make demo-ablation  the digits ablation: 12 settings x 3 seeds on the CPU, table and figure"
 	@echo "make demo-record  (maintainers) commit the demo's numbers to docs/results/, README and docs/results.md"
@@ -53,7 +68,7 @@ help:
 	@echo "make data         fetch CIFAR where the network allows; show the ImageNet layouts"
 	@echo "make reproduce    run EXPERIMENTS='names or globs' (default: all with data) and write reports/"
 	@echo "make tui          the terminal launcher: pick, launch, watch, check (mgrb tui)"
-	@echo "make image        build the container image $(IMAGE):$(VERSION)"
+	@echo "make image        build the container image $(IMAGE):$(IMAGE_TAG) (CUDA=12: the variant for older drivers)"
 	@echo "make image-test   build the image from the registries alone and check it offline (root or a Docker daemon)"
 	@echo "make image-reproduce  make reproduce inside the image: EXPERIMENTS=..., GPUS= without GPUs"
 	@echo "make shell        a shell in the image with GPUs, /data and /runs mounted"
@@ -71,15 +86,31 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh scripts/setup_wordnet.sh \
+# the stamp names the lock it was made from: another CUDA variant makes it out of date
+ifneq ($(HELD_LOCK),$(LOCK))
+.PHONY: $(VENV)/.installed
+endif
+$(VENV)/.installed: pyproject.toml $(LOCK) scripts/setup.sh scripts/setup_wordnet.sh \
 		scripts/install_progress.py
-	bash scripts/setup.sh
+	CUDA=$(CUDA) VENV=$(VENV) bash scripts/setup.sh
 
 test: $(SETUP)
 	$(PY) -m pytest -q
 
 test-fast: $(SETUP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The tests that exercise torch's API, for a second environment: CI makes the CUDA 12 variant
+# with `make setup CUDA=12 VENV=.venv-cu12` and runs `make test-variant VENV=.venv-cu12`.
+VARIANT_TESTS := tests/unit tests/simcuda tests/e2e/test_demo_numbers.py \
+	tests/e2e/test_resume_exact.py tests/e2e/test_distributed.py
+test-variant: $(SETUP)
+	$(PY) -m pytest -q $(VARIANT_TESTS)
+
+# The claims a CPU can show, one after another with a verdict each, and a one-screen summary
+# (scripts/kick_the_tires.py; its recorded run: docs/results/kick-the-tires.json).
+kick-the-tires: $(SETUP)
+	$(PY) scripts/kick_the_tires.py --out $(RUNS)/kick-the-tires
 
 demo: $(SETUP)
 	$(MGRB) run experiments/digits_5_1.yaml
@@ -120,17 +151,30 @@ tui: $(SETUP)
 	$(MGRB) tui
 
 # pip-compile (pip-tools) resolves pyproject.toml with the test extra under the torch pins
-# and records every file's sha256; setup.sh installs with --require-hashes.
+# and records every file's sha256; setup.sh installs with --require-hashes. `make lock CUDA=12`
+# makes requirements-cu12.lock with every package outside torch's own stack held at
+# requirements.lock's version, so that the two environments differ only in torch and CUDA.
 lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet pip-tools==7.6.2
+ifeq ($(CUDA),12)
+	grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ .*//' \
+		| grep -v -E '^(torch|torchvision|triton|cuda-|nvidia-(cu|nccl|nvjitlink|nvshmem|nvtx))' \
+		> .lock-venv/shared-pins.txt
 	.lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-		--extra test --extra tui --constraint requirements/pins.txt --output-file requirements.lock pyproject.toml
+		--extra test --extra tui --constraint $(PINS) --constraint .lock-venv/shared-pins.txt \
+		--output-file $(LOCK) pyproject.toml
+else
+	.lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra test --extra tui --constraint $(PINS) --output-file $(LOCK) pyproject.toml
+endif
 
-# BASE_IMAGE=... builds on another base than the Dockerfile's pinned one.
+# BASE_IMAGE=... builds on another base than the Dockerfile's pinned one. CUDA=12 builds the
+# variant for older drivers, tagged VERSION-cu12 (and latest-cu12).
 image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg SOURCE_COMMIT=$(SOURCE_COMMIT) \
-		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+	docker build --build-arg VERSION=$(VERSION) --build-arg SOURCE_COMMIT=$(SOURCE_COMMIT) --build-arg CUDA=$(CUDA) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE):$(IMAGE_TAG) \
+		-t $(IMAGE):latest$(if $(filter 12,$(CUDA)),-cu12) .
 
 # The image built from a stand-in base and the registries, then checked offline as a reviewer
 # uses it, with the launcher's Docker mode against it (scripts/image_test.sh).
@@ -147,10 +191,10 @@ image-reproduce: image-folders
 	$(DOCKER_RUN) make reproduce EXPERIMENTS='$(EXPERIMENTS)'
 
 shell: image-folders
-	docker run -it $(DOCKER_FLAGS) $(IMAGE):$(VERSION) bash
+	docker run -it $(DOCKER_FLAGS) $(IMAGE):$(IMAGE_TAG) bash
 
 image-tui: image-folders
-	docker run -it $(DOCKER_FLAGS) --network none $(IMAGE):$(VERSION) mgrb tui
+	docker run -it $(DOCKER_FLAGS) --network none $(IMAGE):$(IMAGE_TAG) mgrb tui
 
 image-bench: image-folders
 	$(DOCKER_RUN) make bench
@@ -190,9 +234,9 @@ PEER_BASE_PYTHON := $(if $(MGRB_IN_CONTAINER),python,$(VENV)/bin/python)
 peer-bench: $(SETUP) $(PEER_VENV)/.installed
 	$(PY) -m benchmarks.peer_replay
 
-$(PEER_VENV)/.installed: requirements/peer.txt requirements/pins.txt
+$(PEER_VENV)/.installed: requirements/peer.txt $(PINS)
 	$(PEER_BASE_PYTHON) -m venv $(PEER_VENV)
-	$(PEER_VENV)/bin/python -m pip install --quiet --constraint requirements/pins.txt -r requirements/peer.txt
+	$(PEER_VENV)/bin/python -m pip install --quiet --constraint $(PINS) -r requirements/peer.txt
 	touch $@
 
 # The third-party license report (scripts/license_report.py): the lock's Python packages with

@@ -36,6 +36,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 import torch
+from torch._subclasses import fake_tensor
 from torch._subclasses.fake_tensor import (DataDependentOutputException,
                                           DynamicOutputShapeException, FakeTensor,
                                           FakeTensorMode, unset_fake_temporarily)
@@ -308,6 +309,8 @@ class SimulatedCuda:
             "synchronize": self._synchronize, "empty_cache": lambda: None,
             "Event": lambda *a, **k: _Event(self, *a, **k),
             "set_sync_debug_mode": lambda mode: None, "get_sync_debug_mode": lambda: 0,
+            # torch 2.10's optimisers ask before each step (no graph is ever captured here)
+            "is_current_stream_capturing": lambda: False,
         }
         for name, stand_in in stand_ins.items():
             stack.enter_context(mock.patch.object(cuda, name, stand_in))
@@ -316,6 +319,10 @@ class SimulatedCuda:
                                               lambda *a, **k: torch.device("cuda")))
         stack.enter_context(mock.patch.object(torch.autograd, "_engine_run_backward", self._backward))
         stack.enter_context(mock.patch.object(torch, "load", _load_on_the_host))
+        # torch 2.10 (the CUDA 12 variant) starts a real CUDA context for every fake CUDA
+        # tensor when torch.cuda.is_available(), which the stand-ins make true; 2.14 asks the
+        # accelerator and honours avoid_device_init. No context is ever needed here.
+        stack.enter_context(mock.patch.object(fake_tensor, "init_gpu_context", lambda device: None))
         stack.enter_context(_FakeDevice(allow_non_fake_inputs=True))
         stack.enter_context(_Recorder(self))
         self._stack = stack

@@ -12,7 +12,8 @@
 # Environment: IMAGE_TEST_BASE=pinned builds from the Dockerfile's own pinned base (needs a
 # registry) instead of the stand-in; IMAGE_TEST_KEEP=1 keeps the image and its daemon's data
 # for a look afterwards (the folder is printed); IMAGE_TEST_PYTHON is the Python with the test
-# tools (default .venv/bin/python, as `make setup` makes it).
+# tools (default .venv/bin/python, as `make setup` makes it); IMAGE_TEST_CUDA12=0 leaves out
+# the build of the CUDA 12 variant (make image CUDA=12) and its checks.
 set -euo pipefail
 
 # All of it in one function, read whole before it runs: bash reads a script as it goes, so an
@@ -24,6 +25,7 @@ ROOT=$PWD
 PYTHON=${IMAGE_TEST_PYTHON:-$ROOT/.venv/bin/python}
 BASE_MODE=${IMAGE_TEST_BASE:-stand-in}
 KEEP=${IMAGE_TEST_KEEP:-0}
+CUDA12=${IMAGE_TEST_CUDA12:-1}
 SUITE=bookworm
 TAG=$$
 IMAGE=mgrb-artifact-image-test
@@ -72,7 +74,7 @@ cleanup() {
     say "cleaning up"
     docker ps -aq --filter "label=org.mgrb.image-test=$TAG" | xargs -r docker rm -f >/dev/null 2>&1
     docker ps -aq --filter "ancestor=$IMAGE:$TAG" | xargs -r docker rm -f >/dev/null 2>&1
-    docker rmi -f "$IMAGE:$TAG" "$STAND_IN:$TAG" "$STAND_IN:$TAG-build" "$DIST_CHECK" >/dev/null 2>&1
+    docker rmi -f "$IMAGE:$TAG" "$IMAGE:$TAG-cu12" "$STAND_IN:$TAG" "$STAND_IN:$TAG-build" "$DIST_CHECK" >/dev/null 2>&1
     docker image prune -f --filter "label=org.mgrb.stage=build" >/dev/null 2>&1
     if [[ -n $DAEMON_PID ]]; then
         kill -TERM "$DAEMON_PID" 2>/dev/null
@@ -311,6 +313,31 @@ if MGRB_IMAGE_TEST_IMAGE="$IMAGE:$TAG" MGRB_IMAGE_TEST_LABEL="$TAG" \
 else
     tail -30 "$WORK/launcher.log" >&2
     record FAIL "launcher Docker mode (tests/image)" "log above"
+fi
+
+# -- the CUDA 12 variant: built the same way, then what differs checked (its torch, its CUDA,
+# its license report against its own lock); the rest of it is the same code and the same
+# layers, and `make test-variant` runs the tests under that torch outside the image.
+if [[ $CUDA12 == 1 ]]; then
+    say "building $IMAGE:$TAG-cu12 (CUDA=12); log: $WORK/build-cu12.log"
+    started=$(date +%s)
+    if DOCKER_BUILDKIT=0 docker build --network host "${build_args[@]}" --build-arg CUDA=12 \
+            -t "$IMAGE:$TAG-cu12" . >"$WORK/build-cu12.log" 2>&1; then
+        record PASS "docker build CUDA=12" "$(elapsed "$started") s, image $(gb "$(docker image inspect -f '{{.Size}}' "$IMAGE:$TAG-cu12")")"
+        in_image "CUDA 12 variant: torch 2.10.0 built for CUDA 12.8" "2.10.0+cu128 12.8 12" --user 1000:1000 \
+            "$IMAGE:$TAG-cu12" python -c "import os, torch; print(torch.__version__, torch.version.cuda, open('/opt/venv/.installed').read().strip() == 'requirements-cu12.lock' and 12)"
+        docker run "${SAFE[@]}" "$IMAGE:$TAG-cu12" cat /opt/mgrb/THIRD_PARTY_LICENSES.md >"$WORK/licenses-cu12.md" 2>&1 || true
+        if "$PYTHON" scripts/license_report.py --check "$WORK/licenses-cu12.md" --lock requirements-cu12.lock >/dev/null 2>&1; then
+            record PASS "CUDA 12 variant: license report of its own lock" "every package of requirements-cu12.lock"
+        else
+            record FAIL "CUDA 12 variant: license report of its own lock" "$("$PYTHON" scripts/license_report.py --check "$WORK/licenses-cu12.md" --lock requirements-cu12.lock 2>&1 | cut -c1-200)"
+        fi
+        in_image "CUDA 12 variant: mgrb list" "digits_5_1" --user 1000:1000 "${MOUNTS[@]}" "$IMAGE:$TAG-cu12" mgrb list
+        docker rmi -f "$IMAGE:$TAG-cu12" >/dev/null 2>&1
+    else
+        tail -25 "$WORK/build-cu12.log" >&2
+        record FAIL "docker build CUDA=12" "log above"
+    fi
 fi
 
 echo

@@ -208,13 +208,27 @@ def check(report_path: Path, lock: Path) -> list[str]:
             if listed.get(name) != version]
 
 
+def environment_lock(python: str) -> Path:
+    """The lock an environment was made from: scripts/setup.sh names it in the venv's stamp
+    (requirements.lock or requirements-cu12.lock); requirements.lock when there is none."""
+    stamp = Path(python).parent.parent / ".installed"
+    try:
+        named = stamp.read_text().strip()
+    except OSError:
+        named = ""
+    return ROOT / (named if named in ("requirements.lock", "requirements-cu12.lock")
+                   else "requirements.lock")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", default=sys.executable, help="the environment to describe")
-    parser.add_argument("--lock", type=Path, default=ROOT / "requirements.lock")
+    parser.add_argument("--lock", type=Path, help="default: the lock the environment was made "
+                                                  "from (its .installed stamp)")
     parser.add_argument("--out", type=Path, help="write here (default: standard output)")
     parser.add_argument("--check", type=Path, metavar="REPORT", help="check a report against the lock")
     args = parser.parse_args(argv)
+    args.lock = args.lock or environment_lock(args.python)
     try:
         if args.check:
             missing = check(args.check, args.lock)

@@ -29,6 +29,12 @@ def _gathered(stats: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
     import torch.distributed._functional_collectives as collectives
 
+    if not hasattr(collectives, "all_gather_single_autograd"):
+        # torch 2.10 (the CUDA 12 variant): its functional gather backpropagates through an op
+        # with no autograd kernel (a warning on every step), so the classic differentiable one
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.stack(all_gather(stats))
     gathered = collectives.all_gather_single_autograd(stats[None], 0, dist.group.WORLD)
     return collectives.wait_tensor(gathered)
 

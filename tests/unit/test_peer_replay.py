@@ -234,8 +234,9 @@ def test_the_replay_rows_difference_is_computed_from_the_phases_images(handed):
 
 
 def test_the_peer_environment_is_pinned_and_keeps_our_torch():
-    """Every peer package is pinned; torch and torchvision come only from requirements/pins.txt
-    (given as a constraint), and the peer's install goes into .venv-peer, never .venv."""
+    """Every peer package is pinned; torch and torchvision come only from the variant's pins
+    (requirements/pins.txt or pins-cu12.txt, given as a constraint), and the peer's install
+    goes into .venv-peer, never .venv."""
     lines = [line for line in (ROOT / "requirements" / "peer.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     names = {line.split("==")[0].lower() for line in lines}
@@ -243,6 +244,7 @@ def test_the_peer_environment_is_pinned_and_keeps_our_torch():
     assert not names & {"torch", "torchvision"}
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile[makefile.index("\n$(PEER_VENV)/.installed:"):]
-    assert ("$(PEER_VENV)/bin/python -m pip install --quiet --constraint requirements/pins.txt "
+    assert ("$(PEER_VENV)/bin/python -m pip install --quiet --constraint $(PINS) "
             "-r requirements/peer.txt") in recipe
+    assert "PINS := requirements/pins$(if $(filter 12,$(CUDA)),-cu12).txt" in makefile
     assert "PEER_VENV := .venv-peer" in makefile and "peer-bench" in makefile.split("\nhelp:")[0]
