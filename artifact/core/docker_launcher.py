@@ -9,6 +9,7 @@ checked by DockerRunner.owned): launch.json alone proves nothing.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .experiments import ExperimentRow
@@ -18,14 +19,47 @@ from .records import clear_for_launch, read_launch, record_launch
 from .settings import DOCKER, Settings
 
 
+_UNREAD = object()
+
+
+class SettingsNotUsable(ValueError):
+    """The settings in force cannot start a container; its message says why, plainly."""
+
+
+def nvidia_driver_version() -> str | None:
+    """This machine's NVIDIA driver version ('580.65.06') through NVML; None without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()  # counted: the GPU panel's own NVML session stays open
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver: nothing to check against
+        return None
+    return driver.decode() if isinstance(driver, bytes) else str(driver)
+
+
 class DockerLauncher:
     def __init__(self, *, runs_dir: Path, experiments_dir: Path, settings: Settings,
-                 runner_factory=None):
+                 runner_factory=None, driver_version=None):
         """`runner_factory(settings)`: the DockerRunner to use (tests give one on a fake
-        engine); by default one for the settings' image and data folder."""
+        engine), given the settings with their image resolved (Settings.image_reference);
+        by default one for the settings' image and data folder. `driver_version()`: the
+        NVIDIA driver version the CUDA variant is checked against, None where unknown; by
+        default NVML's, read once."""
         self.runs_dir, self.experiments_dir = Path(runs_dir), Path(experiments_dir)
         self.settings, self._factory = settings, runner_factory
         self._runner = None
+        self._read_driver, self._driver = driver_version, _UNREAD
+
+    def driver(self) -> str | None:
+        """The NVIDIA driver version, read once (it changes only with a reboot or a reload of
+        the kernel module)."""
+        if self._driver is _UNREAD:
+            self._driver = (self._read_driver or nvidia_driver_version)()
+        return self._driver
 
     def use(self, settings: Settings) -> None:
         """New settings: the image or the data folder may have changed."""
@@ -40,6 +74,7 @@ class DockerLauncher:
         return self._runner
 
     def _make(self, settings: Settings):
+        settings = replace(settings, image=settings.image_reference())
         if self._factory is not None:
             return self._factory(settings)
         from .docker_runner import DockerRunner
@@ -51,9 +86,11 @@ class DockerLauncher:
 
     def start(self, experiment: ExperimentRow, gpu: int | None, gpu_uuid: str | None = None,
               gpu_share: int = 1) -> dict:
-        problems = self.settings.problems()  # settings.json may have been edited by hand
+        # settings.json may have been edited by hand; a run on a GPU needs a driver that
+        # the image's CUDA supports (on the CPU, any image runs)
+        problems = self.settings.problems(driver=None if gpu is None else self.driver())
         if problems:
-            raise ValueError("the settings are not usable: " + "; ".join(problems))
+            raise SettingsNotUsable("the settings are not usable: " + "; ".join(problems))
         device, _ = device_for(gpu, gpu_uuid)
         experiment.base_folder.mkdir(parents=True, exist_ok=True)
         clear_for_launch(experiment.base_folder)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mgrb.store import contracts
 from mgrb.store.contracts import RunFileError
+from mgrb.version import version
 
 from .records import write_json
 
@@ -24,6 +25,28 @@ IMAGE_REFERENCE = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:
                              r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
 SHM_SIZE = re.compile(r"^[1-9][0-9]{0,5}[bkmg]?$", re.I)  # as `docker run --shm-size` takes it
 
+# The image's CUDA variants, as the Makefile's CUDA= names them:
+# `make image` builds mgrb-artifact:<version> (torch built for CUDA 13), `make image CUDA=12`
+# mgrb-artifact:<version>-cu12 (CUDA 12.8) for older drivers. Each needs this driver branch.
+CUDA_VARIANTS = ("13", "12")
+CUDA_DRIVERS = {"13": 580, "12": 525}
+CUDA_TAGS = {"13": "", "12": "-cu12"}
+IMAGE_NAME = "mgrb-artifact"  # the Makefile's IMAGE
+# The image setting's default before the variants: every settings.json saved since holds it
+# (all fields are saved), so it is read as "the image `make image` builds", as it was meant.
+LEGACY_DEFAULT_IMAGE = "mgrb-artifact:0.1.0"
+
+
+def default_image(cuda: str) -> str:
+    """The image `make image CUDA=<cuda>` builds for this version."""
+    return f"{IMAGE_NAME}:{version()}{CUDA_TAGS.get(cuda, '')}"
+
+
+def driver_major(driver: str | None) -> int | None:
+    """'535.104.05' -> 535; None for nothing read or a version in another form."""
+    head = (driver or "").strip().split(".")[0]
+    return int(head) if head.isdigit() else None
+
 
 def _gpu_indices(value) -> str | None:
     return None if value is None else contracts.list_of(contracts.integer(0, 1023), longest=64)(value)
@@ -37,6 +60,7 @@ CONTRACT = contracts.mapping({
     "runs_per_gpu": (contracts.integer(1, 16), False),
     "stall_after_s": (contracts.number(10, 10**7), False),
     "image": (contracts.text(longest=256), False),
+    "cuda": (contracts.one_of(*CUDA_VARIANTS), False),
     "data_dir": (contracts.text(longest=4096), False),
     "shm_size": (contracts.text(longest=32), False),
 })
@@ -48,7 +72,8 @@ class Settings:
     gpus: list[int] | None = None       # GPU indices to use; None: every GPU the panel sees
     runs_per_gpu: int = 1               # runs packed on one GPU (or at once on the CPU)
     stall_after_s: float = 600.0        # no events for this long: shown as stalled
-    image: str = "mgrb-artifact:0.1.0"  # docker mode
+    image: str = ""                     # docker mode; "": the image of the CUDA variant
+    cuda: str = "13"                    # docker mode: the image's CUDA variant, "13" or "12"
     data_dir: str = field(default_factory=lambda: os.environ.get("MGRB_DATA") or "data")
     shm_size: str = "16g"
 
@@ -64,13 +89,23 @@ class Settings:
         except RunFileError as error:
             return cls(), f"{error}; the launcher uses its default settings"
         known = set(asdict(cls()))
-        return cls(**{k: v for k, v in stored.items() if k in known}), None
+        found = {k: v for k, v in stored.items() if k in known}
+        if found.get("image") == LEGACY_DEFAULT_IMAGE:
+            found["image"] = ""  # the old default: the variant's image (the same for CUDA 13)
+        return cls(**found), None
 
     def save(self, runs_dir: Path) -> None:
         settings_path(runs_dir).parent.mkdir(parents=True, exist_ok=True)
         write_json(settings_path(runs_dir), asdict(self))
 
-    def problems(self) -> list[str]:
+    def image_reference(self) -> str:
+        """The image containers start from: the one typed in the settings, else the one
+        `make image` builds for the chosen CUDA variant."""
+        return self.image or default_image(self.cuda)
+
+    def problems(self, driver: str | None = None) -> list[str]:
+        """What is wrong with the settings, one line each. `driver`: the NVIDIA driver
+        version of this machine where it is known, to check the CUDA variant against."""
         found = []
         if self.mode not in MODES:
             found.append(f"mode: one of {', '.join(MODES)}")
@@ -82,14 +117,33 @@ class Settings:
         if isinstance(self.stall_after_s, bool) or not isinstance(self.stall_after_s, (int, float)) \
                 or not math.isfinite(self.stall_after_s) or not 10 <= self.stall_after_s <= 10**7:
             found.append("stalled after: 10 seconds to 10,000,000")
-        if not isinstance(self.image, str) or not IMAGE_REFERENCE.fullmatch(self.image):
+        if not isinstance(self.image, str) or (self.image and not IMAGE_REFERENCE.fullmatch(self.image)):
             found.append(f"Docker image: {str(self.image)[:80]!r} is not an image name such as "
-                         "mgrb-artifact:0.1.0")
+                         f"{default_image('13')} (empty: the one `make image` builds)")
+        if self.cuda not in CUDA_VARIANTS:
+            found.append(f"CUDA variant: {str(self.cuda)[:20]!r} is neither 13 (NVIDIA driver R580 "
+                         "or newer) nor 12 (driver R525 or newer)")
         if not isinstance(self.shm_size, str) or not SHM_SIZE.fullmatch(self.shm_size):
             found.append(f"shared memory: {str(self.shm_size)[:40]!r} is not a size such as 16g or 512m")
         if self.mode == DOCKER:
             found += self.data_dir_problems()
+            driver_problem = self.driver_problem(driver)
+            if driver_problem:
+                found.append(driver_problem)
         return found
+
+    def driver_problem(self, driver: str | None) -> str | None:
+        """One line when the variant's image needs a newer NVIDIA driver than `driver` (this
+        machine's, None where unknown). An image typed in the settings is not judged: its
+        CUDA version is not known here."""
+        major, needed = driver_major(driver), CUDA_DRIVERS.get(self.cuda)
+        if self.image or major is None or needed is None or major >= needed:
+            return None
+        older = [c for c, branch in CUDA_DRIVERS.items() if major >= branch]
+        advice = (f"choose CUDA {older[0]} in the settings (make image CUDA={older[0]})" if older
+                  else f"update the driver to R{CUDA_DRIVERS['12']} or newer")
+        return (f"Docker image: the CUDA {self.cuda} image needs NVIDIA driver R{needed} or newer; "
+                f"this machine has {driver.strip()}: {advice}")
 
     def data_dir_problems(self) -> list[str]:
         """Docker mounts the data folder into every container: it must be a folder already

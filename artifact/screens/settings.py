@@ -11,12 +11,21 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from artifact.core.settings import DOCKER, LOCAL, parse_gpus
+from artifact.core.settings import CUDA_VARIANTS, DOCKER, LOCAL, default_image, parse_gpus
 from artifact.widgets.styles import line, tell
+
+
+# what each variant of the image needs of the machine (the Makefile's CUDA=)
+CUDA_CHOICES = [("CUDA 13 (driver R580+)", "13"), ("CUDA 12 (driver R525+)", "12")]
 
 
 class SettingsScreen(ModalScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Cancel")]
+    DEFAULT_CSS = """
+    #image-row { height: auto; }
+    #cuda { width: 30; }
+    #image { width: 1fr; }
+    """
 
     def compose(self) -> ComposeResult:
         settings = self.app.service.settings
@@ -31,8 +40,12 @@ class SettingsScreen(ModalScreen):
             yield Input(str(settings.runs_per_gpu), id="runs-per-gpu", type="integer")
             yield Label("Shown as stalled after this many seconds without events")
             yield Input(f"{settings.stall_after_s:g}", id="stall", type="number")
-            yield Label("Docker image (Docker mode)")
-            yield Input(settings.image, id="image")
+            yield Label("Docker image (Docker mode): CUDA variant, or an image name")
+            cuda = settings.cuda if settings.cuda in CUDA_VARIANTS else CUDA_VARIANTS[0]
+            with Horizontal(id="image-row"):
+                yield Select(CUDA_CHOICES, value=cuda, allow_blank=False, id="cuda")
+                # empty: the image `make image` builds for the variant, shown as the placeholder
+                yield Input(settings.image, placeholder=default_image(cuda), id="image")
             yield Label("Data folder mounted at /data (Docker mode)")
             yield Input(settings.data_dir, id="data-dir")
             yield Static(id="settings-errors")
@@ -40,6 +53,10 @@ class SettingsScreen(ModalScreen):
             with Horizontal(id="settings-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "cuda" and event.value in CUDA_VARIANTS:
+            self.query_one("#image", Input).placeholder = default_image(event.value)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
@@ -57,7 +74,8 @@ class SettingsScreen(ModalScreen):
             runs_per_gpu, stall = 0, 0.0
         settings = replace(self.app.service.settings, mode=self.query_one("#mode", Select).value,
                            gpus=gpus, runs_per_gpu=runs_per_gpu, stall_after_s=stall,
-                           image=value["image"].strip(), data_dir=value["data-dir"].strip())
+                           image=value["image"].strip(), cuda=self.query_one("#cuda", Select).value,
+                           data_dir=value["data-dir"].strip())
         if errors:
             self._show_errors(errors)
             return
@@ -73,9 +91,14 @@ class SettingsScreen(ModalScreen):
         service = self.app.service
         refusal = service.mode_refusal(settings)
         problems = [refusal] if refusal else service.save_settings(settings)
-        self.app.call_from_thread(self._saved, problems, bool(refusal))
+        # saved, but the runs on GPUs will not start: the variant needs a newer driver
+        warning = None if problems or settings.mode != DOCKER else \
+            settings.driver_problem(service.docker.driver())
+        self.app.call_from_thread(self._saved, problems, bool(refusal), warning)
 
-    def _saved(self, problems: list[str], mode_refused: bool) -> None:
+    def _saved(self, problems: list[str], mode_refused: bool, warning: str | None = None) -> None:
+        if warning:
+            tell(self.app, warning, severity="warning")
         if not self.is_mounted:  # closed while the daemon was asked: say what became of it
             tell(self.app, problems or ["settings saved"],
                  severity="warning" if problems else "information")

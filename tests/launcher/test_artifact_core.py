@@ -481,7 +481,7 @@ def test_a_report_covers_the_finished_runs_and_ended_runs_are_not_stopped(tmp_pa
 @pytest.mark.parametrize("image, ok", [
     ("mgrb-artifact:0.1.0", True), ("registry.example.org:5000/lab/mgrb-artifact:v1", True),
     ("mgrb-artifact@sha256:" + "a" * 64, True), ("MGRB", False), ("mgrb artifact", False),
-    ("mgrb-artifact:", False), ("", False), ("-rm", False)])
+    ("mgrb-artifact:", False), ("", True), (" ", False), ("-rm", False)])  # "": the variant's image
 def test_the_docker_image_setting_must_be_an_image_name(image, ok):
     problems = Settings(image=image).problems()
     assert (problems == []) == ok, problems
