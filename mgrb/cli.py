@@ -171,10 +171,10 @@ def _typed_experiments_dir(args) -> Path | None:
 
 def command_reproduce(args) -> int:
     from mgrb.training.progress import Progress
-    from mgrb.pipeline.reproduce import reproduce
+    from mgrb.pipeline.reproduce import Choice, reproduce
 
-    patterns = [p for item in args.experiments for p in item.replace(",", " ").split()]
-    code = reproduce(experiments_dir=args.experiments_dir, patterns=patterns,
+    patterns = tuple(p for item in args.experiments for p in item.replace(",", " ").split())
+    code = reproduce(experiments_dir=args.experiments_dir, chosen=Choice(patterns, args.seeds),
                      runs_dir=args.runs_dir, reports_dir=args.reports_dir, device=args.device,
                      tolerance=args.tolerance, progress=Progress(quiet=args.quiet),
                      slurm=_slurm_options(args))
@@ -364,6 +364,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """argparse type of --seeds: whole numbers, comma-separated."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of seeds such as 1993 or 1993,1994") from None
+    return seeds
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mgrb.version import ShowVersion
 
@@ -429,6 +439,9 @@ def _add_training_commands(commands) -> None:
     repro.add_argument("--device", type=device_choice, default="auto",
                        help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     repro.add_argument("--tolerance", type=float, help="override every file's tolerance (points)")
+    repro.add_argument("--seeds", type=seed_list, metavar="S[,S...]",
+                       help="of an experiment that lists seeds, run only these (e.g. 1993 for "
+                            "one pass); the report still covers every finished run")
     repro.add_argument("--quiet", action="store_true", help="no progress output")
     _add_slurm_options(repro)
     repro.set_defaults(handler=command_reproduce)

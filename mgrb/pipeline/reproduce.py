@@ -14,6 +14,14 @@ from mgrb.pipeline.isolated import INTERRUPTED
 
 
 @dataclass(frozen=True)
+class Choice:
+    """What `mgrb reproduce` is asked to run: experiment names or globs (none: every one whose
+    data is present) and, of an experiment that lists seeds, only these seeds (None: all)."""
+    patterns: tuple[str, ...] = ()
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class PlannedRun:
     experiment: str
     seed: int
@@ -77,7 +85,7 @@ def _choose(available: dict, patterns: list[str], experiments_dir: Path) -> list
     return chosen
 
 
-def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, reports_dir: Path,
+def reproduce(*, experiments_dir: Path, chosen: Choice, runs_dir: Path, reports_dir: Path,
               device: str, tolerance: float | None, progress, slurm=None) -> int:
     """Every run in its own `mgrb run` process (isolated.py): a run that fails, crashes or runs
     out of memory is listed in the report with its message, and the batch goes on. The report
@@ -94,7 +102,7 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
     from mgrb.store.runfolder import RunFolder
 
     available, unusable = _available(experiments_dir)
-    selected = _choose(available, patterns, experiments_dir)
+    selected = _choose(available, list(chosen.patterns), experiments_dir)
     failed: dict[Path, tuple[str, str]] = {}  # run folder -> (label, message)
     not_run: dict[str, str] = dict(unusable)
     on_slurm = []  # (label, PlannedRun, its `mgrb run` command) for the Slurm jobs
@@ -110,7 +118,15 @@ def reproduce(*, experiments_dir: Path, patterns: list[str], runs_dir: Path, rep
                              " (`mgrb data` downloads CIFAR and says how to get the others)")
             progress.message(f"skipping {name}: {not_run[name]}")
             continue
-        for run in planned_runs(config, runs_dir):
+        runs = planned_runs(config, runs_dir)
+        if chosen.seeds is not None and config.seeds:  # a one-seed pass, say
+            runs = [run for run in runs if run.seed in chosen.seeds]
+            if not runs:
+                not_run[name] = (f"lists seeds {list(config.seeds)}, none of --seeds "
+                                 f"{','.join(map(str, chosen.seeds))}")
+                progress.message(f"skipping {name}: {not_run[name]}")
+                continue
+        for run in runs:
             label = f"{name} (seed {run.seed})" if config.seeds else name
             if RunFolder(run.folder).is_finished():
                 progress.message(f"== {label}: finished earlier, skipped")

@@ -135,3 +135,20 @@ def test_report_on_the_runs_folder_finds_every_seed(reproduced, capsys):
     assert main(["report", str(root / "nothing-here"), "--out", str(out)]) == 2
     assert "no such folder; not a run folder" in capsys.readouterr().err
     assert (out / "reproduction.md").read_text() == report  # left as it was
+
+
+def test_seeds_runs_only_the_seeds_named(reproduced, tmp_path, capsys):
+    """--seeds 2: a one-seed pass of an experiment that lists several; a seed it does not list
+    leaves it not run, said as such."""
+    root, _ = reproduced
+    args = ["--experiments-dir", str(root / "experiments"), "reproduce", "--runs-dir",
+            str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports"), "--device", "cpu"]
+    assert main(args + ["tiny_ref", "--seeds", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny_ref").iterdir()) == ["seed-2"]
+    assert "== run 1 of 1: tiny_ref (seed 2)" in capsys.readouterr().err
+    assert main(args + ["tiny_ref", "--seeds", "7"]) == 0  # seed 2 finished earlier: judged
+    assert "skipping tiny_ref: lists seeds [1, 2], none of --seeds 7" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(args + ["tiny_ref", "--seeds", "x"])
+    assert stopped.value.code == 2
+    assert "'x' is not a list of seeds" in capsys.readouterr().err
