@@ -6,6 +6,7 @@ Each block of README.md and docs/results.md between `<!-- BEGIN generated:NAME -
     demo       docs/results/digits_5_1.json          results.json of `make demo` (make demo-record); README.md
     ablation   docs/results/digits-ablation.json     `make demo-ablation`; docs/results.md
     peer       benchmarks/results/peer-replay-cpu.json   `make peer-bench`; docs/results.md
+    kick       docs/results/kick-the-tires.json      `make kick-the-tires RECORD=...`; README.md
 
     python scripts/readme_figures.py            rewrite the blocks in README.md and docs/results.md
     python scripts/readme_figures.py --check    exit 1 when a block differs from its file
@@ -74,7 +75,30 @@ def peer() -> str:
             "remains between the two sides).\n")
 
 
-GENERATORS = {"demo": demo, "ablation": ablation, "peer": peer}
+def kick() -> str:
+    import importlib.util
+
+    # the table as the command prints it: one formatter, in the script that makes the record
+    kick_the_tires = sys.modules.get("kick_the_tires")
+    if kick_the_tires is None:
+        spec = importlib.util.spec_from_file_location("kick_the_tires",
+                                                      Path(__file__).with_name("kick_the_tires.py"))
+        kick_the_tires = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = kick_the_tires  # its dataclasses look their module up there
+        spec.loader.exec_module(kick_the_tires)
+    record = _load("docs/results/kick-the-tires.json")
+    machine, steps = record["machine"], record["steps"]
+    counted = {verdict: sum(step["verdict"] == verdict for step in steps)
+               for verdict in (kick_the_tires.PASS, kick_the_tires.FAIL, kick_the_tires.NOT_RUN)}
+    return (f"Measured with `{record['command']}` on {machine['cpu']}, {machine['cores']} cores, "
+            f"load {machine['load_before']:.1f} at the start, {record['generated']}: "
+            f"{counted['pass']} passed, {counted['FAIL']} failed, {counted['not run']} not run, "
+            f"in {kick_the_tires.minutes(record['total_seconds'])} "
+            "(docs/results/kick-the-tires.json):\n\n"
+            f"{kick_the_tires.summary_table(steps)}\n")
+
+
+GENERATORS = {"demo": demo, "ablation": ablation, "peer": peer, "kick": kick}
 
 
 def regenerate(text: str, where: str = "README.md") -> tuple[str, list[str]]:
