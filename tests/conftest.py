@@ -13,6 +13,23 @@ from artifact_helpers import start_sleeper, stop_process
 E2E = Path(__file__).parent / "e2e"
 
 
+
+def _forget_the_enclosing_make() -> None:
+    """Tests that run `make -n TARGET` describe what a user's `make TARGET` does. Started by
+    make (`make test-variant VENV=.venv-cu12`), pytest inherits the caller's command-line
+    variables, both as environment variables and through MAKEFLAGS, and every make a test
+    starts would see them (CUDA 12's image tag): those makes start from a plain shell's slate."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    _, _, overrides = f" {flags}".partition(" -- ")
+    for word in overrides.split():
+        os.environ.pop(word.split("=", 1)[0], None)
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        os.environ.pop(name, None)
+
+
+_forget_the_enclosing_make()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if E2E in Path(item.fspath).parents:
