@@ -55,3 +55,19 @@ def test_visual_groups_cluster_class_means():
     features = torch.tensor([[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.1, 10.0]])
     assert visual_groups(features, clusters=2) == [0, 0, 1, 1]
     assert visual_groups(features[:1], clusters=5) == [0]  # fewer classes than clusters
+
+
+@pytest.mark.parametrize("kind", ["ont", "sem"])
+def test_a_refused_hierarchy_kind_advises_only_kinds_the_data_set_has(kind):
+    """On digits, ont used to advise 'vis or sem' and sem 'vis, or ont': each the other refusal."""
+    from types import SimpleNamespace
+
+    from mgrb.config.schema import Hierarchy, Quirks
+    from mgrb.errors import ConfigError
+    from mgrb.method.hierarchies import describe_hierarchy
+
+    bare = SimpleNamespace(wnids=None, coarse_labels=None)  # digits' data: no ontology, no synsets
+    with pytest.raises(ConfigError) as refused:
+        describe_hierarchy(Hierarchy(kind=kind), Quirks(), dataset="digits", data=bare,
+                           order=list(range(10)), n_seen=10, class_features=None)
+    assert str(refused.value).endswith("(use vis)")
