@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .experiments import ExperimentRow
+from .gpu import nvidia_driver_version
 from .launcher import Probe, device_for
 from .owners import NotOurs
 from .records import clear_for_launch, read_launch, record_launch
@@ -24,21 +25,6 @@ _UNREAD = object()
 
 class SettingsNotUsable(ValueError):
     """The settings in force cannot start a container; its message says why, plainly."""
-
-
-def nvidia_driver_version() -> str | None:
-    """This machine's NVIDIA driver version ('580.65.06') through NVML; None without one."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()  # counted: the GPU panel's own NVML session stays open
-        try:
-            driver = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver: nothing to check against
-        return None
-    return driver.decode() if isinstance(driver, bytes) else str(driver)
 
 
 class DockerLauncher:

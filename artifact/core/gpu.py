@@ -13,6 +13,21 @@ SMI_GPUS = ("index,uuid,name,utilization.gpu,memory.used,memory.total,temperatur
             "power.draw,power.limit")
 
 
+def nvidia_driver_version() -> str | None:
+    """This machine's NVIDIA driver version ('580.65.06') through NVML; None without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()  # counted: the GPU panel's own NVML session stays open
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver: nothing to check against
+        return None
+    return driver.decode() if isinstance(driver, bytes) else str(driver)
+
+
 @dataclass(frozen=True)
 class MigDevice:
     uuid: str  # "MIG-...": what CUDA_VISIBLE_DEVICES takes to run on this slice

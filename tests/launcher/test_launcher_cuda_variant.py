@@ -16,7 +16,8 @@ import pytest
 from textual.widgets import Input, Select
 
 from artifact.core import docker_launcher
-from artifact.core.docker_launcher import DockerLauncher, nvidia_driver_version
+from artifact.core.docker_launcher import DockerLauncher
+from artifact.core.gpu import nvidia_driver_version
 from artifact.core.docker_runner import DockerRunner
 from artifact.core.gpu import GpuMonitor
 from artifact.core.runs import RUNNING
