@@ -74,7 +74,7 @@ cleanup() {
     say "cleaning up"
     docker ps -aq --filter "label=org.mgrb.image-test=$TAG" | xargs -r docker rm -f >/dev/null 2>&1
     docker ps -aq --filter "ancestor=$IMAGE:$TAG" | xargs -r docker rm -f >/dev/null 2>&1
-    docker rmi -f "$IMAGE:$TAG" "$IMAGE:$TAG-cu12" "$STAND_IN:$TAG" "$STAND_IN:$TAG-build" "$DIST_CHECK" >/dev/null 2>&1
+    docker rmi -f "$IMAGE:$TAG" "$IMAGE:$TAG-cu12" "$IMAGE:$TAG-shared1" "$IMAGE:$TAG-shared2" "$STAND_IN:$TAG" "$STAND_IN:$TAG-build" "$DIST_CHECK" >/dev/null 2>&1
     docker image prune -f --filter "label=org.mgrb.stage=build" >/dev/null 2>&1
     if [[ -n $DAEMON_PID ]]; then
         kill -TERM "$DAEMON_PID" 2>/dev/null
@@ -318,12 +318,38 @@ fi
 # -- the CUDA 12 variant: built the same way, then what differs checked (its torch, its CUDA,
 # its license report against its own lock); the rest of it is the same code and the same
 # layers, and `make test-variant` runs the tests under that torch outside the image.
+#
+# Two images of about 7 GB, each with a build stage as large, do not fit every CI disk at once
+# (this one's 43 GB free ran out): the layers both variants share, each stage's up to its
+# `ARG CUDA`, are tagged to keep them cached, and the CUDA 13 image's own layers go first.
+shared_step_ids() {  # the image id of each `ARG CUDA` step in a classic builder's log
+    awk '/^Step [0-9]+\/[0-9]+ : /{ if (arg && id) print id; arg = ($0 ~ / : ARG CUDA=/); id = ""; next }
+         /^ ---> [0-9a-f]+$/ { id = $2 }
+         END { if (arg && id) print id }' "$1"
+}
+drop_cuda13_image() {  # sets KEPT: how many shared steps stay cached
+    local id
+    KEPT=0
+    while read -r id; do
+        KEPT=$((KEPT + 1))
+        docker tag "$id" "$IMAGE:$TAG-shared$KEPT"
+    done < <(shared_step_ids "$WORK/build.log")
+    docker ps -aq --filter "label=org.mgrb.image-test=$TAG" | xargs -r docker rm -f >/dev/null 2>&1
+    docker ps -aq --filter "ancestor=$IMAGE:$TAG" | xargs -r docker rm -f >/dev/null 2>&1
+    docker rmi "$IMAGE:$TAG" >/dev/null || say "could not remove $IMAGE:$TAG; building beside it"
+    docker image prune -f --filter "label=org.mgrb.stage=build" >/dev/null || true
+}
+disk_left() { df -B1 --output=avail "$WORK" | awk 'NR == 2 {printf "%.0f GB", $1 / 1e9}'; }
+
 if [[ $CUDA12 == 1 ]]; then
+    before=$(disk_left)
+    drop_cuda13_image
+    say "CUDA 13 image removed, its $KEPT steps shared with CUDA 12 kept: $before -> $(disk_left) free"
     say "building $IMAGE:$TAG-cu12 (CUDA=12); log: $WORK/build-cu12.log"
     started=$(date +%s)
     if DOCKER_BUILDKIT=0 docker build --network host "${build_args[@]}" --build-arg CUDA=12 \
             -t "$IMAGE:$TAG-cu12" . >"$WORK/build-cu12.log" 2>&1; then
-        record PASS "docker build CUDA=12" "$(elapsed "$started") s, image $(gb "$(docker image inspect -f '{{.Size}}' "$IMAGE:$TAG-cu12")")"
+        record PASS "docker build CUDA=12" "$(elapsed "$started") s, image $(gb "$(docker image inspect -f '{{.Size}}' "$IMAGE:$TAG-cu12")"), $(disk_left) left on the disk"
         in_image "CUDA 12 variant: torch 2.10.0 built for CUDA 12.8" "2.10.0+cu128 12.8 12" --user 1000:1000 \
             "$IMAGE:$TAG-cu12" python -c "import os, torch; print(torch.__version__, torch.version.cuda, open('/opt/venv/.installed').read().strip() == 'requirements-cu12.lock' and 12)"
         docker run "${SAFE[@]}" "$IMAGE:$TAG-cu12" cat /opt/mgrb/THIRD_PARTY_LICENSES.md >"$WORK/licenses-cu12.md" 2>&1 || true
@@ -336,7 +362,7 @@ if [[ $CUDA12 == 1 ]]; then
         docker rmi -f "$IMAGE:$TAG-cu12" >/dev/null 2>&1
     else
         tail -25 "$WORK/build-cu12.log" >&2
-        record FAIL "docker build CUDA=12" "log above"
+        record FAIL "docker build CUDA=12" "log above; $(disk_left) left on the disk"
     fi
 fi
 
