@@ -63,6 +63,10 @@ fi
 [[ -x $PYTHON ]] || die "no $PYTHON: run 'make setup' first (the launcher's Docker tests need it)"
 
 WORK=$(mktemp -d /var/tmp/mgrb-image-test.XXXXXX)
+remove_containers() {  # the test's own and any of the CUDA 13 image
+    docker ps -aq --filter "label=org.mgrb.image-test=$TAG" | xargs -r docker rm -f >/dev/null 2>&1
+    docker ps -aq --filter "ancestor=$IMAGE:$TAG" | xargs -r docker rm -f >/dev/null 2>&1
+}
 DAEMON_PID=
 cleanup() {
     local status=$?
@@ -72,8 +76,7 @@ cleanup() {
         exit $status
     fi
     say "cleaning up"
-    docker ps -aq --filter "label=org.mgrb.image-test=$TAG" | xargs -r docker rm -f >/dev/null 2>&1
-    docker ps -aq --filter "ancestor=$IMAGE:$TAG" | xargs -r docker rm -f >/dev/null 2>&1
+    remove_containers
     docker rmi -f "$IMAGE:$TAG" "$IMAGE:$TAG-cu12" "$IMAGE:$TAG-shared1" "$IMAGE:$TAG-shared2" "$STAND_IN:$TAG" "$STAND_IN:$TAG-build" "$DIST_CHECK" >/dev/null 2>&1
     docker image prune -f --filter "label=org.mgrb.stage=build" >/dev/null 2>&1
     if [[ -n $DAEMON_PID ]]; then
@@ -334,8 +337,7 @@ drop_cuda13_image() {  # sets KEPT: how many shared steps stay cached
         KEPT=$((KEPT + 1))
         docker tag "$id" "$IMAGE:$TAG-shared$KEPT"
     done < <(shared_step_ids "$WORK/build.log")
-    docker ps -aq --filter "label=org.mgrb.image-test=$TAG" | xargs -r docker rm -f >/dev/null 2>&1
-    docker ps -aq --filter "ancestor=$IMAGE:$TAG" | xargs -r docker rm -f >/dev/null 2>&1
+    remove_containers
     docker rmi "$IMAGE:$TAG" >/dev/null || say "could not remove $IMAGE:$TAG; building beside it"
     docker image prune -f --filter "label=org.mgrb.stage=build" >/dev/null || true
 }

@@ -4,6 +4,7 @@ Textual's pilot, snapshots). Fixtures for the launcher's tests of hostile run fo
 the runs they launch."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ from artifact_helpers import start_sleeper, stop_process
 E2E = Path(__file__).parent / "e2e"
 
 
-
 def _forget_the_enclosing_make() -> None:
     """Tests that run `make -n TARGET` describe what a user's `make TARGET` does. Started by
     make (`make test-variant VENV=.venv-cu12`), pytest inherits the caller's command-line
@@ -21,7 +21,7 @@ def _forget_the_enclosing_make() -> None:
     starts would see them (CUDA 12's image tag): those makes start from a plain shell's slate."""
     flags = os.environ.get("MAKEFLAGS", "")
     _, _, overrides = f" {flags}".partition(" -- ")
-    for word in overrides.split():
+    for word in re.split(r"(?<!\\)\s+", overrides.strip()):  # make writes a space in a value as "\ "
         os.environ.pop(word.split("=", 1)[0], None)
     for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
         os.environ.pop(name, None)

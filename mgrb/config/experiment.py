@@ -250,7 +250,7 @@ def _check_hierarchy(config: Experiment, source: _Source) -> None:
         raise source.error("hierarchy.kind", "is none but method.losses uses hierloss; "
                            "choose ont, vis or sem, or drop hierloss")
     supported = DATASETS[dataset].hierarchies
-    other = " or ".join(k for k in supported if k != kind)
+    other = DATASETS[dataset].hierarchies_besides(kind)
     if kind == "sem" and kind not in supported:
         raise source.error("hierarchy.kind", f"sem needs WordNet synsets that tell the classes "
                            f"apart; {dataset} has none (use {other})")

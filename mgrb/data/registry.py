@@ -67,6 +67,10 @@ class DataSet:
     # projected training images per class (mgrb.perf.estimate): the typical, not the smallest
     projected_per_class: int | None = None
 
+    def hierarchies_besides(self, kind: str) -> str:
+        """The kinds offered other than `kind` ('vis or ont'): what a refusal of it advises."""
+        return " or ".join(other for other in self.hierarchies if other != kind)
+
     @property
     def per_class_for_projection(self) -> int:
         return self.projected_per_class or self.full_train_per_class or self.train_per_class

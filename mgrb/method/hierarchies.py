@@ -21,11 +21,6 @@ def _synset_names(dataset: str, data) -> list[str] | None:
     return None if synsets is None else list(synsets)
 
 
-def _other_kinds(dataset: str, kind: str) -> str:
-    """The kinds this data set does offer, for a refusal's advice (never the refused one)."""
-    return " or ".join(k for k in DATASETS[dataset].hierarchies if k != kind)
-
-
 def describe_hierarchy(hierarchy: Hierarchy, quirks: Quirks, *, dataset: str, data,
                        order: list[int], n_seen: int,
                        class_features: torch.Tensor | None) -> dict:
@@ -47,7 +42,7 @@ def describe_hierarchy(hierarchy: Hierarchy, quirks: Quirks, *, dataset: str, da
         names = _synset_names(dataset, data)
         if names is None:
             raise ConfigError(f"hierarchy.kind: sem needs WordNet synsets for the classes of "
-                              f"{dataset}; none are known (use {_other_kinds(dataset, 'sem')})")
+                              f"{dataset}; none are known (use {DATASETS[dataset].hierarchies_besides('sem')})")
         return {"kind": "sem", "source": wordnet.SOURCE, "clusters": min(clusters, n_seen),
                 "groups": wordnet.semantic_groups([names[c] for c in classes], clusters)}
     # ont
@@ -64,7 +59,7 @@ def describe_hierarchy(hierarchy: Hierarchy, quirks: Quirks, *, dataset: str, da
                 "depth_stage1": quirks.tree_depth_stage1 or height,
                 "depth_stage2": quirks.tree_depth_stage2 or height}
     raise ConfigError(f"hierarchy.kind: ont needs superclasses or WordNet ids; {dataset} has "
-                      f"neither (use {_other_kinds(dataset, 'ont')})")
+                      f"neither (use {DATASETS[dataset].hierarchies_besides('ont')})")
 
 
 def hierarchy_targets(description: dict, beta: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
