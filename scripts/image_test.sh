@@ -12,8 +12,10 @@
 # Environment: IMAGE_TEST_BASE=pinned builds from the Dockerfile's own pinned base (needs a
 # registry) instead of the stand-in; IMAGE_TEST_KEEP=1 keeps the image and its daemon's data
 # for a look afterwards (the folder is printed); IMAGE_TEST_PYTHON is the Python with the test
-# tools (default .venv/bin/python, as `make setup` makes it); IMAGE_TEST_CUDA12=0 leaves out
-# the build of the CUDA 12 variant (make image CUDA=12) and its checks.
+# tools (default .venv/bin/python, as `make setup` makes it); IMAGE_TEST_CUDA12 says how much
+# of the CUDA 12 variant (make image CUDA=12) is built and checked: full (the whole image),
+# stage (its build stage, where setup.sh installs requirements-cu12.lock), auto (the default:
+# full when the disk has room for it, else stage) or 0 (none of it).
 set -euo pipefail
 
 # All of it in one function, read whole before it runs: bash reads a script as it goes, so an
@@ -25,7 +27,7 @@ ROOT=$PWD
 PYTHON=${IMAGE_TEST_PYTHON:-$ROOT/.venv/bin/python}
 BASE_MODE=${IMAGE_TEST_BASE:-stand-in}
 KEEP=${IMAGE_TEST_KEEP:-0}
-CUDA12=${IMAGE_TEST_CUDA12:-1}
+CUDA12=${IMAGE_TEST_CUDA12:-auto}
 SUITE=bookworm
 TAG=$$
 IMAGE=mgrb-artifact-image-test
@@ -39,6 +41,8 @@ say() { echo "image-test: $*"; }
 die() { echo "image-test: $*" >&2; exit 2; }
 elapsed() { echo $(( $(date +%s) - $1 )); }
 [[ $BASE_MODE == stand-in || $BASE_MODE == pinned ]] || die "IMAGE_TEST_BASE: stand-in or pinned, not '$BASE_MODE'"
+[[ $CUDA12 == 1 ]] && CUDA12=auto
+[[ $CUDA12 =~ ^(auto|full|stage|0)$ ]] || die "IMAGE_TEST_CUDA12: auto, full, stage or 0, not '$CUDA12'"
 
 # -- the results table --------------------------------------------------------------------
 RESULTS=()
@@ -322,9 +326,14 @@ fi
 # its license report against its own lock); the rest of it is the same code and the same
 # layers, and `make test-variant` runs the tests under that torch outside the image.
 #
-# Two images of about 7 GB, each with a build stage as large, do not fit every CI disk at once
-# (this one's 43 GB free ran out): the layers both variants share, each stage's up to its
-# `ARG CUDA`, are tagged to keep them cached, and the CUDA 13 image's own layers go first.
+# The classic builder keeps each step's container beside the layer it commits from it (a tar
+# of the container's changes, unpacked) until the build ends: the CUDA 13 build's peak was 27
+# GB, 4.3 times its venv, and the CUDA 12 venv is 1.26 times larger (8.0 and 6.4 GB here).
+# That is more than some CI disks have left (CI failed twice with "no space left on device"),
+# so: the CUDA 13 image's own layers go first (each stage's steps up to its `ARG CUDA` are
+# tagged, so they stay cached), and where the disk still lacks room for the whole image, only
+# its build stage is built (24 GB at its peak here, 3 times its venv) and checked; the final
+# stage's steps are the ones the CUDA 13 image passed above, with a larger venv copied in.
 shared_step_ids() {  # the image id of each `ARG CUDA` step in a classic builder's log
     awk '/^Step [0-9]+\/[0-9]+ : /{ if (arg && id) print id; arg = ($0 ~ / : ARG CUDA=/); id = ""; next }
          /^ ---> [0-9a-f]+$/ { id = $2 }
@@ -341,30 +350,51 @@ drop_cuda13_image() {  # sets KEPT: how many shared steps stay cached
     docker rmi "$IMAGE:$TAG" >/dev/null || say "could not remove $IMAGE:$TAG; building beside it"
     docker image prune -f --filter "label=org.mgrb.stage=build" >/dev/null || true
 }
-disk_left() { df -B1 --output=avail "$WORK" | awk 'NR == 2 {printf "%.0f GB", $1 / 1e9}'; }
+free_bytes() { df -B1 --output=avail "$WORK" | awk 'NR == 2 {print $1}'; }
+disk_left() { gb "$(free_bytes)"; }
 
-if [[ $CUDA12 == 1 ]]; then
+if [[ $CUDA12 != 0 ]]; then
     before=$(disk_left)
     drop_cuda13_image
     say "CUDA 13 image removed, its $KEPT steps shared with CUDA 12 kept: $before -> $(disk_left) free"
-    say "building $IMAGE:$TAG-cu12 (CUDA=12); log: $WORK/build-cu12.log"
+    # 4.5 venvs of 1.3 times the CUDA 13 one's size: the ratios above, rounded up.
+    full_need=$(awk -v v="$VENV_BYTES" 'BEGIN {printf "%.0f", 4.5 * 1.3 * v}')
+    if [[ $CUDA12 == auto ]]; then
+        if (( $(free_bytes) >= full_need )); then CUDA12=full; else CUDA12=stage; fi
+        say "the whole CUDA 12 image needs about $(gb "$full_need") free at its peak, $(disk_left) is: building $([[ $CUDA12 == full ]] && echo the whole image || echo its build stage only)"
+    fi
+    cu12_image=$IMAGE:$TAG-cu12
+    target=() run_env=() venv_bin=
+    what="docker build CUDA=12"
+    if [[ $CUDA12 == stage ]]; then
+        # The build stage has the venv but not the final stage's PATH, user or environment.
+        target=(--target build) venv_bin=/opt/venv/bin/
+        run_env=(-e MGRB_NLTK_DATA=/opt/nltk_data -e MGRB_DATA=/data -e MGRB_RUNS=/runs)
+        what="docker build CUDA=12 --target build"
+    fi
+    say "building $cu12_image (CUDA=12${target[*]:+, ${target[*]}}); log: $WORK/build-cu12.log"
     started=$(date +%s)
-    if DOCKER_BUILDKIT=0 docker build --network host "${build_args[@]}" --build-arg CUDA=12 \
-            -t "$IMAGE:$TAG-cu12" . >"$WORK/build-cu12.log" 2>&1; then
-        record PASS "docker build CUDA=12" "$(elapsed "$started") s, image $(gb "$(docker image inspect -f '{{.Size}}' "$IMAGE:$TAG-cu12")"), $(disk_left) left on the disk"
+    if DOCKER_BUILDKIT=0 docker build --network host "${build_args[@]}" --build-arg CUDA=12 "${target[@]}" \
+            -t "$cu12_image" . >"$WORK/build-cu12.log" 2>&1; then
+        record PASS "$what" "$(elapsed "$started") s, image $(gb "$(docker image inspect -f '{{.Size}}' "$cu12_image")"), $(disk_left) left on the disk"
         in_image "CUDA 12 variant: torch 2.10.0 built for CUDA 12.8" "2.10.0+cu128 12.8 12" --user 1000:1000 \
-            "$IMAGE:$TAG-cu12" python -c "import os, torch; print(torch.__version__, torch.version.cuda, open('/opt/venv/.installed').read().strip() == 'requirements-cu12.lock' and 12)"
-        docker run "${SAFE[@]}" "$IMAGE:$TAG-cu12" cat /opt/mgrb/THIRD_PARTY_LICENSES.md >"$WORK/licenses-cu12.md" 2>&1 || true
+            "$cu12_image" ${venv_bin}python -c "import os, torch; print(torch.__version__, torch.version.cuda, open('/opt/venv/.installed').read().strip() == 'requirements-cu12.lock' and 12)"
+        if [[ $CUDA12 == full ]]; then
+            docker run "${SAFE[@]}" "$cu12_image" cat /opt/mgrb/THIRD_PARTY_LICENSES.md >"$WORK/licenses-cu12.md" 2>&1 || true
+        else  # the final stage's own command, in the build stage
+            docker run "${SAFE[@]}" --user 1000:1000 "$cu12_image" ${venv_bin}python scripts/license_report.py \
+                --lock "$(docker run "${SAFE[@]}" "$cu12_image" head -1 /opt/venv/.installed)" >"$WORK/licenses-cu12.md" 2>"$WORK/licenses-cu12.err" || true
+        fi
         if "$PYTHON" scripts/license_report.py --check "$WORK/licenses-cu12.md" --lock requirements-cu12.lock >/dev/null 2>&1; then
             record PASS "CUDA 12 variant: license report of its own lock" "every package of requirements-cu12.lock"
         else
             record FAIL "CUDA 12 variant: license report of its own lock" "$("$PYTHON" scripts/license_report.py --check "$WORK/licenses-cu12.md" --lock requirements-cu12.lock 2>&1 | cut -c1-200)"
         fi
-        in_image "CUDA 12 variant: mgrb list" "digits_5_1" --user 1000:1000 "${MOUNTS[@]}" "$IMAGE:$TAG-cu12" mgrb list
-        docker rmi -f "$IMAGE:$TAG-cu12" >/dev/null 2>&1
+        in_image "CUDA 12 variant: mgrb list" "digits_5_1" --user 1000:1000 "${MOUNTS[@]}" "${run_env[@]}" "$cu12_image" ${venv_bin}mgrb list
+        docker rmi -f "$cu12_image" >/dev/null 2>&1
     else
         tail -25 "$WORK/build-cu12.log" >&2
-        record FAIL "docker build CUDA=12" "log above; $(disk_left) left on the disk"
+        record FAIL "$what" "log above; $(disk_left) left on the disk"
     fi
 fi
 
