@@ -326,13 +326,14 @@ fi
 # its license report against its own lock); the rest of it is the same code and the same
 # layers, and `make test-variant` runs the tests under that torch outside the image.
 #
-# The classic builder keeps each step's container beside the layer it commits from it (a tar
-# of the container's changes, unpacked) until the build ends: the CUDA 13 build's peak was 27
-# GB, 4.3 times its venv, and the CUDA 12 venv is 1.26 times larger (8.0 and 6.4 GB here).
-# That is more than some CI disks have left (CI failed twice with "no space left on device"),
-# so: the CUDA 13 image's own layers go first (each stage's steps up to its `ARG CUDA` are
-# tagged, so they stay cached), and where the disk still lacks room for the whole image, only
-# its build stage is built (24 GB at its peak here, 3 times its venv) and checked; the final
+# A build holds several copies of the venv at its peak (a step's container and the layer
+# committed from it, for COPY --from the source layer too). Measured here by free space every
+# 5 s (2026-12-07): the CUDA 13 image 25.6 to 27.4 GB at the peak, 4.0 to 4.3 times its 6.4 GB
+# venv; the whole CUDA 12 image 31.5 GB, 3.9 times its 8.0 GB venv; its build stage alone 24
+# GB. More than some CI disks had left (CI failed twice with "no space left on device"), so:
+# the CUDA 13 image's own layers go first (each stage's steps up to its `ARG CUDA` are tagged,
+# so they stay cached), and where the disk still lacks room for the whole image, only its build
+# stage, where setup.sh installs requirements-cu12.lock, is built and checked; the final
 # stage's steps are the ones the CUDA 13 image passed above, with a larger venv copied in.
 shared_step_ids() {  # the image id of each `ARG CUDA` step in a classic builder's log
     awk '/^Step [0-9]+\/[0-9]+ : /{ if (arg && id) print id; arg = ($0 ~ / : ARG CUDA=/); id = ""; next }
@@ -357,7 +358,7 @@ if [[ $CUDA12 != 0 ]]; then
     before=$(disk_left)
     drop_cuda13_image
     say "CUDA 13 image removed, its $KEPT steps shared with CUDA 12 kept: $before -> $(disk_left) free"
-    # 4.5 venvs of 1.3 times the CUDA 13 one's size: the ratios above, rounded up.
+    # 4.5 venvs of 1.3 times the CUDA 13 one's size (37 GB): the ratios above, rounded up.
     full_need=$(awk -v v="$VENV_BYTES" 'BEGIN {printf "%.0f", 4.5 * 1.3 * v}')
     if [[ $CUDA12 == auto ]]; then
         if (( $(free_bytes) >= full_need )); then CUDA12=full; else CUDA12=stage; fi
