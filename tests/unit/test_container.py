@@ -4,6 +4,7 @@ these checks run everywhere, without Docker."""
 
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -128,3 +129,26 @@ def test_mgrb_run_refuses_to_be_process_1(monkeypatch, capsys):
     error = capsys.readouterr().err
     assert error.startswith("mgrb: error: mgrb runs as process 1") and "docker run --init" in error
     assert mgrb.cli.main(["--experiments-dir", str(ROOT / "experiments"), "list"]) == 0  # reading is fine
+
+
+def test_image_test_refuses_an_unknown_cuda12_mode_before_it_starts_anything(tmp_path):
+    # Only the tools the script needs before its checks: were the check gone, it would stop at
+    # the first missing one (docker, apt-get) instead of installing or starting anything.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bash", "dirname", "sed"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    done = subprocess.run([str(tools / "bash"), str(ROOT / "scripts/image_test.sh")], capture_output=True,
+                          text=True, timeout=60, env={"PATH": str(tools), "IMAGE_TEST_CUDA12": "whole"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "image-test: IMAGE_TEST_CUDA12: auto, full, stage or 0, not 'whole'"
+    assert "dockerd" not in done.stdout and not done.stdout.strip()
+
+
+def test_image_test_builds_a_stage_the_dockerfile_names():
+    # CI builds only the CUDA 12 variant's build stage (IMAGE_TEST_CUDA12=stage, .ci/run), by name
+    script = (ROOT / "scripts/image_test.sh").read_text()
+    targets = set(re.findall(r"--target (\w+)", script))
+    assert targets == {"build"}
+    assert re.search(r"^FROM \S+ AS build$", _dockerfile(), re.M)
+    assert "IMAGE_TEST_CUDA12=stage make image-test" in (ROOT / ".ci/run").read_text()
